@@ -1,0 +1,148 @@
+"""Recipes: one YAML file per training setup, loaded the same way by the CLI and the notebooks.
+
+A recipe is a nested dict with the sections ``model`` (path or hub id, dtype, LoRA/QLoRA),
+``data`` (pairs, teacher, tries), ``sft`` (cold-start SFT, paper Sec. 4.3), ``scalar`` (the
+Bradley-Terry baseline), ``rl`` (StableReinforce, Sec. 3) and ``eval``. Shipped names:
+``toy-ci``, ``toy-cpu`` (the tiny model on 2 CPU cores) and ``qwen2.5-vl-7b-lora`` (one GPU).
+
+Overrides are dotted ``key=value`` strings whose values are parsed as YAML, so ``sft.lr=1e-3``
+gives a float, ``model.lora=null`` gives ``None`` and ``model.lora={r: 8}`` gives a dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "RECIPE_DIR",
+    "available",
+    "load_recipe",
+    "apply_overrides",
+    "recipe_hash",
+    "resolve_model_path",
+]
+
+RECIPE_DIR = Path(__file__).resolve().parent
+
+
+def available() -> list[str]:
+    """Names of the recipes shipped with the package (``toy-ci``, ``toy-cpu``, ...)."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _parse_value(text: str) -> Any:
+    """Parse one override value as YAML (``null`` -> None, ``[a, b]`` -> list, ``1e-3`` -> float).
+
+    PyYAML follows YAML 1.1, which reads ``1e-3`` as a string; such strings become floats here.
+    """
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str) and any(c.isdigit() for c in value):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(recipe: dict, overrides: Iterable[str], *, source: str = "recipe") -> dict:
+    """Return a copy of ``recipe`` with dotted ``key=value`` overrides applied.
+
+    Raises:
+        ValueError: an override without ``=``.
+        KeyError: a key that the recipe does not have (the message names the key, the recipe
+            and the keys that exist at that level).
+    """
+    out = copy.deepcopy(recipe)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"{source}: override {item!r} is not of the form dotted.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node: Any = out
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if not isinstance(node, dict):
+                where = ".".join(parts[:depth])
+                raise KeyError(
+                    f"{source}: cannot set {key!r}: {where!r} is {node!r}, not a section; "
+                    f"set the whole value instead, e.g. {where}={{{part}: ...}}"
+                )
+            if part not in node:
+                where = ".".join(parts[:depth]) or "top level"
+                known = ", ".join(sorted(node)) or "(none)"
+                raise KeyError(
+                    f"{source}: unknown key {key!r} ({part!r} is not in {where}; known: {known})"
+                )
+            if last:
+                node[part] = _parse_value(raw)
+            else:
+                node = node[part]
+    return out
+
+
+def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """Load a recipe by name (``toy-cpu``) or YAML path and apply dotted overrides.
+
+    Args:
+        name_or_path: a shipped recipe name (see :func:`available`) or a path to a YAML file.
+        overrides: ``"section.key=value"`` strings; values are YAML (``sft.lr=1e-3``).
+
+    Returns:
+        The recipe as a nested dict; ``recipe["name"]`` is set (file stem when absent).
+
+    Raises:
+        FileNotFoundError: neither a shipped name nor an existing file.
+        ValueError: the file is not a YAML mapping.
+        KeyError: an override names a key the recipe does not have.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if not path.is_file():
+        shipped = RECIPE_DIR / f"{text}.yaml"
+        if not shipped.is_file():
+            raise FileNotFoundError(
+                f"recipe {text!r}: no such file, and not a shipped recipe "
+                f"(known: {', '.join(available())})"
+            )
+        path = shipped
+    with path.open(encoding="utf-8") as fh:
+        try:
+            data = yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    return apply_overrides(data, overrides, source=str(path))
+
+
+def recipe_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable values (recipe sections), for cache keys."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models") -> str:
+    """The model path or hub id of a recipe; builds the tiny model when ``model.path`` is null.
+
+    With ``model.path: null`` and ``model.tiny: {size, seed}``, the tiny Qwen2.5-VL is built once
+    by :func:`r1reward.models.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``.
+    """
+    model = recipe.get("model") or {}
+    if model.get("path"):
+        return str(model["path"])
+    tiny = model.get("tiny")
+    if not tiny:
+        raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
+    from r1reward.models import build_tiny_model
+
+    size, seed = tiny.get("size", "tiny"), int(tiny.get("seed", 0))
+    return str(build_tiny_model(Path(cache_dir) / f"tiny-{size}-seed{seed}", size=size, seed=seed))
