@@ -1,0 +1,527 @@
+"""Consistency judges: does the analysis support the verdict? (paper Section 3.2, consistency reward)
+
+StableReinforce adds a *consistency reward* to the format and result rewards: a judge model reads
+the reward model's own analysis (the text inside ``<think>...</think>``) and the verdict it gave
+(``<answer>1|2</answer>``) and says whether the one supports the other. The final reward is
+``Result * (1 + 0.5 * Consistency) + 0.5 * Format`` (see :func:`r1reward.rewards.combine`), with
+
+* ``Consistency = 1``  the analysis supports the verdict,
+* ``Consistency = -1`` it argues for the other response,
+* ``Consistency = 0``  no usable answer (no verdict, empty analysis, the judge failed or replied
+  with something that is neither 1 nor 0).
+
+Every judge implements :class:`Judge`: ``judge(analyses, answers, images=None) -> list[int]``.
+
+* :class:`RuleJudge` - the toy world; reads which response the analysis calls better with
+  :func:`r1reward.data.toy.analysis_verdict`. Deterministic, no model.
+* :class:`TransformersJudge` - a local chat model (text or vision-language) loaded with
+  :func:`r1reward.models.load_model`, batched through :func:`r1reward.rollout.generate`.
+* :class:`OpenAIJudge` - any OpenAI-compatible server (vLLM, SGLang, TGI, OpenAI, ``r1reward
+  serve``). The paper uses Qwen2.5-VL-7B-Instruct behind such a server; the reference code
+  hard-codes its address and has no fault handling. Here the address comes from arguments or
+  ``$R1REWARD_JUDGE_BASE_URL``/``_MODEL``/``_API_KEY``; requests have a timeout, retries with
+  backoff, a concurrency limit, a content-hash cache and failure counters, and a failure never
+  raises into the training loop: it is a 0 and a counter.
+
+The judge prompt (:func:`consistency_prompt`) shows the analysis - all of it, or only its last
+``last_lines`` lines as the reference did - and the verdict, and asks for ``1`` or ``0``. How the
+reply is read is documented in :func:`parse_judge_reply`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+ENV_BASE_URL = "R1REWARD_JUDGE_BASE_URL"
+ENV_MODEL = "R1REWARD_JUDGE_MODEL"
+ENV_API_KEY = "R1REWARD_JUDGE_API_KEY"
+
+JUDGE_PROMPT = """You check whether a piece of reasoning supports its own conclusion.
+A reward model compared two responses (Response 1 and Response 2) to a question. Below is its analysis{scope}, followed by the verdict it gave.
+
+[Analysis]
+{analysis}
+
+[Verdict]
+Response {answer} is better.
+
+Does the analysis support this verdict, that is, does the analysis itself argue that Response {answer} is the better one?
+Reply with a single digit and nothing else: 1 if the analysis supports the verdict, 0 if it does not."""
+
+
+# --------------------------------------------------------------------------------------- protocol
+@runtime_checkable
+class Judge(Protocol):
+    """Anything that scores analysis/verdict consistency.
+
+    ``judge(analyses, answers, images=None)`` takes ``B`` analyses (text inside ``<think>``), the
+    ``B`` verdicts (1, 2, or ``None`` when the output had no parseable answer) and optionally ``B``
+    lists of images (the pair's images, for judges that look at them), and returns ``B`` integers
+    in ``{1, -1, 0}`` (supports / contradicts / no usable answer).
+    """
+
+    def judge(
+        self,
+        analyses: Sequence[str],
+        answers: Sequence[int | None],
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[int]: ...
+
+
+def _check_lengths(analyses: Sequence[str], answers: Sequence[int | None], images: Any) -> None:
+    if len(analyses) != len(answers):
+        raise ValueError(
+            f"judge: got {len(analyses)} analyses but {len(answers)} answers; expected one answer "
+            "per analysis"
+        )
+    if images is not None and len(images) != len(analyses):
+        raise ValueError(
+            f"judge: got {len(images)} image lists for {len(analyses)} analyses; expected one "
+            "(possibly empty) list per analysis or images=None"
+        )
+
+
+def _askable(analysis: str | None, answer: int | None) -> bool:
+    """A judge is only asked when there is a verdict (1 or 2) and a non-empty analysis."""
+    return answer in (1, 2) and isinstance(analysis, str) and analysis.strip() != ""
+
+
+# ------------------------------------------------------------------------------- prompt / reply
+def consistency_prompt(analysis: str, answer: int, *, last_lines: int | None = None) -> str:
+    """The judge prompt for one analysis and its verdict.
+
+    Args:
+        analysis: the reward model's analysis (the text inside ``<think>``, tags not needed).
+        answer: the verdict it gave, 1 or 2.
+        last_lines: show only the last ``last_lines`` non-empty lines of the analysis (the
+            reference showed the tail, where the conclusion is); ``None`` shows all of it.
+    """
+    if answer not in (1, 2):
+        raise ValueError(f"consistency_prompt: answer must be 1 or 2, got {answer!r}")
+    text = analysis.strip()
+    scope = ""
+    if last_lines is not None:
+        if last_lines < 1:
+            raise ValueError(f"consistency_prompt: last_lines must be >= 1 or None, got {last_lines}")
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) > last_lines:
+            text = "\n".join(lines[-last_lines:])
+            scope = f" (its last {last_lines} lines)"
+    return JUDGE_PROMPT.format(scope=scope, analysis=text, answer=answer)
+
+
+_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.IGNORECASE | re.DOTALL)
+_THINK = re.compile(r"<think>.*?</think>", re.IGNORECASE | re.DOTALL)
+_FIRST_TOKEN = re.compile(r"^[\s\"'`*_(\[]*([A-Za-z]+|\d+)")
+_WORDS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0}
+
+
+def parse_judge_reply(text: str | None) -> int | None:
+    """Read a judge's reply as 1 (supports), 0 (does not) or ``None`` (no usable answer).
+
+    Rules, in order:
+
+    1. a reasoning judge's ``<think>...</think>`` block is dropped;
+    2. if the reply has an ``<answer>...</answer>`` tag, only its content is read;
+    3. the *first token* of what remains, after leading spaces, quotes, backticks, ``*``, ``_``,
+       ``(`` and ``[``, must be ``1``/``0`` or ``yes``/``no``/``true``/``false`` (any case);
+       a token such as ``10`` or ``2`` or ``maybe`` is not usable.
+
+    Anything else (empty text, ``None``, prose that does not start with the answer) gives ``None``.
+    Deliberately strict: a judge that rambles is counted as "no usable answer", never guessed.
+    """
+    if not isinstance(text, str):
+        return None
+    body = _THINK.sub("", text)
+    tag = _TAG.search(body)
+    if tag:
+        body = tag.group(1)
+    match = _FIRST_TOKEN.match(body)
+    if not match:
+        return None
+    return _WORDS.get(match.group(1).lower())
+
+
+def reply_to_consistency(value: int | None) -> int:
+    """Map a parsed reply to the consistency reward: 1 -> 1, 0 -> -1, None -> 0."""
+    return {1: 1, 0: -1}.get(value, 0)
+
+
+# ------------------------------------------------------------------------------------ RuleJudge
+class RuleJudge:
+    """The toy world's judge: the analysis's own conclusion against the verdict.
+
+    Toy analyses end with a fixed sentence such as "Response 2 is better.", which
+    :func:`r1reward.data.toy.analysis_verdict` reads. Returns 1 when it equals the verdict, -1 when
+    it names the other response, 0 when the analysis names none or the verdict is ``None``.
+    """
+
+    def __init__(self) -> None:
+        from r1reward.data import toy  # imported here: the toy world is only needed by this judge
+
+        self._verdict = toy.analysis_verdict
+
+    def judge(
+        self,
+        analyses: Sequence[str],
+        answers: Sequence[int | None],
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[int]:
+        _check_lengths(analyses, answers, images)
+        out = []
+        for analysis, answer in zip(analyses, answers):
+            if not _askable(analysis, answer):
+                out.append(0)
+                continue
+            said = self._verdict(analysis)
+            out.append(0 if said is None else (1 if said == answer else -1))
+        return out
+
+
+# ---------------------------------------------------------------------------- TransformersJudge
+class TransformersJudge:
+    """A local chat model as the judge, batched (greedy decoding).
+
+    Args:
+        model: a model path / hub id (loaded once with :func:`r1reward.models.load_model`) or an
+            already loaded model, in which case ``processor`` must be given too.
+        processor: the processor/tokenizer of a loaded ``model``.
+        last_lines: see :func:`consistency_prompt`.
+        max_new_tokens: the reply budget (the answer is one token; a few more let a chatty model
+            finish its first word).
+        batch_size: conversations per ``generate`` call.
+        use_images: show the pair's images to the judge (for vision-language judges).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any | None = None,
+        *,
+        last_lines: int | None = None,
+        max_new_tokens: int = 8,
+        batch_size: int = 8,
+        use_images: bool = False,
+    ) -> None:
+        if isinstance(model, str | Path):
+            from r1reward.models import load_model
+
+            model, processor = load_model(str(model))
+        elif processor is None:
+            raise ValueError("TransformersJudge: a loaded model needs its processor (processor=...)")
+        self.model, self.processor = model, processor
+        self.last_lines = last_lines
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.use_images = use_images
+        self.stats: dict[str, int] = {"asked": 0, "unparseable": 0}
+
+    def judge(
+        self,
+        analyses: Sequence[str],
+        answers: Sequence[int | None],
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[int]:
+        from r1reward.rollout import generate
+
+        _check_lengths(analyses, answers, images)
+        out = [0] * len(analyses)
+        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if _askable(a, v)]
+        if not todo:
+            return out
+        conversations = []
+        for i in todo:
+            content: list[dict[str, Any]] = []
+            if self.use_images and images is not None:
+                content += [{"type": "image", "image": img} for img in images[i]]
+            prompt = consistency_prompt(analyses[i], int(answers[i]), last_lines=self.last_lines)
+            content.append({"type": "text", "text": prompt})
+            conversations.append([{"role": "user", "content": content}])
+        completions = generate(
+            self.model,
+            self.processor,
+            conversations,
+            num_return_sequences=1,
+            do_sample=False,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+        )
+        for i, group in zip(todo, completions):
+            value = parse_judge_reply(group[0].text if group else None)
+            self.stats["asked"] += 1
+            self.stats["unparseable"] += value is None
+            out[i] = reply_to_consistency(value)
+        return out
+
+
+# ---------------------------------------------------------------------------------- OpenAIJudge
+def image_to_data_url(image: Any) -> str:
+    """A PIL image, a local path, or an existing ``data:``/``http(s):`` URL as an image URL string."""
+    if isinstance(image, str) and image.startswith(("data:", "http://", "https://")):
+        return image
+    if isinstance(image, str | Path):
+        path = Path(image)
+        mime = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}.get(
+            path.suffix.lower(), "png"
+        )
+        return f"data:image/{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@dataclass
+class JudgeStats:
+    """Counters of an :class:`OpenAIJudge` (all cumulative since construction)."""
+
+    items: int = 0  # analyses scored (including those answered 0 without asking)
+    requests: int = 0  # HTTP attempts sent (retries included)
+    cache_hits: int = 0
+    ok: int = 0  # usable replies (1 or 0)
+    retries: int = 0
+    connect_errors: int = 0
+    timeouts: int = 0
+    http_errors: int = 0  # non-2xx after retries
+    bad_responses: int = 0  # 2xx whose body is not an OpenAI chat completion
+    unparseable: int = 0  # a chat completion whose text is neither 1 nor 0
+    other_errors: int = 0
+    failures: int = field(default=0)  # items that ended as 0 because of any of the above
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class _Failure(Exception):
+    def __init__(self, kind: str, message: str, retry: bool) -> None:
+        super().__init__(message)
+        self.kind, self.retry = kind, retry
+
+
+class OpenAIJudge:
+    """A judge behind any OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000/v1``; default ``$R1REWARD_JUDGE_BASE_URL``.
+        model: the served model name; default ``$R1REWARD_JUDGE_MODEL``.
+        api_key: sent as ``Authorization: Bearer``; default ``$R1REWARD_JUDGE_API_KEY`` (may be
+            unset for local servers).
+        timeout: seconds allowed for each phase (connect, write, read between bytes) of one attempt.
+        max_retries: extra attempts after a connection error, a timeout, HTTP 429 or 5xx, with
+            exponential backoff ``backoff * 2**attempt`` seconds. Other 4xx, malformed bodies and
+            unparseable replies are not retried (they would fail the same way again).
+        backoff: the first backoff delay in seconds.
+        concurrency: requests in flight at once (a thread pool over one pooled HTTP client).
+        last_lines: see :func:`consistency_prompt`.
+        temperature, max_tokens: sampling settings sent to the server.
+        use_images: send the pair's images (as data URLs) with the prompt.
+        cache_size: replies remembered, keyed by a SHA-256 of model + prompt + images; only usable
+            replies are cached, so a failure is retried on the next call.
+
+    ``judge()`` never raises because of the server: every failure becomes a 0 and increments
+    :attr:`stats`. Bad *arguments* (mismatched lengths, no base URL) do raise, at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        backoff: float = 0.5,
+        concurrency: int = 8,
+        last_lines: int | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 8,
+        use_images: bool = False,
+        cache_size: int = 100_000,
+    ) -> None:
+        import httpx
+
+        base_url = base_url or os.environ.get(ENV_BASE_URL)
+        model = model or os.environ.get(ENV_MODEL)
+        api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+        if not base_url:
+            raise ValueError(f"OpenAIJudge: no base URL; pass base_url=... or set ${ENV_BASE_URL}")
+        if not model:
+            raise ValueError(f"OpenAIJudge: no model name; pass model=... or set ${ENV_MODEL}")
+        if concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise ValueError(
+                "OpenAIJudge: expected concurrency >= 1, max_retries >= 0, timeout > 0; got "
+                f"{concurrency}, {max_retries}, {timeout}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        self.last_lines = last_lines
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.use_images = use_images
+        self.cache_size = cache_size
+        self.stats = JudgeStats()
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, int] = OrderedDict()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            headers=headers,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="r1judge")
+
+    # ------------------------------------------------------------------ public
+    def judge(
+        self,
+        analyses: Sequence[str],
+        answers: Sequence[int | None],
+        images: Sequence[Sequence[Any]] | None = None,
+    ) -> list[int]:
+        _check_lengths(analyses, answers, images)
+        out = [0] * len(analyses)
+        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if _askable(a, v)]
+        with self._lock:
+            self.stats.items += len(analyses)
+        futures = {
+            i: self._pool.submit(
+                self._one, analyses[i], int(answers[i]), images[i] if images is not None else ()
+            )
+            for i in todo
+        }
+        for i, future in futures.items():
+            try:
+                out[i] = future.result()
+            except BaseException:  # noqa: BLE001 - _one already never raises; belt and braces
+                self._count("other_errors", failed=True)
+                out[i] = 0
+        return out
+
+    def close(self) -> None:
+        """Release the thread pool and HTTP connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def __enter__(self) -> OpenAIJudge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+    def _count(self, name: str, *, failed: bool = False) -> None:
+        with self._lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+            if failed:
+                self.stats.failures += 1
+
+    def _payload(self, analysis: str, answer: int, images: Sequence[Any]) -> dict[str, Any]:
+        prompt = consistency_prompt(analysis, answer, last_lines=self.last_lines)
+        if self.use_images and images:
+            content: Any = [
+                {"type": "image_url", "image_url": {"url": image_to_data_url(img)}} for img in images
+            ] + [{"type": "text", "text": prompt}]
+        else:
+            content = prompt
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _one(self, analysis: str, answer: int, images: Sequence[Any]) -> int:
+        try:
+            payload = self._payload(analysis, answer, images)
+            key = hashlib.sha256(repr((self.base_url, payload)).encode()).hexdigest()
+            with self._lock:
+                if key in self._cache:
+                    self._cache.move_to_end(key)
+                    self.stats.cache_hits += 1
+                    return self._cache[key]
+            text = self._request(payload)
+            value = parse_judge_reply(text)
+            if value is None:
+                self._count("unparseable", failed=True)
+                return 0
+            result = reply_to_consistency(value)
+            with self._lock:
+                self.stats.ok += 1
+                self._cache[key] = result
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            return result
+        except _Failure as failure:
+            self._count(failure.kind, failed=True)
+            return 0
+        except Exception:  # noqa: BLE001 - a judge failure must never stop training
+            self._count("other_errors", failed=True)
+            return 0
+
+    def _request(self, payload: dict[str, Any]) -> str:
+        """POST with retries; returns the reply text or raises :class:`_Failure`."""
+        import httpx
+
+        url = f"{self.base_url}/chat/completions"
+        failure: _Failure | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self._count("retries")
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            self._count("requests")
+            try:
+                response = self._client.post(url, json=payload)
+            except httpx.TimeoutException as exc:
+                failure = _Failure("timeouts", f"timeout: {exc}", retry=True)
+            except httpx.TransportError as exc:  # refused, reset, DNS, protocol garbage
+                kind = "connect_errors" if isinstance(exc, httpx.ConnectError) else "bad_responses"
+                failure = _Failure(kind, f"{type(exc).__name__}: {exc}", retry=True)
+            else:
+                if response.status_code == 429 or response.status_code >= 500:
+                    failure = _Failure("http_errors", f"HTTP {response.status_code}", retry=True)
+                elif response.status_code >= 400:
+                    raise _Failure("http_errors", f"HTTP {response.status_code}", retry=False)
+                else:
+                    return self._reply_text(response)
+            if not failure.retry:
+                break
+        assert failure is not None
+        raise failure
+
+    @staticmethod
+    def _reply_text(response: Any) -> str:
+        try:
+            body = response.json()
+            text = body["choices"][0]["message"]["content"]
+        except Exception as exc:  # noqa: BLE001
+            raise _Failure("bad_responses", f"not a chat completion: {exc}", retry=False) from exc
+        if not isinstance(text, str):
+            raise _Failure("bad_responses", "message.content is not a string", retry=False)
+        return text
+
+
+# ------------------------------------------------------------------------------------- factory
+def build_judge(kind: str, **kwargs: Any) -> Judge:
+    """A judge by name, for recipes and the CLI: ``rule``, ``openai`` or ``transformers``.
+
+    ``kwargs`` go to the class (``transformers`` needs ``model=PATH``; ``openai`` reads its address
+    from the environment when not given).
+    """
+    kinds = {"rule": RuleJudge, "openai": OpenAIJudge, "transformers": TransformersJudge}
+    if kind not in kinds:
+        raise ValueError(f"build_judge: unknown judge {kind!r}; expected one of {sorted(kinds)}")
+    return kinds[kind](**kwargs)
