@@ -1,0 +1,629 @@
+"""Readers and writers: every preference format r1reward meets, behind one :func:`load`.
+
+Formats (detected from the fields when ``format=None``):
+
+``r1-reward-rl``
+    The R1-Reward-RL training set (paper §4.1; Hugging Face ``yifanzhang114/R1-Reward-RL``):
+    ``message`` = JSON string of chat messages whose user turn holds the Table-1 prompt text and an
+    ``{"type": "image", "image": PATH}`` item; ``question``; ``answer`` = ``["<answer>2</answer>"]``.
+    The question and the two responses are parsed back out of the Table-1 prompt; the file's
+    response order is kept (its label already says which position is better).
+``vl-rewardbench``
+    ``id, prompt, chosen, rejected, image`` (+ ``*_reason``). Category by the benchmark's official
+    split, case-insensitive id prefixes: hallucination (``hallucination``, ``RLAIF``, ``RLHF``),
+    reasoning (``mathverse``, ``mmmu``), general (everything else).
+``mm-rlhf-rewardbench``
+    ``id, prompt, chosen, rejected`` and ``image`` or ``video``; category = first folder of the
+    media path (mcq / long / short / safety / video). Several pairs share an ``id`` (the acc+ group,
+    kept in ``meta["group"]``); pair ids are made unique as ``id#k``.
+``multimodal-rewardbench``
+    Meta's release (``data/all_data.json``, a JSON array; JSONL also read): ``ID, Text, Image,
+    Output1, Output2, Better`` (``"Output1"``/``"Output2"``) and ``Category`` (top level or under
+    ``Meta``). As in the benchmark's scoring script, ``safety`` splits into ``safety/bias``
+    (ID prefix ``pairs``) and ``safety/toxicity``, ``reasoning`` into ``reasoning/math`` (``math``)
+    and ``reasoning/coding``. The file's Output1/Output2 order is kept.
+``pairs``
+    Our own JSONL, one :meth:`PreferencePair.to_dict` per line (:func:`write_pairs`).
+
+Where a file lists the preferred response as ``chosen``, the reader places it as Response 1 or 2
+by a hash of the pair id (``order="hashed"``, about half each), so no later stage can fall into
+the reference code's "chosen is always Response 1" trap; ``order="chosen-first"`` reproduces the
+reference layout for comparison.
+
+Bad records raise :class:`DataError` naming file, line, id and what was expected; with
+``on_error="skip"`` they are skipped, counted in ``result.skipped`` and logged — never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from r1reward.data.schema import DataError, PreferencePair, check_media, resolve_path
+
+log = logging.getLogger("r1reward.data")
+
+FORMATS: tuple[str, ...] = (
+    "r1-reward-rl",
+    "vl-rewardbench",
+    "mm-rlhf-rewardbench",
+    "multimodal-rewardbench",
+    "pairs",
+)
+VL_HALLUCINATION_PREFIXES = ("hallucination", "rlaif", "rlhf")
+VL_REASONING_PREFIXES = ("mathverse", "mmmu")
+VL_GENERAL_PREFIXES = ("wildvision", "jailbreak", "lrvinstruction", "politics", "svit")
+MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
+
+
+class PairList(list):
+    """A ``list[PreferencePair]`` that also says where it came from and what was skipped.
+
+    Attributes:
+        path: the file read.
+        format: the format used.
+        skipped: ``(line, id, reason)`` for every record skipped under ``on_error="skip"``.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[PreferencePair] = (),
+        *,
+        path: str | None = None,
+        format: str | None = None,
+        skipped: list[tuple[int | None, str | None, str]] | None = None,
+    ) -> None:
+        super().__init__(items)
+        self.path = path
+        self.format = format
+        self.skipped: list[tuple[int | None, str | None, str]] = list(skipped or [])
+
+
+class _Bad(Exception):
+    """A record-level problem; :func:`load` adds file, line and id."""
+
+
+# ----------------------------------------------------------------------------------------------
+# raw records
+
+
+def _iter_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | DataError]]:
+    """Yield ``(number, where, record-or-error)``; ``where`` is "line", "record" or "row"."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, rec in enumerate(pq.read_table(path).to_pylist(), 1):
+            yield i, "row", rec
+        return
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):  # a JSON array (Multimodal RewardBench's all_data.json)
+        try:
+            arr = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield (
+                e.lineno,
+                "line",
+                DataError(
+                    f"malformed JSON: {e.msg} (expected a JSON array of objects)",
+                    path=path,
+                    line=e.lineno,
+                ),
+            )
+            return
+        for i, rec in enumerate(arr, 1):
+            if not isinstance(rec, dict):
+                yield (
+                    i,
+                    "record",
+                    DataError(
+                        f"expected a JSON object, got {type(rec).__name__}",
+                        path=path,
+                        line=i,
+                        where="record",
+                    ),
+                )
+            else:
+                yield i, "record", rec
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield (
+                lineno,
+                "line",
+                DataError(
+                    f"malformed JSON: {e.msg} at column {e.colno} (expected one JSON object per line)",
+                    path=path,
+                    line=lineno,
+                ),
+            )
+            continue
+        if not isinstance(rec, dict):
+            yield (
+                lineno,
+                "line",
+                DataError(
+                    f"expected a JSON object, got {type(rec).__name__}", path=path, line=lineno
+                ),
+            )
+            continue
+        yield lineno, "line", rec
+
+
+def _rec_id(rec: dict[str, Any]) -> str | None:
+    for k in ("id", "ID"):
+        if rec.get(k) is not None:
+            return str(rec[k])
+    return None
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of ``path`` from the fields of its first records (see module docstring)."""
+    path = Path(path)
+    keys: set[str] = set()
+    recs: list[dict[str, Any]] = []
+    for _, _, rec in _iter_records(path):
+        if isinstance(rec, dict):
+            recs.append(rec)
+            keys |= set(rec)
+        if len(recs) >= 20:
+            break
+    if {"message", "answer"} <= keys:
+        return "r1-reward-rl"
+    if {"Output1", "Output2", "Better"} <= keys:
+        return "multimodal-rewardbench"
+    if {"response_1", "response_2", "preferred"} <= keys:
+        return "pairs"
+    if {"chosen", "rejected"} <= keys:
+        media = [r.get("image") or r.get("video") for r in recs]
+        folders = {str(m).split("/")[0] for m in media if isinstance(m, str)}
+        if "video" in keys or folders & set(MM_RLHF_CATEGORIES):
+            return "mm-rlhf-rewardbench"
+        ids = [str(_rec_id(r) or "").lower() for r in recs]
+        vl = VL_HALLUCINATION_PREFIXES + VL_REASONING_PREFIXES + VL_GENERAL_PREFIXES
+        if any(i.startswith(vl) for i in ids):
+            return "vl-rewardbench"
+        name = path.name.lower()
+        if "mm_rlhf" in name or "mm_reward" in name or "mm-rlhf" in name:
+            return "mm-rlhf-rewardbench"
+        if "vl_reward" in name or "vl-reward" in name:
+            return "vl-rewardbench"
+    raise DataError(
+        f"cannot tell the format from the fields {sorted(keys)}; pass format= one of {FORMATS}",
+        path=path,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# per-format record readers: (record, context) -> PreferencePair, raising _Bad
+
+
+def _need(rec: dict[str, Any], fields: Iterable[str], fmt: str) -> None:
+    fields = list(fields)
+    missing = [f for f in fields if rec.get(f) is None]
+    if missing:
+        raise _Bad(f"missing field(s) {missing}; a {fmt} record needs {fields}")
+    for f in fields:
+        if isinstance(rec[f], str) or f in (
+            "answer",
+            "message",
+            "images",
+            "videos",
+            "preferred",
+            "image",
+        ):
+            continue
+        raise _Bad(f"field {f!r} must be a string, got {type(rec[f]).__name__}")
+
+
+def _place(pid: str, chosen: str, rejected: str, order: str) -> tuple[str, str, int]:
+    """(response_1, response_2, preferred): chosen goes where the hash of the id says."""
+    if order == "chosen-first":
+        return chosen, rejected, 1
+    if hashlib.sha256(pid.encode()).digest()[0] & 1:
+        return rejected, chosen, 2
+    return chosen, rejected, 1
+
+
+def _image_ref(value: Any, base: Path) -> list[str]:
+    vals = value if isinstance(value, list) else [value]
+    out = []
+    for v in vals:
+        if v is None or v == "":
+            continue
+        if isinstance(v, dict):  # {"path": ..., "bytes": ...} (datasets Image) or {"url": ...}
+            v = v.get("path") or v.get("url") or v.get("image")
+        v = str(v)
+        if len(v) > 1024 and "/" not in v[:64] and not v.startswith("data:"):
+            v = "data:image/unknown;base64," + v  # inline base64 bytes
+        out.append(resolve_path(v, base))
+    return out
+
+
+def _vl_category(pid: str) -> str:
+    low = pid.lower()
+    if low.startswith(VL_HALLUCINATION_PREFIXES):
+        return "hallucination"
+    if low.startswith(VL_REASONING_PREFIXES):
+        return "reasoning"
+    return "general"
+
+
+def _read_vl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    _need(rec, ("id", "prompt", "chosen", "rejected", "image"), "vl-rewardbench")
+    pid = str(rec["id"])
+    r1, r2, pref = _place(pid, rec["chosen"], rec["rejected"], ctx["order"])
+    meta = {k: rec[k] for k in ("chosen_reason", "rejected_reason") if k in rec}
+    return PreferencePair(
+        id=pid,
+        question=rec["prompt"],
+        images=_image_ref(rec["image"], ctx["base"]),
+        response_1=r1,
+        response_2=r2,
+        preferred=pref,
+        category=_vl_category(pid),
+        source="vl-rewardbench",
+        meta=meta,
+    )
+
+
+def _read_mm_rlhf(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    _need(rec, ("id", "prompt", "chosen", "rejected"), "mm-rlhf-rewardbench")
+    media = rec.get("image") or rec.get("video")
+    if not media:
+        raise _Bad("missing field 'image' or 'video'; an mm-rlhf-rewardbench record needs one")
+    group = str(rec["id"])
+    k = ctx["group_counts"].get(group, 0)
+    ctx["group_counts"][group] = k + 1
+    pid = f"{group}#{k}"
+    r1, r2, pref = _place(pid, rec["chosen"], rec["rejected"], ctx["order"])
+    is_video = not rec.get("image")
+    meta = {k2: rec[k2] for k2 in ("chosen_reason", "rejected_reason") if k2 in rec}
+    meta["group"] = group
+    return PreferencePair(
+        id=pid,
+        question=rec["prompt"],
+        images=[] if is_video else _image_ref(media, ctx["base"]),
+        videos=_image_ref(media, ctx["base"]) if is_video else [],
+        response_1=r1,
+        response_2=r2,
+        preferred=pref,
+        category=str(media if isinstance(media, str) else media[0]).split("/")[0],
+        source="mm-rlhf-rewardbench",
+        meta=meta,
+    )
+
+
+def _read_mmrb(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    _need(rec, ("ID", "Text", "Output1", "Output2", "Better", "Image"), "multimodal-rewardbench")
+    better = rec["Better"]
+    if better not in ("Output1", "Output2"):
+        raise _Bad(
+            f"label 'Better' is {better!r}; expected 'Output1' or 'Output2' (label in {{1,2}})"
+        )
+    pid = str(rec["ID"])
+    cat = rec.get("Category")
+    if cat is None and isinstance(rec.get("Meta"), dict):
+        cat = rec["Meta"].get("Category")
+    cat = str(cat or "")
+    if cat == "safety":
+        cat = "safety/bias" if pid.lower().startswith("pairs") else "safety/toxicity"
+    elif cat == "reasoning":
+        cat = "reasoning/math" if pid.lower().startswith("math") else "reasoning/coding"
+    return PreferencePair(
+        id=pid,
+        question=rec["Text"],
+        images=_image_ref(rec["Image"], ctx["base"]),
+        response_1=rec["Output1"],
+        response_2=rec["Output2"],
+        preferred=1 if better == "Output1" else 2,
+        category=cat,
+        source="multimodal-rewardbench",
+    )
+
+
+_TABLE1 = re.compile(
+    r"\[Question\]:\s*\n?(?P<q>.*?)\s*#+\s*\[Response 1\]:\s*\n?(?P<r1>.*?)\s*#+\s*\[Response 2\]:"
+    r"\s*\n?(?P<r2>.*?)\s*(?:#+\s*\*\*Output Format|\Z)",
+    re.S,
+)
+_ANSWER = re.compile(r"^\s*(?:<answer>\s*(?P<a>[^<]*?)\s*</answer>|(?P<b>\S+))\s*$", re.S)
+
+
+def parse_table1(text: str) -> tuple[str, str, str] | None:
+    """(question, response_1, response_2) parsed from a Table-1 prompt text, or None."""
+    m = _TABLE1.search(text)
+    if not m:
+        return None
+    return m.group("q").strip(), m.group("r1").strip(), m.group("r2").strip()
+
+
+def _read_r1rl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    _need(rec, ("message", "answer"), "r1-reward-rl")
+    ans = rec["answer"]
+    ans = ans[0] if isinstance(ans, list) and len(ans) == 1 else ans
+    m = _ANSWER.match(ans) if isinstance(ans, str) else None
+    label = (m.group("a") or m.group("b")) if m else None
+    if label not in ("1", "2"):
+        raise _Bad(
+            f"answer is {rec['answer']!r}; expected ['<answer>1</answer>'] or ['<answer>2</answer>'] (label in {{1,2}})"
+        )
+    msgs = rec["message"]
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError as e:
+            raise _Bad(
+                f"field 'message' is not valid JSON ({e.msg}); expected a JSON list of chat messages"
+            ) from e
+    if isinstance(msgs, dict):
+        msgs = [msgs]
+    if not isinstance(msgs, list):
+        raise _Bad("field 'message' must be a list of chat messages")
+    texts: list[str] = []
+    images: list[Any] = []
+    videos: list[Any] = []
+    for msg in msgs:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        for item in content or []:
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "text":
+                texts.append(str(item.get("text", "")))
+            elif kind in ("image", "image_url"):
+                images.append(item.get("image") or item.get("image_url"))
+            elif kind == "video":
+                videos.append(item.get("video"))
+    parsed = next((p for p in map(parse_table1, texts) if p), None)
+    if parsed is None:
+        raise _Bad(
+            "message text does not hold the Table-1 prompt layout "
+            "(expected '[Question]:', '[Response 1]:' and '[Response 2]:' sections)"
+        )
+    q, r1, r2 = parsed
+    if not images and rec.get("image"):
+        images = [rec["image"]]
+    pid = _rec_id(rec) or f"{ctx['path'].stem}-{ctx['line']}"
+    return PreferencePair(
+        id=pid,
+        question=str(rec.get("question") or q),
+        images=[x for im in images for x in _image_ref(im, ctx["base"])],
+        videos=[x for v in videos for x in _image_ref(v, ctx["base"])],
+        response_1=r1,
+        response_2=r2,
+        preferred=int(label),
+        category=str(rec.get("category", "") or ""),
+        source="r1-reward-rl",
+    )
+
+
+def _read_pairs(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    _need(rec, ("id", "question", "response_1", "response_2", "preferred"), "pairs")
+    if rec["preferred"] not in (1, 2) or isinstance(rec["preferred"], bool):
+        raise _Bad(f"label 'preferred' is {rec['preferred']!r}; expected 1 or 2")
+    for f in ("images", "videos"):
+        if not isinstance(rec.get(f, []) or [], list):
+            raise _Bad(f"field {f!r} must be a list of paths")
+    return PreferencePair.from_dict(rec, base=ctx["base"])
+
+
+_READERS = {
+    "r1-reward-rl": _read_r1rl,
+    "vl-rewardbench": _read_vl,
+    "mm-rlhf-rewardbench": _read_mm_rlhf,
+    "multimodal-rewardbench": _read_mmrb,
+    "pairs": _read_pairs,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# the entry point
+
+
+def load(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    image_root: str | Path | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    order: Literal["hashed", "chosen-first"] = "hashed",
+    check_images: bool = False,
+) -> PairList:
+    """Read a preference file into :class:`PreferencePair` records.
+
+    Args:
+        path: JSONL (one record per line), a JSON array file, or parquet.
+        format: one of :data:`FORMATS`; detected from the fields when None.
+        image_root: folder that relative image/video paths are resolved against (default: the
+            data file's folder). Images stay lazy paths; :func:`open_images` opens them.
+        on_error: ``"raise"`` stops at the first bad record with a :class:`DataError`;
+            ``"skip"`` skips bad records, logs a warning with their count and first reasons and
+            lists them in ``result.skipped`` as ``(line, id, reason)``.
+        order: for chosen/rejected files, ``"hashed"`` puts the chosen response first or second
+            by a hash of the pair id; ``"chosen-first"`` reproduces the reference layout.
+        check_images: also check now that every image/video path exists.
+
+    Returns:
+        a :class:`PairList` (a list of pairs with ``.path``, ``.format``, ``.skipped``).
+    """
+    path = Path(path)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if order not in ("hashed", "chosen-first"):
+        raise ValueError(f"order must be 'hashed' or 'chosen-first', got {order!r}")
+    if not path.is_file():
+        raise DataError("file not found (expected a JSONL, JSON or parquet file)", path=path)
+    fmt = format or detect_format(path)
+    if fmt not in _READERS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    reader = _READERS[fmt]
+    base = Path(image_root) if image_root is not None else path.parent
+    ctx: dict[str, Any] = {"base": base, "order": order, "group_counts": {}, "path": path}
+    out = PairList(path=str(path), format=fmt)
+    seen: dict[str, int] = {}
+    renamed = 0
+    for number, where, rec in _iter_records(path):
+        rid = None
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            rid = _rec_id(rec)
+            ctx["line"] = number
+            try:
+                pair = reader(rec, ctx)
+            except _Bad as e:
+                raise DataError(
+                    f"{e} [{fmt}]", path=path, line=number, record_id=rid, where=where
+                ) from None
+            rid = pair.id
+            if pair.id in seen:
+                if fmt == "pairs":
+                    raise DataError(
+                        f"duplicate id (first seen at {where} {seen[pair.id]}); expected unique ids",
+                        path=path,
+                        line=number,
+                        record_id=rid,
+                        where=where,
+                    )
+                # benchmarks reuse ids for different pairs (VL-RewardBench: 25 ids twice):
+                # keep both, the later one as id#k, the original in meta["orig_id"]
+                k = 1
+                while f"{pair.id}#{k}" in seen:
+                    k += 1
+                pair.meta["orig_id"] = pair.id
+                pair.id = rid = f"{pair.id}#{k}"
+                renamed += 1
+            seen[pair.id] = number
+            pair.meta.update(source_file=str(path), source_line=number, source_where=where)
+            if check_images:
+                check_media(pair)
+        except DataError as e:
+            if on_error == "raise":
+                raise
+            out.skipped.append((number, rid, e.reason))
+            continue
+        out.append(pair)
+    if renamed:
+        log.info(
+            "%s: %d repeated id(s) renamed to id#k (original in meta['orig_id'])", path, renamed
+        )
+    if out.skipped:
+        first = "; ".join(f"{where} {n} (id {i!r}): {r}" for n, i, r in out.skipped[:3])
+        log.warning(
+            "%s: skipped %d bad record(s) of %d; first: %s",
+            path,
+            len(out.skipped),
+            len(out.skipped) + len(out),
+            first,
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# writers
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
+
+
+def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
+    """Write ``pairs`` as a ``pairs`` JSONL; in-memory PIL images go to ``<stem>_images/*.png``.
+
+    Image paths in the file are relative to the JSONL's folder when they live under it.
+    Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img_dir = path.parent / f"{path.stem}_images"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for pair in pairs:
+            paths = []
+            for k, im in enumerate(pair.images):
+                if isinstance(im, Image.Image):
+                    img_dir.mkdir(exist_ok=True)
+                    target = img_dir / f"{_safe(pair.id)}_{k}.png"
+                    im.save(target, format="PNG")
+                    paths.append(str(target.relative_to(path.parent)))
+                else:
+                    paths.append(_rel(str(im), path.parent))
+            d = pair.to_dict(image_paths=paths)
+            d["videos"] = [_rel(v, path.parent) for v in d["videos"]]
+            d["meta"] = {k: v for k, v in d["meta"].items() if not k.startswith("source_")}
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _rel(p: str, folder: Path) -> str:
+    if p.startswith("data:"):
+        return p
+    try:
+        return str(Path(p).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(Path(p).resolve())
+
+
+def to_dataset(pairs: Iterable[PreferencePair]):
+    """A :class:`datasets.Dataset` with one row per pair.
+
+    Columns: id, question, images, videos, response_1, response_2, preferred, category,
+    difficulty, source, meta (JSON string). ``images`` uses the ``datasets.Image`` feature when
+    the pairs hold PIL images (the toy world) and plain path strings otherwise (lazy benchmarks
+    whose images may live elsewhere).
+    """
+    from datasets import Dataset, Features, List, Value
+    from datasets import Image as HFImage
+
+    pairs = list(pairs)
+    in_memory = any(isinstance(im, Image.Image) for p in pairs for im in p.images)
+    rows = [
+        {
+            "id": p.id,
+            "question": p.question,
+            "images": list(p.images) if in_memory else [str(im) for im in p.images],
+            "videos": [str(v) for v in p.videos],
+            "response_1": p.response_1,
+            "response_2": p.response_2,
+            "preferred": p.preferred,
+            "category": p.category,
+            "difficulty": p.difficulty,
+            "source": p.source,
+            "meta": json.dumps(p.meta, ensure_ascii=False, default=str),
+        }
+        for p in pairs
+    ]
+    features = Features(
+        {
+            "id": Value("string"),
+            "question": Value("string"),
+            "images": List(HFImage() if in_memory else Value("string")),
+            "videos": List(Value("string")),
+            "response_1": Value("string"),
+            "response_2": Value("string"),
+            "preferred": Value("int8"),
+            "category": Value("string"),
+            "difficulty": Value("int64"),
+            "source": Value("string"),
+            "meta": Value("string"),
+        }
+    )
+    return Dataset.from_list(rows, features=features)
