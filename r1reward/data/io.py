@@ -484,7 +484,7 @@ def load(
         try:
             if isinstance(rec, DataError):
                 raise rec
-            rid = _rec_id(rec)
+            rid = _rec_id(rec) or (f"{path.stem}-{number}" if fmt == "r1-reward-rl" else None)
             ctx["line"] = number
             try:
                 pair = reader(rec, ctx)
