@@ -8,11 +8,12 @@ prompt and padding. Masks need not be contiguous: left padding, right padding an
 
 Paper map:
 
-- Reinforce++ returns with a token-level KL penalty (Sec. 3.1, Eq. 1-2): :func:`token_rewards`.
-- Batch advantage normalisation and the **Advantage Filter** (Sec. 3.2, "Advantage Filter"; the
+- Reinforce++ returns with a token-level KL penalty (Sec. 3, the Reinforce++ preliminaries):
+  :func:`token_rewards`.
+- Batch advantage normalisation and the **Advantage Filter** (Sec. 3, "Advantage Filter"; the
   3-sigma rule): :func:`normalize_advantages`.
 - GRPO's per-group standardisation, for comparison: :func:`group_advantages`.
-- The PPO clipped surrogate with **Pre-Clip** (Sec. 3.2, "Pre-CLIP"): :func:`pre_clip_ratio`,
+- The PPO clipped surrogate with **Pre-Clip** (Sec. 3, "Pre-CLIP"): :func:`pre_clip_ratio`,
   :func:`policy_loss`.
 - KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020): :func:`kl_estimate`.
 """
@@ -35,9 +36,9 @@ __all__ = [
     "kl_estimate",
 ]
 
-#: Pre-Clip interval for the log-ratio, ``[log 1e-3, log 1e3]`` (paper Sec. 3.2).
+#: Pre-Clip interval for the log-ratio, ``[log 1e-3, log 1e3]`` (paper Sec. 3).
 PRE_CLIP_BOUNDS: tuple[float, float] = (math.log(1e-3), math.log(1e3))
-#: The Advantage Filter threshold: the 3-sigma rule (paper Sec. 3.2).
+#: The Advantage Filter threshold: the 3-sigma rule (paper Sec. 3).
 FILTER_SIGMA: float = 3.0
 
 
@@ -77,7 +78,7 @@ def token_rewards(
     kl: Tensor | None = None,
     kl_coef: float = 0.0,
 ) -> Tensor:
-    """Reinforce++ per-token returns with gamma = 1 (paper Sec. 3.1, Eq. 1-2).
+    """Reinforce++ per-token returns with gamma = 1 (paper Sec. 3, Reinforce++).
 
     The per-token reward is ``r_t = -kl_coef * kl_t`` on every action token, plus the sequence
     reward on the *last* action token of the row; the return is the sum from ``t`` to the end,
@@ -143,7 +144,7 @@ def normalize_advantages(
     filter_sigma: float | None = None,
     eps: float = 1e-8,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Batch standardisation of advantages and the Advantage Filter (paper Sec. 3.2).
+    """Batch standardisation of advantages and the Advantage Filter (paper Sec. 3).
 
     ``A_hat = (A - mean) / (std + eps)`` where mean and the **population** standard deviation
     (divide by n, not n-1) are taken over every *valid* position: mask 1 and a finite value.
@@ -232,7 +233,7 @@ def group_advantages(
 ) -> Tensor:
     """GRPO advantages: standardise each reward within its group (Shao et al. 2024, DeepSeekMath).
 
-    The book contrasts this with Reinforce++'s batch normalisation (paper Sec. 3.1-3.2): in GRPO a
+    The book contrasts this with Reinforce++'s batch normalisation (paper Sec. 3): in GRPO a
     group in which every sample is right has advantage 0 everywhere instead of a large negative
     value for a rare wrong sample elsewhere in the batch.
 
@@ -282,7 +283,7 @@ def group_advantages(
 def pre_clip_ratio(
     log_ratio: Tensor, bounds: tuple[float, float] | None = PRE_CLIP_BOUNDS
 ) -> Tensor:
-    """Pre-Clip (paper Sec. 3.2): clamp the log-ratio *before* ``exp``.
+    """Pre-Clip (paper Sec. 3): clamp the log-ratio *before* ``exp``.
 
     ``ratio = exp(clamp(logp - old_logp, log 1e-3, log 1e3))``. The ratio then lies in
     ``[1e-3, 1e3]`` and can neither overflow nor, with a negative advantage, blow up the loss.
@@ -311,7 +312,7 @@ def policy_loss(
     clip_eps: float = 0.2,
     pre_clip: tuple[float, float] | None = PRE_CLIP_BOUNDS,
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO clipped surrogate with optional Pre-Clip (paper Sec. 3.1 Eq. 3 and Sec. 3.2).
+    """PPO clipped surrogate with optional Pre-Clip (paper Sec. 3: PPO/Reinforce++ and Pre-CLIP).
 
     Per action token: ``l_t = -min(r_t * A_t, clip(r_t, 1 - eps, 1 + eps) * A_t)`` with
     ``r_t = exp(logp_t - old_logp_t)`` (Pre-Clip: the log-ratio clamped to ``pre_clip`` before
@@ -325,6 +326,11 @@ def policy_loss(
     replaced with ``torch.where`` before any arithmetic, so they put no NaN into the loss or the
     gradient. ``old_logp`` and ``advantages`` are treated as constants (detached); the gradient
     flows to ``logp``. Arithmetic is in the dtype of ``logp``.
+
+    With Pre-Clip the loss and its gradient are finite for any finite inputs and even for an
+    infinite log-prob on one side (e.g. ``logp = -inf``: the ratio becomes 1e-3). A NaN log-ratio
+    (a NaN input, or ``-inf - (-inf)`` on a valid token) is not an overflow: it stays NaN, so the
+    caller sees it, and is counted in ``nonfinite_ratio_count``.
 
     Args:
         logp: ``[B, T]`` log-probabilities of the sampled tokens under the current policy.
@@ -442,7 +448,7 @@ def kl_estimate(
     mask: Tensor | None = None,
     clamp: float = 20.0,
 ) -> Tensor:
-    """Per-token estimators of KL(pi || pi_ref) from tokens sampled by pi (paper Sec. 3.1 Eq. 1).
+    """Per-token estimators of KL(pi || pi_ref) from tokens sampled by pi (paper Sec. 3, the KL term of Reinforce++).
 
     With ``d = logp - ref_logp`` (Schulman 2020):
 

@@ -1,6 +1,6 @@
 """The Table-1 prompt of R1-Reward, chat messages for Qwen2.5-VL, and parsing of the judge's output.
 
-R1-Reward (arXiv 2505.02835, Sec. 3.1 and Table 1) casts reward modelling as a pairwise choice:
+R1-Reward (arXiv 2505.02835, Sec. 3 and Table 1) casts reward modelling as a pairwise choice:
 the model reads the image(s), the question and two responses, writes a comparative analysis inside
 ``<think>...</think>`` and ends with ``<answer>1</answer>`` or ``<answer>2</answer>``.
 
@@ -67,7 +67,7 @@ def _check_str(name: str, value: object) -> str:
 
 
 def build_prompt(question: str, response_1: str, response_2: str) -> str:
-    """Fill the Table-1 template (paper Sec. 3.1, Table 1).
+    """Fill the Table-1 template (paper Table 1).
 
     The values are inserted verbatim (braces or tags inside them are not interpreted).
 
@@ -105,7 +105,7 @@ def build_messages(
 
     The content list holds every image (``{"type": "image", "image": img}``), then every video
     (``{"type": "video", "video": v}``), then the Table-1 prompt (``{"type": "text", "text": ...}``),
-    in that order -- visual inputs before the text, as in the paper's setup (Sec. 3.1).
+    in that order -- visual inputs before the text, as Qwen2.5-VL's chat template expects.
 
     Args:
         question, response_1, response_2: the strings inserted into :data:`PROMPT_TEMPLATE`.
@@ -150,7 +150,7 @@ class Judgment:
     Attributes:
         analysis: the comparative analysis (see :func:`parse_judgment` for where it comes from).
         answer: 1 or 2, or ``None`` when there is no usable ``<answer>`` tag.
-        well_formed: the output follows the Table-1 format exactly (the format reward, Sec. 3.2).
+        well_formed: the output follows the Table-1 format exactly (the format reward, paper Sec. 3).
     """
 
     analysis: str
@@ -184,7 +184,7 @@ def _answer_value(content: str) -> int | None:
 
 
 def parse_judgment(text: str) -> Judgment:
-    """Parse a generated judgment (paper Sec. 3.1-3.2, Table 1).
+    """Parse a generated judgment (paper Sec. 3, Table 1).
 
     Rules (tags are matched exactly and case-sensitively, as the prompt spells them):
 

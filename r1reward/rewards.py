@@ -1,4 +1,4 @@
-"""The R1-Reward rule-based rewards (arXiv 2505.02835, Sec. 3.2, "Consistency Reward").
+"""The R1-Reward rule-based rewards (arXiv 2505.02835, Sec. 3, "Consistency Reward").
 
 - Format reward: 1 if the output is exactly ``<think>...</think><answer>1|2</answer>``
   (:func:`r1reward.prompt.parse_judgment`'s ``well_formed``), else 0.
@@ -37,9 +37,9 @@ __all__ = [
     "r1_rewards",
 ]
 
-#: Weight of the consistency term inside the result reward (paper Sec. 3.2).
+#: Weight of the consistency term inside the result reward (paper Sec. 3).
 CONSISTENCY_WEIGHT = 0.5
-#: Weight of the format reward (paper Sec. 3.2).
+#: Weight of the format reward (paper Sec. 3).
 FORMAT_WEIGHT = 0.5
 
 
@@ -90,7 +90,7 @@ def result_reward(text: str, label: int) -> float:
 
 
 def combine(format: float, result: float, consistency: float) -> float:
-    """R1-Reward's final reward ``result * (1 + 0.5 * consistency) + 0.5 * format`` (Sec. 3.2).
+    """R1-Reward's final reward ``result * (1 + 0.5 * consistency) + 0.5 * format`` (paper Sec. 3).
 
     Args:
         format: the format reward, 0 or 1.

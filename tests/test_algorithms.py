@@ -441,6 +441,22 @@ def test_negative_advantage_overflow_explodes_without_pre_clip_only():
     assert stats["max_abs_log_ratio"] == pytest.approx(100.0)
 
 
+def test_pre_clip_with_infinite_logprob_on_a_valid_token():
+    logp = torch.tensor([[-float("inf"), -1.0], [0.0, -2.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, -1.0], [-float("inf"), -2.0]])
+    adv = torch.tensor([-3.0, -3.0])
+    loss, stats = policy_loss(logp, old, adv, torch.ones(2, 2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert stats["pre_clip_fraction"] == 0.5 and stats["nonfinite_ratio_count"] == 0
+    assert loss.item() == pytest.approx(((0.8 * 3 + 3) / 2 + (1e3 * 3 + 3) / 2) / 2, rel=1e-4)
+    # a NaN log-ratio is not hidden
+    loss, stats = policy_loss(
+        torch.tensor([[float("nan")]]), torch.zeros(1, 1), adv[:1], torch.ones(1, 1)
+    )
+    assert math.isnan(loss.item()) and stats["nonfinite_ratio_count"] == 1
+
+
 def test_zero_advantage_with_overflow_is_nan_without_pre_clip():
     logp = torch.tensor([[0.0]])
     old = torch.tensor([[-200.0]])
@@ -504,11 +520,15 @@ def test_policy_loss_validates_shapes():
 @st.composite
 def loss_inputs(draw, adv_per_token=None):
     B, T = draw(batch_shapes(max_b=4, max_t=6))
-    logp = f32_tensor(draw, (B, T), -F32_MAX / 2, 0.0)
-    # either an arbitrary float32 old_logp, or logp shifted by up to +-1e4
-    if draw(st.booleans()):
-        old = f32_tensor(draw, (B, T), -F32_MAX / 2, 0.0)
-    else:
+    kind = draw(st.sampled_from(["logprob", "any", "shift"]))
+    if kind == "any":  # any finite float32 at all, even "log-probs" > 0
+        logp = f32_tensor(draw, (B, T), -F32_MAX, F32_MAX)
+        old = f32_tensor(draw, (B, T), -F32_MAX, F32_MAX)
+    elif kind == "logprob":  # arbitrary non-positive float32 values
+        logp = f32_tensor(draw, (B, T), -F32_MAX, 0.0)
+        old = f32_tensor(draw, (B, T), -F32_MAX, 0.0)
+    else:  # realistic log-probs shifted by up to +-1e4
+        logp = f32_tensor(draw, (B, T), -30.0, 0.0)
         old = logp - f32_tensor(draw, (B, T), -1e4, 1e4)
     extremes = draw(st.lists(st.sampled_from([-1e4, 1e4, 88.0, 89.0, -104.0]), max_size=3))
     for k, d in enumerate(extremes):
