@@ -394,34 +394,43 @@ def policy_loss(
     loss = per_seq.sum() / max(B, 1)
 
     with torch.no_grad():
-        r = ratio.detach()
-        lr = raw_log_ratio.detach()
-        n = valid.sum()
-        n_f = n.clamp_min(1).to(dtype)
-        nan = torch.full((), float("nan"), dtype=dtype, device=logp.device)
-        clipped = valid & (((adv > 0) & (r > 1.0 + clip_eps)) | ((adv < 0) & (r < 1.0 - clip_eps)))
+        # Masks are decided in the working dtype (as the loss saw it); sums and counts are taken
+        # in float64 (float32 on MPS) so bfloat16/float16 inputs still give exact token counts.
+        sd = _stats_dtype(logp)
+        clipped = valid & (
+            ((adv > 0) & (ratio > 1.0 + clip_eps)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
+        )
         if pre_clip is not None:
-            outside = valid & ((lr < pre_clip[0]) | (lr > pre_clip[1]))
+            outside = valid & ((raw_log_ratio < pre_clip[0]) | (raw_log_ratio > pre_clip[1]))
+            used_log_ratio = raw_log_ratio.clamp(pre_clip[0], pre_clip[1])
         else:
             outside = torch.zeros_like(valid)
-        used_log_ratio = lr if pre_clip is None else lr.clamp(pre_clip[0], pre_clip[1])
+            used_log_ratio = raw_log_ratio
+        r = ratio.detach().to(sd)
+        lr = raw_log_ratio.detach().to(sd)
+        used_lr = used_log_ratio.detach().to(sd)
+        zero_s = torch.zeros((), dtype=sd, device=logp.device)
+        n = valid.sum()
+        n_f = n.clamp_min(1).to(sd)
         if n > 0:
             max_ratio = torch.where(valid, r, torch.full_like(r, -float("inf"))).amax()
-            mean_ratio = torch.where(valid, r, zero).sum() / n_f
-            max_abs_lr = torch.where(valid, lr.abs(), zero).amax()
-            approx_kl = torch.where(valid, (r - 1.0) - used_log_ratio, zero).sum() / n_f
+            mean_ratio = torch.where(valid, r, zero_s).sum() / n_f
+            max_abs_lr = torch.where(valid, lr.abs(), zero_s).amax()
+            approx_kl = torch.where(valid, (r - 1.0) - used_lr, zero_s).sum() / n_f
         else:
-            max_ratio = mean_ratio = max_abs_lr = approx_kl = nan
+            max_ratio = mean_ratio = max_abs_lr = approx_kl = torch.full(
+                (), float("nan"), dtype=sd, device=logp.device
+            )
         packed = torch.stack(
             [
-                clipped.sum().to(dtype) / n_f,
-                outside.sum().to(dtype) / n_f,
-                max_ratio.to(dtype),
-                mean_ratio.to(dtype),
-                max_abs_lr.to(dtype),
-                (valid & ~torch.isfinite(r)).sum().to(dtype),
-                approx_kl.to(dtype),
-                n.to(dtype),
+                clipped.sum().to(sd) / n_f,
+                outside.sum().to(sd) / n_f,
+                max_ratio.to(sd),
+                mean_ratio.to(sd),
+                max_abs_lr.to(sd),
+                (valid & ~torch.isfinite(ratio)).sum().to(sd),
+                approx_kl.to(sd),
+                n.to(sd),
             ]
         ).tolist()
     stats = {

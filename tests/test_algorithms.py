@@ -659,3 +659,16 @@ def test_kl_feeds_token_rewards():
 def test_constants():
     assert PRE_CLIP_BOUNDS == (math.log(1e-3), math.log(1e3))
     assert FILTER_SIGMA == 3.0
+
+
+def test_low_precision_statistics_are_exact_counts():
+    T = 70001  # more than float16's largest finite value, and odd for bfloat16's 8-bit mantissa
+    for dtype in (torch.bfloat16, torch.float16):
+        logp = torch.zeros(1, T, dtype=dtype)
+        old = torch.zeros(1, T, dtype=dtype)
+        old[0, :3] = -20.0  # log-ratio 20: beyond the PPO clip and Pre-Clip
+        loss, stats = policy_loss(logp, old, torch.ones(1, dtype=dtype), torch.ones(1, T))
+        assert stats["num_tokens"] == T
+        assert stats["clip_fraction"] == pytest.approx(3 / T, rel=1e-9)
+        assert stats["pre_clip_fraction"] == pytest.approx(3 / T, rel=1e-9)
+        assert stats["nonfinite_ratio_count"] == 0
