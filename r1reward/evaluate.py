@@ -129,6 +129,9 @@ class ConstantSampler:
     both orders it scores 50 % with position bias 1.0.
     """
 
+    #: It never looks at the media, so the evaluator does not load them (text-only metadata works).
+    needs_media = False
+
     def __init__(self, text: str = ALWAYS_ONE) -> None:
         self.text = text
 
@@ -618,7 +621,6 @@ class _Unit:
     pair_id: str
     order: str
     category: str
-    subcategory: str | None
     group: str | None
     greedy: int | None = None
     has_greedy: bool = False
@@ -644,14 +646,15 @@ def summarize(
 
     Args:
         records: dicts with ``pair_id``, ``order``, ``sample`` (``"greedy"`` or an index),
-            ``answer`` (1/2/None, as displayed), ``category`` and optionally ``subcategory`` and
+            ``answer`` (1/2/None, as displayed), ``category`` (a ``"parent/child"`` label, as
+            Multimodal RewardBench's ``reasoning/math``, is also rolled up into ``parent``) and
             ``group``.
         ks: the K of Voting@K / Any-correct@K; each must be <= the samples stored per unit.
         units: restrict to these (pair_id, order); default every unit in ``records``.
         skipped: reported as is (e.g. video pairs without a video reader).
 
     Returns:
-        A JSON-ready dict: ``overall``, ``macro``, ``by_category``, ``by_subcategory``,
+        A JSON-ready dict: ``overall``, ``macro``, ``by_category``, ``by_parent_category``,
         ``by_order``, ``acc_plus`` (when groups exist), ``ties``, ``unparseable``,
         ``position_bias``, ``swap_consistency``, ``counts``, ``skipped``.
 
@@ -671,7 +674,6 @@ def summarize(
                 pair_id=uid[0],
                 order=uid[1],
                 category=str(rec.get("category") or "all"),
-                subcategory=rec.get("subcategory"),
                 group=rec.get("group"),
             )
         answer = rec.get("answer")
@@ -718,14 +720,14 @@ def summarize(
 
     all_uids = sorted(table)
     by_cat: dict[str, list] = defaultdict(list)
-    by_sub: dict[str, list] = defaultdict(list)
+    by_parent: dict[str, list] = defaultdict(list)
     by_order: dict[str, list] = defaultdict(list)
     for uid in all_uids:
         unit = table[uid]
         by_cat[unit.category].append(uid)
         by_order[unit.order].append(uid)
-        if unit.subcategory:
-            by_sub[f"{unit.category}/{unit.subcategory}"].append(uid)
+        if "/" in unit.category:
+            by_parent[unit.category.split("/", 1)[0]].append(uid)
     by_category = {c: block(u) for c, u in sorted(by_cat.items())}
     macro: dict[str, Any] = {"n_categories": len(by_category)}
     for name in names:
@@ -741,7 +743,7 @@ def summarize(
         "overall": block(all_uids),
         "macro": macro,
         "by_category": by_category,
-        "by_subcategory": {s: block(u) for s, u in sorted(by_sub.items())},
+        "by_parent_category": {c: block(u) for c, u in sorted(by_parent.items())},
         "by_order": {o: block(u) for o, u in sorted(by_order.items())},
         "ties": {name: ties[name] for name in names if name.startswith("voting@")},
     }
@@ -820,8 +822,8 @@ def summary_markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
     rows.append(row("macro (categories)", summary["macro"], summary["macro"]["n_categories"]))
     for cat, block in summary["by_category"].items():
         rows.append(row(f"category: {cat}", block, block["n"]))
-    for sub, block in summary.get("by_subcategory", {}).items():
-        rows.append(row(f"sub-category: {sub}", block, block["n"]))
+    for parent, block in summary.get("by_parent_category", {}).items():
+        rows.append(row(f"category group: {parent}/*", block, block["n"]))
     for order, block in summary["by_order"].items():
         rows.append(row(f"order: {order}", block, block["n"]))
     if "acc_plus" in summary:
@@ -939,7 +941,8 @@ def evaluate(
         )
 
     reader = _video_reader()
-    skipped_ids = [p.id for p in pairs if reader is None and _needs_reader(p, root)]
+    needs_media = bool(getattr(sampler, "needs_media", True))
+    skipped_ids = [p.id for p in pairs if needs_media and reader is None and _needs_reader(p, root)]
     skipped_set = set(skipped_ids)
     units = [
         (pair, order)
@@ -970,8 +973,11 @@ def evaluate(
             rights = []
             for pair, order in chunk:
                 r1, r2, right = _displayed(pair, order)
-                images = _load_images(pair, root)
-                videos = _load_videos(pair, root, reader, video_frames) if pair.videos else []
+                images: list[Any] = []
+                videos: list[Any] = []
+                if needs_media:
+                    images = _load_images(pair, root)
+                    videos = _load_videos(pair, root, reader, video_frames)
                 convs.append(build_messages(pair.question, r1, r2, images=images, videos=videos))
                 rights.append(right)
             s = chunk_seed(seed, index)
@@ -988,8 +994,6 @@ def evaluate(
                 meta = pair.meta or {}
                 if meta.get("group") is not None:
                     base["group"] = str(meta["group"])
-                if meta.get("subcategory") is not None:
-                    base["subcategory"] = str(meta["subcategory"])
                 for sample, text in [(GREEDY, g[0])] + list(enumerate(samp)):
                     j = parse_judgment(text)
                     records.append(
@@ -1051,7 +1055,7 @@ def build_parser() -> argparse.ArgumentParser:
             " Voting@K and Any-correct@K (R1-Reward, Sec. 4), per category and macro, acc+ where"
             " groups exist, unparseable rate, position bias and swap consistency. Every pair is"
             " judged in both answer orders by default, because a judge that always answers '1'"
-            " scores 100%% when the chosen response is always shown first. Results are"
+            " scores 100% when the chosen response is always shown first. Results are"
             " resumable: rerun the same command after an interruption."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -1071,10 +1075,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format",
         default="auto",
-        help="data format name understood by r1reward.data.load (e.g. r1reward, vl_rewardbench,"
-        " mm_rlhf, multimodal_rewardbench)",
+        help="data format: auto (detected from the fields), r1-reward-rl, vl-rewardbench,"
+        " mm-rlhf-rewardbench, multimodal-rewardbench, pairs (see r1reward.data.load)",
     )
-    parser.add_argument("--k", type=_parse_ks, default=[1, 5, 15], help="K values, comma separated")
+    parser.add_argument("--k", type=_parse_ks, default="1,5,15", help="K values, comma separated")
     parser.add_argument(
         "--orders",
         choices=ORDER_MODES,
@@ -1101,12 +1105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_pairs(path: str, fmt: str, image_root: str | None) -> list[Any]:
     from r1reward.data import load
 
-    kwargs: dict[str, Any] = {}
-    if fmt and fmt != "auto":
-        kwargs["format"] = fmt
-    if image_root is not None:
-        kwargs["image_root"] = image_root
-    return list(load(path, **kwargs))
+    return list(load(path, None if fmt == "auto" else fmt, image_root=image_root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1158,7 +1157,6 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out,
         batch_size=args.batch_size,
         seed=args.seed,
-        image_root=args.image_root,
         video_frames=args.video_frames,
         progress=not args.quiet,
         title=f"{args.model} on {args.data}",
