@@ -1,0 +1,433 @@
+"""Batched sampling for vision-language models, and log-probabilities of sampled completions.
+
+R1-Reward samples judgments for RL rollouts (Sec. 3.2, one sample per prompt for
+Reinforce++/StableReinforce, a group for GRPO) and K judgments per pair for Voting@K at test
+time (Sec. 4.3). Both go through :func:`generate`:
+
+- conversations are ``r1reward.prompt.build_messages`` outputs (PIL images inside);
+- prompts are rendered with the processor's chat template (generation prompt
+  ``<|im_start|>assistant\\n``), tokenized with their images and **left padded**, so every row's
+  new tokens start at the same column;
+- the K samples of one prompt share that prompt in one ``model.generate`` call through
+  ``num_return_sequences`` (no Python loop over samples);
+- sampling stops at ``<|im_end|>`` (or ``<|endoftext|>``).
+
+:func:`build_batch` puts prompts and completions back into tensors and
+:func:`completion_logprobs` returns ``log pi(token)`` for every completion token, which is what
+the policy loss (``r1reward.algorithms.policy_loss``) and the KL estimators consume.
+
+``engine="vllm"`` is the hook for the vLLM engine (a later issue); today it raises a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+__all__ = [
+    "Completion",
+    "encode",
+    "generate",
+    "build_batch",
+    "completion_logprobs",
+    "stop_token_ids",
+]
+
+Conversation = list[dict[str, Any]]
+
+#: Tokens that end a completion (Qwen2.5-VL's end of turn, and end of text).
+STOP_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled completion.
+
+    Attributes:
+        text: the decoded completion without special tokens (``<think>``/``<answer>`` tags are
+            kept: they are ordinary text or non-special tokens).
+        token_ids: the generated token ids, including the stop token when ``finish == "stop"``
+            (the policy must learn to stop, so the stop token is part of the action sequence),
+            without padding.
+        prompt_index: index of the conversation it answers, in the list given to
+            :func:`generate`.
+        finish: ``"stop"`` (a stop token was generated) or ``"length"`` (``max_new_tokens``
+            reached).
+    """
+
+    text: str
+    token_ids: list[int]
+    prompt_index: int
+    finish: Literal["stop", "length"]
+
+
+# --------------------------------------------------------------------------------------------
+# encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def stop_token_ids(processor: Any) -> list[int]:
+    """Ids of :data:`STOP_TOKENS` present in the processor's vocabulary."""
+    tok = _tokenizer(processor)
+    vocab = tok.get_vocab()
+    ids = [vocab[t] for t in STOP_TOKENS if t in vocab]
+    if not ids:
+        if tok.eos_token_id is None:
+            raise ValueError(
+                f"tokenizer {type(tok).__name__} has neither {STOP_TOKENS} nor an eos token; "
+                "cannot tell where a completion ends"
+            )
+        ids = [tok.eos_token_id]
+    return ids
+
+
+def _load_visual(item: Any) -> Any:
+    """PIL images pass through; paths (str/Path) and URLs are opened with transformers'
+    ``load_image`` (a URL needs the network: the caller's choice)."""
+    if isinstance(item, (str, Path)):
+        from transformers.image_utils import load_image
+
+        return load_image(str(item))
+    return item
+
+
+def _visuals(conversation: Conversation, index: int) -> tuple[list[Any], list[Any]]:
+    images: list[Any] = []
+    videos: list[Any] = []
+    if not isinstance(conversation, list):
+        raise TypeError(
+            f"conversation {index}: expected a list of chat messages "
+            f"(r1reward.prompt.build_messages output), got {type(conversation).__name__}"
+        )
+    for m, message in enumerate(conversation):
+        content = message.get("content") if isinstance(message, dict) else None
+        if content is None:
+            raise ValueError(
+                f"conversation {index}, message {m}: expected a dict with 'role' and 'content'"
+            )
+        if isinstance(content, str):
+            continue
+        for item in content:
+            kind = item.get("type")
+            if kind == "image" or (kind is None and "image" in item):
+                if "image" not in item:
+                    raise ValueError(
+                        f"conversation {index}, message {m}: image item without an 'image' key "
+                        f"(got keys {sorted(item)})"
+                    )
+                images.append(_load_visual(item["image"]))
+            elif kind == "video" or (kind is None and "video" in item):
+                videos.append(item["video"])
+    return images, videos
+
+
+def encode(
+    processor: Any,
+    conversations: Sequence[Conversation],
+    *,
+    add_generation_prompt: bool = True,
+    padding_side: str = "left",
+) -> Any:
+    """Render ``conversations`` with the chat template and tokenize them with their images.
+
+    Args:
+        processor: a Qwen2.5-VL-style processor (``load_model``'s second return value).
+        conversations: ``build_messages`` outputs; images are PIL images or paths.
+        add_generation_prompt: end each prompt with ``<|im_start|>assistant\\n``.
+        padding_side: ``"left"`` (default: generation, RL) or ``"right"``.
+
+    Returns:
+        A ``BatchFeature`` with ``input_ids`` and ``attention_mask`` of shape ``(B, P)`` (P the
+        longest prompt, shorter ones padded on ``padding_side``), and when images are present
+        ``pixel_values`` ``(sum of patches, C*T*14*14)`` and ``image_grid_thw`` ``(n_images, 3)``
+        (videos likewise), plus whatever else the processor returns (``mm_token_type_ids``).
+    """
+    if len(conversations) == 0:
+        raise ValueError("encode: no conversations given")
+    images: list[Any] = []
+    videos: list[Any] = []
+    for i, conv in enumerate(conversations):  # validates the messages before rendering
+        im, vi = _visuals(conv, i)
+        images += im
+        videos += vi
+    texts = processor.apply_chat_template(
+        list(conversations), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    if isinstance(texts, str):
+        texts = [texts]
+    kwargs: dict[str, Any] = {}
+    if images:
+        kwargs["images"] = images
+    if videos:
+        kwargs["videos"] = videos
+    return processor(
+        text=texts, padding=True, padding_side=padding_side, return_tensors="pt", **kwargs
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# generation
+# --------------------------------------------------------------------------------------------
+
+
+def _check_engine(engine: str) -> None:
+    if engine == "transformers":
+        return
+    if engine == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "rollout engine 'vllm' needs the vllm package, which is not installed. "
+                "Install it on a CUDA machine with `pip install vllm` (or `pip install "
+                "'r1reward[vllm]'`), or use engine='transformers'."
+            ) from err
+        raise NotImplementedError(
+            "rollout engine 'vllm' is installed but not wired yet (scaling issue); "
+            "use engine='transformers'"
+        )
+    raise ValueError(f"rollout engine {engine!r}: expected 'transformers' or 'vllm'")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators for the block without disturbing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return model.device
+    except AttributeError:
+        return next(model.parameters()).device
+
+
+def _split_row(
+    row: list[int], stop_ids: set[int], pad_id: int | None
+) -> tuple[list[int], Literal["stop", "length"]]:
+    for j, t in enumerate(row):
+        if t in stop_ids:
+            return row[: j + 1], "stop"
+    if pad_id is not None:
+        # generate pads finished rows with pad_id; an unfinished row has no padding
+        while row and row[-1] == pad_id and pad_id not in stop_ids:
+            row = row[:-1]
+    return row, "length"
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    conversations: Sequence[Conversation],
+    *,
+    num_return_sequences: int = 1,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    seed: int | None = None,
+    progress: bool = False,
+    engine: str = "transformers",
+) -> list[list[Completion]]:
+    """Sample ``num_return_sequences`` completions for each conversation.
+
+    Prompts go to ``model.generate`` ``batch_size`` at a time (so one call produces
+    ``batch_size * num_return_sequences`` rows), left padded, the K samples of a prompt sharing
+    it through ``num_return_sequences``. With ``do_sample=False`` (or ``temperature == 0``)
+    decoding is greedy and the K completions are copies of one greedy completion.
+
+    Args:
+        model: a causal (vision-)language model, possibly peft-wrapped. Its train/eval mode is
+            restored afterwards.
+        processor: its processor (chat template, image processor, tokenizer).
+        conversations: ``build_messages`` outputs.
+        seed: when given, the samples are reproducible: batch ``b`` (prompts
+            ``b*batch_size ...``) is sampled under seed ``seed + b``; the caller's global RNG
+            state is left untouched.
+        progress: show a tqdm bar over prompts.
+        engine: ``"transformers"``; ``"vllm"`` is reserved for the vLLM engine.
+
+    Returns:
+        ``out[i]`` holds the ``num_return_sequences`` :class:`Completion` of conversation ``i``.
+    """
+    _check_engine(engine)
+    if num_return_sequences < 1:
+        raise ValueError(f"num_return_sequences={num_return_sequences}: expected >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: expected >= 1")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens}: expected >= 1")
+    greedy = (not do_sample) or temperature == 0
+    tok = _tokenizer(processor)
+    stops = stop_token_ids(processor)
+    stop_set = set(stops)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    device = _model_device(model)
+    k = num_return_sequences
+    gen_kwargs: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stops,
+        pad_token_id=pad_id,
+    )
+    if greedy:
+        gen_kwargs.update(do_sample=False, num_return_sequences=1)
+        # neutral values so a model's generation_config defaults do not warn about sampling
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    else:
+        gen_kwargs.update(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=k
+        )
+
+    results: list[list[Completion]] = [[] for _ in conversations]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(conversations), desc="generate", unit="prompt")
+    with _eval_mode(model), torch.inference_mode():
+        for b, start in enumerate(range(0, len(conversations), batch_size)):
+            chunk = conversations[start : start + batch_size]
+            batch = encode(processor, chunk).to(device)
+            prompt_len = batch["input_ids"].shape[1]
+            with _seeded(None if seed is None else seed + b, device):
+                out = model.generate(**batch, **gen_kwargs)
+            sequences = out if isinstance(out, torch.Tensor) else out.sequences
+            new = sequences[:, prompt_len:].tolist()
+            rows_per_prompt = 1 if greedy else k
+            for r, row in enumerate(new):
+                ids, finish = _split_row(row, stop_set, pad_id)
+                text = tok.decode(ids, skip_special_tokens=True)
+                idx = start + r // rows_per_prompt
+                copies = k if greedy else 1
+                for _ in range(copies):
+                    results[idx].append(Completion(text, list(ids), idx, finish))
+            if bar is not None:
+                bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# log-probabilities
+# --------------------------------------------------------------------------------------------
+
+
+def build_batch(
+    processor: Any,
+    conversations: Sequence[Conversation],
+    completions: Sequence[Sequence[int] | Completion],
+) -> tuple[Any, torch.Tensor]:
+    """Tensors for scoring ``completions[i]`` as the answer to ``conversations[i]``.
+
+    Layout per row: ``[left-padded prompt | completion | right padding]``.
+
+    Returns:
+        ``(batch, completion_mask)``: ``batch`` is :func:`encode`'s ``BatchFeature`` with
+        ``input_ids``/``attention_mask`` extended to shape ``(B, P + C)`` (C the longest
+        completion), images unchanged; ``completion_mask`` ``(B, P + C)`` is 1 on completion
+        tokens (the stop token included) and 0 on prompt and padding.
+    """
+    if len(conversations) != len(completions):
+        raise ValueError(
+            f"build_batch: {len(conversations)} conversations but {len(completions)} completions"
+        )
+    ids = [list(c.token_ids if isinstance(c, Completion) else c) for c in completions]
+    batch = encode(processor, conversations)
+    tok = _tokenizer(processor)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stop_token_ids(processor)[0]
+    bsz, p = batch["input_ids"].shape
+    c = max((len(x) for x in ids), default=0)
+    comp = torch.full((bsz, c), pad_id, dtype=batch["input_ids"].dtype)
+    comp_mask = torch.zeros((bsz, c), dtype=batch["attention_mask"].dtype)
+    for i, x in enumerate(ids):
+        comp[i, : len(x)] = torch.tensor(x, dtype=comp.dtype)
+        comp_mask[i, : len(x)] = 1
+    batch["input_ids"] = torch.cat([batch["input_ids"], comp], dim=1)
+    batch["attention_mask"] = torch.cat([batch["attention_mask"], comp_mask], dim=1)
+    if "mm_token_type_ids" in batch:
+        extra = torch.zeros((bsz, c), dtype=batch["mm_token_type_ids"].dtype)
+        batch["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], extra], dim=1)
+    completion_mask = torch.cat([torch.zeros((bsz, p), dtype=comp_mask.dtype), comp_mask], dim=1)
+    return batch, completion_mask
+
+
+def completion_logprobs(
+    model: Any,
+    batch: Any,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-token log-probabilities of the completion tokens under ``model``.
+
+    ``out[b, t] = log pi(input_ids[b, t] | input_ids[b, :t], images)`` where
+    ``completion_mask[b, t] == 1`` and 0 elsewhere. Only the logits from the first completion
+    column on are computed (``logits_to_keep``), and the log-softmax is taken row by row in
+    float32, so the ``(B, T, vocab)`` float32 tensor is never materialised.
+
+    Args:
+        model: the policy (or reference) model; gradients flow when called outside no_grad.
+        batch: ``input_ids`` ``(B, T)``, ``attention_mask`` ``(B, T)`` and the image tensors
+            (:func:`build_batch` output), on the model's device.
+        completion_mask: ``(B, T)`` 0/1, 1 on the tokens to score; a token at column 0 cannot
+            be scored (nothing precedes it) and must be 0.
+        temperature: divide logits by it (to score samples drawn at that temperature).
+
+    Returns:
+        ``(B, T)`` float32 tensor of log-probabilities, zero where ``completion_mask`` is 0.
+    """
+    input_ids = batch["input_ids"]
+    if completion_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"completion_mask shape {tuple(completion_mask.shape)} != input_ids shape "
+            f"{tuple(input_ids.shape)}"
+        )
+    bsz, t = input_ids.shape
+    mask = completion_mask.to(input_ids.device)
+    out = torch.zeros((bsz, t), dtype=torch.float32, device=input_ids.device)
+    cols = mask.any(dim=0).nonzero()
+    if cols.numel() == 0:
+        return out
+    first = int(cols[0])
+    if first == 0:
+        raise ValueError("completion_mask marks column 0, which has no preceding context")
+    keep = t - first + 1  # logits at columns first-1 .. t-1 predict tokens first .. t
+    logits = model(**batch, logits_to_keep=keep).logits  # (B, keep, V)
+    logits = logits[:, :-1]  # predictions for columns first .. t-1
+    targets = input_ids[:, first:]
+    rows = []
+    for b in range(bsz):
+        row = logits[b].float()
+        if temperature != 1.0:
+            row = row / temperature
+        lp = row.gather(-1, targets[b].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1)
+        rows.append(lp)
+    scored = torch.stack(rows) * mask[:, first:].to(torch.float32)
+    return torch.cat([out[:, :first], scored], dim=1)

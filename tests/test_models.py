@@ -1,0 +1,225 @@
+"""Tiny Qwen2.5-VL: build, load, chat template, LoRA/quantization options, train step."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from r1reward import models
+from r1reward.models import MARKER, SPECIAL_TOKENS, TAG_TOKENS, build_tiny_model, load_model
+from r1reward.prompt import build_messages
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    t0 = time.perf_counter()
+    path = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+    print(f"\nbuild_tiny_model(size='tiny'): {time.perf_counter() - t0:.2f} s")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    return load_model(tiny_dir)
+
+
+def _conv(color: str = "red", question: str = "How many red circles are there?"):
+    img = Image.new("RGB", (56, 56), color)
+    return build_messages(question, "There are 3 red circles.", "There are 4.", images=[img])
+
+
+def _digest(folder) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.name != MARKER
+    }
+
+
+def test_folder_is_an_ordinary_hf_folder(tiny_dir):
+    names = {p.name for p in tiny_dir.iterdir()}
+    for required in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        assert required in names
+    cfg = json.loads((tiny_dir / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2_5_VLForConditionalGeneration"]
+    proc_cfg = json.loads((tiny_dir / "processor_config.json").read_text())
+    assert proc_cfg["processor_class"] == "Qwen2_5_VLProcessor"
+    # a machine with torchvision gets the normal video processor from the same folder
+    assert proc_cfg["video_processor"]["video_processor_type"] == "Qwen2VLVideoProcessor"
+    assert proc_cfg["image_processor"]["size"] == {"longest_edge": 3136, "shortest_edge": 3136}
+
+
+def test_loads_as_real_qwen25vl_with_about_1m_parameters(tiny):
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    model, processor = tiny
+    assert isinstance(model, Qwen2_5_VLForConditionalGeneration)
+    assert isinstance(processor, Qwen2_5_VLProcessor)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"\ntiny parameters: {n:,}")
+    assert 0.5e6 <= n <= 2e6
+
+
+def test_special_token_ids_match_config(tiny):
+    model, processor = tiny
+    tok = processor.tokenizer
+    vocab = tok.get_vocab()
+    for t in SPECIAL_TOKENS + TAG_TOKENS:
+        assert t in vocab, t
+        assert tok.convert_ids_to_tokens(tok.encode(t, add_special_tokens=False)) == [t]
+    cfg = model.config
+    assert cfg.image_token_id == vocab["<|image_pad|>"]
+    assert cfg.video_token_id == vocab["<|video_pad|>"]
+    assert cfg.vision_start_token_id == vocab["<|vision_start|>"]
+    assert cfg.vision_end_token_id == vocab["<|vision_end|>"]
+    assert processor.image_token_id == cfg.image_token_id
+    assert cfg.text_config.vocab_size >= len(tok)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    eos = model.generation_config.eos_token_id
+    assert vocab["<|im_end|>"] in (eos if isinstance(eos, list) else [eos])
+
+
+def test_tags_survive_decoding_without_special_tokens(tiny):
+    tok = tiny[1].tokenizer
+    text = "<think>Response 2 is better.</think><answer>2</answer>"
+    ids = tok.encode("<|im_start|>" + text + "<|im_end|>", add_special_tokens=False)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_chat_template_renders_image_before_text_and_generation_prompt(tiny):
+    processor = tiny[1]
+    conv = _conv()
+    text = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
+    user = text.index("<|im_start|>user\n")
+    vision = text.index("<|vision_start|><|image_pad|><|vision_end|>")
+    question = text.index("How many red circles")
+    assert user < vision < question
+    assert text.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert text.count("<|image_pad|>") == 1
+    no_gen = processor.apply_chat_template(conv, tokenize=False, add_generation_prompt=False)
+    assert not no_gen.endswith("<|im_start|>assistant\n")
+    # a system message and a plain-string content are honoured
+    sys_conv = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    rendered = processor.apply_chat_template(sys_conv, tokenize=False)
+    assert rendered == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+
+
+def test_toy_image_gives_four_visual_tokens_and_short_prompt(tiny):
+    from r1reward.rollout import encode
+
+    processor = tiny[1]
+    enc = encode(processor, [_conv()])
+    image_id = processor.image_token_id
+    assert int((enc["input_ids"] == image_id).sum()) == 4
+    assert tuple(enc["image_grid_thw"][0].tolist()) == (1, 4, 4)
+    assert enc["pixel_values"].shape == (16, 3 * 2 * 14 * 14)
+    print(f"\nprompt tokens for a short toy question: {enc['input_ids'].shape[1]}")
+
+
+def test_build_is_idempotent_and_deterministic(tiny_dir, tmp_path):
+    marker_before = (tiny_dir / MARKER).stat().st_mtime_ns
+    digest_before = _digest(tiny_dir)
+    assert build_tiny_model(tiny_dir, seed=0) == tiny_dir
+    assert (tiny_dir / MARKER).stat().st_mtime_ns == marker_before  # reused, not rewritten
+    again = build_tiny_model(tmp_path / "again", seed=0)
+    assert _digest(again) == digest_before  # same seed -> byte-identical folder
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    assert (
+        _digest(other)["model.safetensors"] != digest_before["model.safetensors"]
+    )  # another seed -> other weights
+
+
+def test_build_refuses_a_folder_built_with_other_settings(tiny_dir):
+    with pytest.raises(FileExistsError, match="already exists"):
+        build_tiny_model(tiny_dir, seed=5)
+
+
+def test_build_replaces_an_incomplete_folder(tmp_path):
+    target = tmp_path / "half"
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # a crashed build: no marker
+    build_tiny_model(target, seed=0)
+    assert (target / MARKER).is_file()
+    load_model(target)
+
+
+def test_bad_size_and_missing_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="size='huge'"):
+        build_tiny_model(tmp_path / "x", size="huge")
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
+        load_model(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path / "empty")
+
+
+def test_forward_backward_with_labels_and_pixels(tiny_dir):
+    """A training step works on CPU: loss with labels, gradients reach the vision tower."""
+    from r1reward.rollout import encode
+
+    model, processor = load_model(tiny_dir)
+    model.train()
+    convs = [_conv(c) for c in ("red", "blue", "green", "white")]
+    for conv in convs:
+        conv.append(
+            {"role": "assistant", "content": [{"type": "text", "text": "<think>x</think>"}]}
+        )
+    batch = encode(processor, convs, add_generation_prompt=False, padding_side="right")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    out = model(**batch, labels=labels)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    vis = [p.grad for n, p in model.named_parameters() if "visual" in n and p.grad is not None]
+    assert vis and any(float(g.abs().sum()) > 0 for g in vis)
+
+
+def test_lora_option_wraps_with_peft(tiny_dir):
+    from peft import LoraConfig, PeftModel
+
+    model, _ = load_model(tiny_dir, lora={"r": 4, "lora_alpha": 8})
+    assert isinstance(model, PeftModel)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any("visual" in n for n in trainable)  # default targets: language model only
+    model2, _ = load_model(tiny_dir, lora=LoraConfig(r=2, target_modules=["q_proj"]))
+    assert isinstance(model2, PeftModel)
+    assert any("visual" not in n and "q_proj.lora_A" in n for n, _ in model2.named_parameters())
+    with pytest.raises(TypeError, match="not valid LoraConfig fields"):
+        load_model(tiny_dir, lora={"rank_typo": 4})
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available(),
+    reason="bitsandbytes and CUDA present: quantization would work",
+)
+def test_quantization_without_bitsandbytes_or_cuda_is_a_clear_error(tiny_dir):
+    with pytest.raises(
+        (ImportError, RuntimeError), match="quantization='4bit'.*(bitsandbytes|CUDA)"
+    ):
+        load_model(tiny_dir, quantization="4bit")
+    with pytest.raises(ValueError, match="expected None, '4bit', '8bit'"):
+        load_model(tiny_dir, quantization="3bit")
+
+
+def test_processor_without_torchvision_rejects_video_clearly(tiny):
+    if models._torchvision_available():
+        pytest.skip("torchvision installed: the normal video processor is used")
+    processor = tiny[1]
+    with pytest.raises(ImportError, match="torchvision"):
+        processor(
+            text=["<|vision_start|><|video_pad|><|vision_end|>"],
+            videos=[[Image.new("RGB", (56, 56))]],
+        )
+
+
+def test_cli_builds_folder(tmp_path, capsys):
+    assert models.main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
+    assert (tmp_path / "cli" / MARKER).is_file()
+    assert "parameters" in capsys.readouterr().out
