@@ -245,7 +245,7 @@ def adv_and_mask(draw):
     return adv, mask
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(am=adv_and_mask(), sigma=st.floats(0.5, 5.0))
 def test_filter_invariants(am, sigma):
     adv, mask = am
@@ -540,7 +540,7 @@ def loss_inputs(draw, adv_per_token=None):
     return logp, old, adv, mask
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=70, deadline=None)
 @given(inputs=loss_inputs(), clip_eps=st.sampled_from([0.1, 0.2, 0.3]))
 def test_pre_clip_loss_and_gradient_are_finite_for_any_float32(inputs, clip_eps):
     logp, old, adv, mask = inputs

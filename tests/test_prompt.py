@@ -214,7 +214,7 @@ _analysis = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_si
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     analysis=_analysis,
     answer=st.sampled_from([1, 2]),
@@ -230,7 +230,7 @@ def test_round_trip_property(analysis, answer, lead, mid, tail):
     assert j.analysis == analysis.strip()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.text(max_size=300))
 def test_parse_never_raises_and_well_formed_implies_answer(text):
     j = parse_judgment(text)
@@ -240,7 +240,7 @@ def test_parse_never_raises_and_well_formed_implies_answer(text):
         assert j.answer in (1, 2)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(analysis=_analysis, answer=st.sampled_from([1, 2]), junk=st.text(min_size=1, max_size=20))
 def test_non_whitespace_outside_blocks_breaks_format(analysis, answer, junk):
     if not junk.strip():

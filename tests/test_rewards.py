@@ -166,7 +166,7 @@ def test_batch_errors_name_the_record():
     assert format_rewards([]) == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     text=st.one_of(st.text(max_size=200), st.none(), st.integers()), label=st.sampled_from([1, 2])
 )
