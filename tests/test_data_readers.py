@@ -420,3 +420,46 @@ def test_real_mm_rlhf_rewardbench(benchmarks_dir):
     assert sum(bool(p.videos) for p in pairs) == 25
     assert set(Counter(p.category for p in pairs)) == {"mcq", "long", "short", "safety", "video"}
     assert all(p.category == "video" for p in pairs if p.videos)
+
+
+def test_non_string_text_field_is_rejected(tmp_path):
+    p = _jsonl(tmp_path / "vl.jsonl", [_vl_row("wildvision_1", chosen=["a", "list"])])
+    with pytest.raises(DataError) as err:
+        load(p, format="vl-rewardbench")
+    _assert_msg(err, p, 1, "wildvision_1", "'chosen' must be a string")
+
+
+def test_r1_reward_rl_parquet_with_inline_image(tmp_path):
+    import base64
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4), (0, 0, 200)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    row = _r1rl_row("q?", "a", "b", "2", image=None)
+    msg = json.loads(row["message"])
+    msg[0]["content"] = msg[0]["content"][:1]  # no image item in the message...
+    row["message"] = json.dumps(msg)
+    row["image"] = "data:image/png;base64," + b64  # ...but an image column (inline bytes)
+    bad = {**row, "answer": ["<answer>0</answer>"]}
+    pq.write_table(pa.Table.from_pylist([row, bad]), tmp_path / "train.parquet")
+    pairs = load(tmp_path / "train.parquet", on_error="skip")
+    assert pairs.format == "r1-reward-rl" and len(pairs) == 1
+    assert open_images(pairs[0])[0].getpixel((1, 1)) == (0, 0, 200)
+    assert pairs.skipped[0][0] == 2 and "label in {1,2}" in pairs.skipped[0][2]
+    with pytest.raises(DataError) as err:
+        load(tmp_path / "train.parquet")
+    _assert_msg(err, tmp_path / "train.parquet", 2, "row 2", "train-2")
+
+
+def test_to_dataset_keeps_toy_truth():
+    from r1reward.data import toy
+
+    pairs = toy.make_pairs(3, seed=1)
+    ds = to_dataset(pairs)
+    assert ds[2]["images"][0].tobytes() == pairs[2].images[0].tobytes()
+    assert json.loads(ds[2]["meta"])["truth"]["task"] == pairs[2].meta["task"]
+    assert ds[2]["difficulty"] == pairs[2].difficulty

@@ -211,22 +211,17 @@ def detect_format(path: str | Path) -> str:
 # per-format record readers: (record, context) -> PreferencePair, raising _Bad
 
 
-def _need(rec: dict[str, Any], fields: Iterable[str], fmt: str) -> None:
+def _need(
+    rec: dict[str, Any], fields: Iterable[str], fmt: str, *, text: Iterable[str] = ()
+) -> None:
+    """Raise _Bad unless every field is present (not null) and the ``text`` ones are strings."""
     fields = list(fields)
     missing = [f for f in fields if rec.get(f) is None]
     if missing:
         raise _Bad(f"missing field(s) {missing}; a {fmt} record needs {fields}")
-    for f in fields:
-        if isinstance(rec[f], str) or f in (
-            "answer",
-            "message",
-            "images",
-            "videos",
-            "preferred",
-            "image",
-        ):
-            continue
-        raise _Bad(f"field {f!r} must be a string, got {type(rec[f]).__name__}")
+    for f in text:
+        if not isinstance(rec[f], str):
+            raise _Bad(f"field {f!r} must be a string, got {type(rec[f]).__name__}")
 
 
 def _place(pid: str, chosen: str, rejected: str, order: str) -> tuple[str, str, int]:
@@ -263,7 +258,12 @@ def _vl_category(pid: str) -> str:
 
 
 def _read_vl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
-    _need(rec, ("id", "prompt", "chosen", "rejected", "image"), "vl-rewardbench")
+    _need(
+        rec,
+        ("id", "prompt", "chosen", "rejected", "image"),
+        "vl-rewardbench",
+        text=("prompt", "chosen", "rejected"),
+    )
     pid = str(rec["id"])
     r1, r2, pref = _place(pid, rec["chosen"], rec["rejected"], ctx["order"])
     meta = {k: rec[k] for k in ("chosen_reason", "rejected_reason") if k in rec}
@@ -281,7 +281,12 @@ def _read_vl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
 
 
 def _read_mm_rlhf(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
-    _need(rec, ("id", "prompt", "chosen", "rejected"), "mm-rlhf-rewardbench")
+    _need(
+        rec,
+        ("id", "prompt", "chosen", "rejected"),
+        "mm-rlhf-rewardbench",
+        text=("prompt", "chosen", "rejected"),
+    )
     media = rec.get("image") or rec.get("video")
     if not media:
         raise _Bad("missing field 'image' or 'video'; an mm-rlhf-rewardbench record needs one")
@@ -308,7 +313,12 @@ def _read_mm_rlhf(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
 
 
 def _read_mmrb(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
-    _need(rec, ("ID", "Text", "Output1", "Output2", "Better", "Image"), "multimodal-rewardbench")
+    _need(
+        rec,
+        ("ID", "Text", "Output1", "Output2", "Better", "Image"),
+        "multimodal-rewardbench",
+        text=("Text", "Output1", "Output2"),
+    )
     better = rec["Better"]
     if better not in ("Output1", "Output2"):
         raise _Bad(
@@ -415,7 +425,12 @@ def _read_r1rl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
 
 
 def _read_pairs(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
-    _need(rec, ("id", "question", "response_1", "response_2", "preferred"), "pairs")
+    _need(
+        rec,
+        ("id", "question", "response_1", "response_2", "preferred"),
+        "pairs",
+        text=("question", "response_1", "response_2"),
+    )
     if rec["preferred"] not in (1, 2) or isinstance(rec["preferred"], bool):
         raise _Bad(f"label 'preferred' is {rec['preferred']!r}; expected 1 or 2")
     for f in ("images", "videos"):
