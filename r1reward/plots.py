@@ -1,0 +1,317 @@
+"""Plotly figures shared by the chapters, and the renderer that keeps the book offline.
+
+The rendered book must load nothing from an outside host. Plotly's stock renderers either embed
+the whole of plotly.js in every output (megabytes per figure) or load it from a CDN. The renderer
+registered here, ``"r1reward"``, emits for every figure:
+
+* ``text/html``: a ``<div>`` and a small script that waits until ``window.Plotly`` exists and then
+  calls ``Plotly.newPlot`` with the figure (data, layout, frames, config). plotly.js itself is
+  *not* included: the book build copies ``plotly.min.js`` from the installed ``plotly`` package
+  into its static files and loads it on every page (see ``tools/vendor_assets.py`` and
+  ``html_js_files`` in ``_config.yml``). The script works whether it runs before or after
+  plotly.js has loaded, and reports on the console when plotly.js never arrives.
+* ``application/vnd.plotly.v1+json``: the figure itself, which JupyterLab, Notebook 7 and VS Code
+  render natively, so the notebooks stay interactive for readers who run them in Jupyter.
+
+Call :func:`setup` once in the first cell of a chapter. The helpers below give every chapter the
+same template and the same colour for the same concept (Reinforce++ is always red,
+StableReinforce always blue, ...).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import MimetypeRenderer
+
+RENDERER_NAME = "r1reward"
+TEMPLATE_NAME = "r1reward"
+PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
+
+#: One colour per concept, used by every chapter.
+COLORS: dict[str, str] = {
+    "reinforce_pp": "#d62728",  # Reinforce++: the unstable baseline
+    "stable": "#1f77b4",  # StableReinforce: the paper's fix
+    "grpo": "#2ca02c",  # GRPO, for comparison
+    "sft": "#ff7f0e",  # cold-start SFT
+    "scalar": "#8c564b",  # scalar (Bradley-Terry) reward model
+    "paper": "#9467bd",  # numbers quoted from the paper
+    "neutral": "#7f7f7f",  # reference lines, thresholds
+    "float32": "#17becf",
+    "bfloat16": "#e377c2",
+    "float16": "#bcbd22",
+}
+
+#: Plotly config shared by all figures: no "edit in Chart Studio" link, no plotly logo, resizes
+#: with the page.
+DEFAULT_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True, "showLink": False}
+
+#: How long the embedded script waits for plotly.js before it reports an error (milliseconds).
+_WAIT_MS = 30_000
+_POLL_MS = 25
+
+
+def _template() -> go.layout.Template:
+    """The book's template: ``plotly_white`` with the book's colourway and a readable font."""
+    base = pio.templates["plotly_white"]
+    template = go.layout.Template(base)
+    template.layout.colorway = [
+        COLORS["reinforce_pp"],
+        COLORS["stable"],
+        COLORS["grpo"],
+        COLORS["sft"],
+        COLORS["scalar"],
+        COLORS["paper"],
+        COLORS["neutral"],
+    ]
+    template.layout.font = {"family": "Helvetica, Arial, sans-serif", "size": 14}
+    template.layout.margin = {"l": 70, "r": 30, "t": 70, "b": 60}
+    template.layout.hovermode = "closest"
+    template.layout.legend = {"bgcolor": "rgba(255,255,255,0.7)"}
+    return template
+
+
+def figure_html(
+    fig: go.Figure | Mapping[str, Any],
+    *,
+    div_id: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> str:
+    """HTML for one figure *without* plotly.js: a div plus a script that draws it when it can.
+
+    ``fig`` may be a ``go.Figure`` or its dict (``data``, ``layout``, optional ``frames``).
+    The JSON is escaped so that no ``</script>`` inside a label can end the script early.
+    """
+    fig_dict = fig.to_dict() if isinstance(fig, go.Figure) else dict(fig)
+    div_id = div_id or f"r1reward-fig-{uuid.uuid4().hex[:12]}"
+    payload = {
+        "data": fig_dict.get("data", []),
+        "layout": fig_dict.get("layout", {}),
+        "frames": fig_dict.get("frames", []),
+        "config": {**DEFAULT_CONFIG, **dict(config or {})},
+    }
+    # pio.to_json knows numpy arrays, dates, etc.; "<" only occurs inside JSON strings, where
+    # the \u003c escape is equivalent and keeps "</script>" out of the page.
+    text = pio.to_json(payload, validate=False).replace("<", "\\u003c")
+    height = payload["layout"].get("height") or 450
+    safe_id = html.escape(div_id, quote=True)
+    return f"""<div id="{safe_id}" class="r1reward-plotly" style="width:100%;height:{int(height)}px;"></div>
+<script type="text/javascript">
+(function () {{
+  var id = {json.dumps(div_id)};
+  var fig = {text};
+  var waited = 0;
+  function draw() {{
+    var el = document.getElementById(id);
+    if (window.Plotly && el) {{
+      var done = window.Plotly.newPlot(el, fig);
+      if (done && done.catch) {{
+        done.catch(function (err) {{ console.error("r1reward.plots: figure " + id + ": " + err); }});
+      }}
+      return;
+    }}
+    waited += {_POLL_MS};
+    if (waited > {_WAIT_MS}) {{
+      console.error("r1reward.plots: plotly.js is not loaded; figure " + id + " was not drawn");
+      return;
+    }}
+    setTimeout(draw, {_POLL_MS});
+  }}
+  draw();
+}})();
+</script>"""
+
+
+class OfflineRenderer(MimetypeRenderer):
+    """Plotly renderer for the offline book: ``text/html`` without plotly.js + the plotly mime.
+
+    Registered under the name ``"r1reward"`` by :func:`setup`.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        self.config = dict(config or {})
+
+    def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:
+        """Return ``{"text/html": ..., "application/vnd.plotly.v1+json": ...}`` for one figure."""
+        plotly_json = json.loads(pio.to_json(fig_dict, validate=False, remove_uids=False))
+        if self.config:
+            plotly_json["config"] = {**DEFAULT_CONFIG, **self.config}
+        return {
+            "text/html": figure_html(fig_dict, config=self.config),
+            PLOTLY_MIMETYPE: plotly_json,
+        }
+
+
+def setup(renderer: str = RENDERER_NAME) -> None:
+    """Register and select the book's template and the offline renderer (idempotent).
+
+    Call once at the top of a chapter: ``from r1reward import plots; plots.setup()``.
+    ``renderer`` may name any plotly renderer (e.g. ``"browser"``) to override the default.
+    """
+    pio.templates[TEMPLATE_NAME] = _template()
+    pio.templates.default = TEMPLATE_NAME
+    pio.renderers[RENDERER_NAME] = OfflineRenderer()
+    pio.renderers.default = renderer
+
+
+def plotly_js_path() -> Path:
+    """Path of ``plotly.min.js`` inside the installed plotly package (what the book serves)."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: plotly.min.js is missing from the installed plotly package; "
+            "reinstall plotly (pip install --force-reinstall plotly)"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Figure helpers used by the chapters
+# ---------------------------------------------------------------------------------------------
+
+
+def figure(
+    title: str,
+    x_title: str,
+    y_title: str,
+    *,
+    height: int = 450,
+    log_x: bool = False,
+    log_y: bool = False,
+    **layout: Any,
+) -> go.Figure:
+    """An empty figure with the book's template, axis titles and height."""
+    fig = go.Figure()
+    fig.update_layout(
+        template=TEMPLATE_NAME if TEMPLATE_NAME in pio.templates else "plotly_white",
+        title={"text": title},
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        height=height,
+        **layout,
+    )
+    if log_x:
+        fig.update_xaxes(type="log")
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def hline(
+    fig: go.Figure,
+    y: float,
+    text: str,
+    *,
+    color: str = COLORS["neutral"],
+    position: str = "top left",
+) -> go.Figure:
+    """Add a dashed horizontal reference line with a label (threshold, paper value, ...)."""
+    fig.add_hline(
+        y=y,
+        line_dash="dash",
+        line_color=color,
+        annotation_text=text,
+        annotation_position=position,
+        annotation_font_color=color,
+    )
+    return fig
+
+
+def vline(
+    fig: go.Figure,
+    x: float,
+    text: str,
+    *,
+    color: str = COLORS["neutral"],
+    position: str = "top right",
+) -> go.Figure:
+    """Add a dashed vertical reference line with a label."""
+    fig.add_vline(
+        x=x,
+        line_dash="dash",
+        line_color=color,
+        annotation_text=text,
+        annotation_position=position,
+        annotation_font_color=color,
+    )
+    return fig
+
+
+def slider_figure(
+    steps: Sequence[tuple[str, Sequence[go.BaseTraceType]]],
+    *,
+    title: str,
+    x_title: str,
+    y_title: str,
+    slider_prefix: str,
+    active: int = 0,
+    height: int = 520,
+    **layout: Any,
+) -> go.Figure:
+    """A figure whose traces change with a plotly-native slider (works in a static web page).
+
+    ``steps`` is a list of ``(label, traces)``; every step must have the same number of traces.
+    The figure shows ``steps[active]`` first; moving the slider restyles the traces in the
+    browser, with no Python kernel. (An ipywidgets slider needs a kernel to recompute; in the
+    static book only the state saved at build time is shown.)
+    """
+    if not steps:
+        raise ValueError("slider_figure: steps is empty; expected at least one (label, traces)")
+    n_traces = len(steps[0][1])
+    for label, traces in steps:
+        if len(traces) != n_traces:
+            raise ValueError(
+                f"slider_figure: step {label!r} has {len(traces)} traces, expected {n_traces} "
+                "(every step must have the same number of traces)"
+            )
+    fig = figure(title, x_title, y_title, height=height, **layout)
+    for trace in steps[active][1]:
+        fig.add_trace(trace)
+    fig.frames = [go.Frame(name=str(label), data=list(traces)) for label, traces in steps]
+    slider_steps = [
+        {
+            "label": str(label),
+            "method": "animate",
+            "args": [
+                [str(label)],
+                {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
+                 "transition": {"duration": 0}},
+            ],
+        }
+        for label, _ in steps
+    ]
+    fig.update_layout(
+        sliders=[
+            {
+                "active": active,
+                "currentvalue": {"prefix": slider_prefix},
+                "pad": {"t": 50},
+                "steps": slider_steps,
+            }
+        ]
+    )
+    return fig
+
+
+def finite_or_none(values: Any) -> list[float | None]:
+    """``values`` (tensor, array or sequence) as a list with NaN/inf replaced by None.
+
+    Plotly cannot place an infinite point; None leaves a visible gap in a line instead, which is
+    how the chapters show where a computation overflowed.
+    """
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    out: list[float | None] = []
+    for v in values:
+        f = float(v)
+        out.append(f if f == f and f not in (float("inf"), float("-inf")) else None)
+    return out
