@@ -114,7 +114,9 @@ def consistency_prompt(analysis: str, answer: int, *, last_lines: int | None = N
     scope = ""
     if last_lines is not None:
         if last_lines < 1:
-            raise ValueError(f"consistency_prompt: last_lines must be >= 1 or None, got {last_lines}")
+            raise ValueError(
+                f"consistency_prompt: last_lines must be >= 1 or None, got {last_lines}"
+            )
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) > last_lines:
             text = "\n".join(lines[-last_lines:])
@@ -220,7 +222,9 @@ class TransformersJudge:
 
             model, processor = load_model(str(model))
         elif processor is None:
-            raise ValueError("TransformersJudge: a loaded model needs its processor (processor=...)")
+            raise ValueError(
+                "TransformersJudge: a loaded model needs its processor (processor=...)"
+            )
         self.model, self.processor = model, processor
         self.last_lines = last_lines
         self.max_new_tokens = max_new_tokens
@@ -433,7 +437,8 @@ class OpenAIJudge:
         prompt = consistency_prompt(analysis, answer, last_lines=self.last_lines)
         if self.use_images and images:
             content: Any = [
-                {"type": "image_url", "image_url": {"url": image_to_data_url(img)}} for img in images
+                {"type": "image_url", "image_url": {"url": image_to_data_url(img)}}
+                for img in images
             ] + [{"type": "text", "text": prompt}]
         else:
             content = prompt

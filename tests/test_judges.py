@@ -305,7 +305,11 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "model": body["model"],
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
                 ],
             }
         ).encode()

@@ -1,0 +1,416 @@
+"""``r1reward serve``: the real server on 127.0.0.1 with the tiny model, and its parts.
+
+One uvicorn server per module runs on a free loopback port with the tiny Qwen2.5-VL (built into a
+temporary folder). It is spoken to with the ``openai`` client and with plain HTTP (httpx). A second
+server runs a deterministic rule sampler instead of the model, so that 64 concurrent requests
+can be checked for the *right* answer each (a batching mix-up between requests would show).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from PIL import Image
+
+from r1reward.evaluate import FunctionSampler
+from r1reward.serve import (
+    APIError,
+    BackgroundServer,
+    Engine,
+    Limits,
+    MicroBatcher,
+    build_engine,
+    build_parser,
+    create_app,
+    load_image,
+)
+
+LIMITS = Limits(max_image_bytes=40_000, max_body_bytes=400_000, max_k=4, max_n=3, max_tokens=64)
+MAX_TOKENS = 8  # judgment budget of the tiny server: fast, and the tiny model is untrained anyway
+
+
+def _data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+SMALL_IMAGE = _data_url(Image.new("RGB", (56, 56), (200, 30, 30)))
+
+
+def _noise_image(size: int) -> str:
+    return _data_url(Image.effect_noise((size, size), 120).convert("RGB"))
+
+
+# -------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory) -> Iterator[BackgroundServer]:
+    import torch
+
+    from r1reward.models import build_tiny_model
+
+    # one torch thread: the generate thread shares 2 cores with the test client and the server's
+    # event loop, and oversubscribed intra-op threads make a loaded 2-core machine crawl
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
+    engine = build_engine(str(path), name="tiny", reward_max_tokens=MAX_TOKENS, batch_size=32)
+    with BackgroundServer(create_app(engine, LIMITS)) as server:
+        server.engine = engine
+        yield server
+    engine.close()
+    torch.set_num_threads(threads)
+
+
+def _rule_judgment(conversation, sample_index, seed) -> str:
+    """A deterministic judge: the response containing 'RIGHT' is better."""
+    text = conversation[0]["content"][-1]["text"]
+    first = text.split("###### [Response 1]:\n")[1].split("###### [Response 2]:")[0]
+    answer = 1 if "RIGHT" in first else 2
+    return f"<think>Response {answer} is better.</think><answer>{answer}</answer>"
+
+
+@pytest.fixture(scope="module")
+def rule_server() -> Iterator[BackgroundServer]:
+    engine = Engine(None, None, "rule", sampler=FunctionSampler(_rule_judgment, "rule"))
+    with BackgroundServer(create_app(engine, LIMITS)) as server:
+        server.engine = engine
+        yield server
+    engine.close()
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == status
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body["error"]["message"]
+
+
+def _check_reward(body: dict, k: int, both_orders: bool = True) -> None:
+    """The fields of a /v1/reward answer agree with each other."""
+    n = k * (2 if both_orders else 1)
+    assert len(body["answers"]) == len(body["analyses"]) == len(body["orders"]) == n
+    assert set(body["orders"]) == ({"as-given", "swapped"} if both_orders else {"as-given"})
+    votes = body["votes"]
+    assert votes["1"] == body["answers"].count(1)
+    assert votes["2"] == body["answers"].count(2)
+    assert votes["1"] + votes["2"] + votes["unparseable"] == n
+    if votes["1"] + votes["2"]:
+        assert body["p_1"] == pytest.approx(votes["1"] / (votes["1"] + votes["2"]))
+    else:
+        assert body["p_1"] is None
+    expected = None if votes["1"] == votes["2"] else (1 if votes["1"] > votes["2"] else 2)
+    assert body["preferred"] == expected
+    assert body["tie"] == (votes["1"] == votes["2"] > 0)
+    assert 0.0 <= body["well_formed_rate"] <= 1.0
+
+
+# ---------------------------------------------------------------------------- openai client
+def test_openai_client_models_and_chat(tiny_server) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    reply = client.chat.completions.create(
+        model="tiny",
+        messages=[
+            {"role": "system", "content": "You are a judge."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": SMALL_IMAGE}},
+                    {"type": "text", "text": "How many circles are there?"},
+                ],
+            },
+        ],
+        max_tokens=6,
+        n=2,
+        temperature=1.0,
+    )
+    assert len(reply.choices) == 2
+    assert all(isinstance(c.message.content, str) for c in reply.choices)
+    assert {c.finish_reason for c in reply.choices} <= {"stop", "length"}
+    assert reply.usage.completion_tokens <= 2 * 6
+    assert reply.usage.prompt_tokens > 4  # the image alone is 4 merged visual tokens
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_chat_greedy_is_deterministic_and_local_path_image(tiny_server, tmp_path) -> None:
+    from openai import OpenAI
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (56, 56), (200, 30, 30)).save(path)
+    client = OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": str(path)}},
+                {"type": "text", "text": "Describe the image."},
+            ],
+        }
+    ]
+    texts = [
+        client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert texts[0] == texts[1]
+    # the same image sent as a data URL is the same input
+    messages[0]["content"][0]["image_url"]["url"] = SMALL_IMAGE
+    same = client.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=8, temperature=0
+    )
+    assert same.choices[0].message.content == texts[0]
+
+
+def test_openai_client_sees_error_messages(tiny_server) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match=r"n=9 is out of range"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], n=9
+        )
+    with pytest.raises(openai.BadRequestError, match="max_tokens=1000 is out of range"):
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=1000
+        )
+
+
+# ------------------------------------------------------------------------------ plain HTTP
+def test_health_and_reward_over_http(tiny_server) -> None:
+    with httpx.Client(base_url=tiny_server.url, timeout=60) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["model"] == "tiny"
+        request = {
+            "question": "How many circles are in the image?",
+            "images": [SMALL_IMAGE],
+            "response_1": "There are two circles.",
+            "response_2": "There are three circles.",
+            "k": 2,
+            "both_orders": True,
+        }
+        response = client.post("/v1/reward", json=request)
+        assert response.status_code == 200, response.text
+        _check_reward(response.json(), k=2)
+        one_order = client.post("/v1/reward", json={**request, "k": 3, "both_orders": False})
+        assert one_order.status_code == 200, one_order.text
+        _check_reward(one_order.json(), k=3, both_orders=False)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "pattern"),
+    [
+        (b'{"question": "q", ', 400, r"not valid JSON"),
+        (b"[1, 2]", 400, r"must be a JSON object"),
+        (b'{"question": "q", "response_1": "a"}', 400, r"missing required field 'response_2'"),
+        (b'{"question": "q", "response_1": "a", "response_2": 7}', 400, r"'response_2'.*string"),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "k": "many"}',
+            400,
+            r"'k'.*integer",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "k": 5}',
+            400,
+            r"k=5 is out of range",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "k": 0}',
+            400,
+            r"k=0 is out of range",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "kk": 1}',
+            400,
+            r"unknown field 'kk'",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "images": ["https://x.org/a.png"]}',
+            400,
+            r"images\.0: remote image URLs are not fetched",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "images": ["data:image/png;base64,AAAA"]}',
+            400,
+            r"images\.0: not a decodable image",
+        ),
+        (
+            b'{"question": "q", "response_1": "a", "response_2": "b", "images": ["/no/such/file.png"]}',
+            400,
+            r"no image file",
+        ),
+    ],
+)
+def test_bad_reward_requests(tiny_server, body: bytes, status: int, pattern: str) -> None:
+    response = httpx.post(
+        tiny_server.url + "/v1/reward",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert re.search(pattern, _error(response, status)), response.text
+
+
+def test_oversized_image_and_body(tiny_server) -> None:
+    big = _noise_image(200)  # ~120 kB of PNG noise, over the 40 kB image limit
+    request = {"question": "q", "response_1": "a", "response_2": "b", "images": [big]}
+    message = _error(httpx.post(tiny_server.url + "/v1/reward", json=request, timeout=30), 413)
+    assert "images.0" in message and "--max-image-bytes" in message
+    huge = {"question": "q" * 500_000, "response_1": "a", "response_2": "b"}
+    message = _error(httpx.post(tiny_server.url + "/v1/reward", json=huge, timeout=30), 413)
+    assert "--max-body-bytes" in message
+    chat = {
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": big}}]}
+        ]
+    }
+    message = _error(
+        httpx.post(tiny_server.url + "/v1/chat/completions", json=chat, timeout=30), 413
+    )
+    assert "messages.0.content.0.image_url" in message
+
+
+def test_unknown_route_and_streaming(tiny_server) -> None:
+    assert "POST /v1/rewards" in _error(httpx.post(tiny_server.url + "/v1/rewards", json={}), 404)
+    chat = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    assert "stream" in _error(httpx.post(tiny_server.url + "/v1/chat/completions", json=chat), 400)
+
+
+def test_64_concurrent_reward_requests_tiny_model(tiny_server) -> None:
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=tiny_server.url, timeout=120) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/reward",
+                        json={
+                            "question": f"Question {i}: which colour is the square?",
+                            "images": [SMALL_IMAGE],
+                            "response_1": "red",
+                            "response_2": f"blue {i}",
+                            "k": 2 if i % 4 == 0 else 1,
+                        },
+                    )
+                    for i in range(64)
+                )
+            )
+
+    before = httpx.get(tiny_server.url + "/health").json()
+    responses = asyncio.run(run())
+    for i, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        _check_reward(response.json(), k=2 if i % 4 == 0 else 1)
+    after = httpx.get(tiny_server.url + "/health").json()
+    # 64 requests x 2 orders went through the batcher; requests were merged into shared batches
+    assert after["requests"] - before["requests"] == 64
+    assert after["max_requests_per_batch"] > 1
+    assert after["errors"] == 0
+
+
+def test_64_concurrent_requests_each_get_their_own_answer(rule_server) -> None:
+    """The rule sampler prefers the response that contains RIGHT: every answer is checkable."""
+
+    def request(i: int) -> dict:
+        right, wrong = f"RIGHT answer {i}", f"wrong answer {i}"
+        first = i % 3 == 0
+        return {
+            "question": f"q{i}",
+            "response_1": right if first else wrong,
+            "response_2": wrong if first else right,
+            "k": 1 + i % 4,
+            "both_orders": i % 5 != 0,
+        }
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=rule_server.url, timeout=60) as client:
+            return await asyncio.gather(
+                *(client.post("/v1/reward", json=request(i)) for i in range(64))
+            )
+
+    responses = asyncio.run(run())
+    for i, response in enumerate(responses):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        req = request(i)
+        _check_reward(body, k=req["k"], both_orders=req["both_orders"])
+        expected = 1 if i % 3 == 0 else 2
+        assert body["preferred"] == expected and body["p_1"] == (1.0 if expected == 1 else 0.0)
+        assert body["well_formed_rate"] == 1.0
+    health = httpx.get(rule_server.url + "/health").json()
+    assert health["max_requests_per_batch"] > 1
+
+
+# ------------------------------------------------------------------------------ the parts
+def test_micro_batcher_merges_and_routes() -> None:
+    calls: list[tuple] = []
+    gate = threading.Event()
+
+    def run(key, items):
+        gate.wait(5)  # hold the first batch so the others queue up behind it
+        calls.append((key, list(items)))
+        return [f"{key}:{item}" for item in items]
+
+    batcher = MicroBatcher(run, max_wait_s=0.001, max_items=100)
+    try:
+        first = batcher.submit("a", [0])
+        time.sleep(0.05)  # the worker has taken job 0 and is blocked in run()
+        futures = [batcher.submit("a" if i % 2 else "b", [i, i + 100]) for i in range(1, 9)]
+        gate.set()
+        assert first.result(5) == ["a:0"]
+        for i, future in enumerate(futures, start=1):
+            key = "a" if i % 2 else "b"
+            assert future.result(5) == [f"{key}:{i}", f"{key}:{i + 100}"]
+        # job 0 alone, then the 8 queued jobs in one round: one call per key
+        assert len(calls) == 3
+        assert batcher.stats.max_jobs_per_batch == 4 and batcher.stats.jobs == 9
+    finally:
+        batcher.close()
+
+
+def test_micro_batcher_hands_errors_to_every_waiting_job() -> None:
+    def run(key, items):
+        if key == "bad":
+            raise RuntimeError("model fell over")
+        return items
+
+    batcher = MicroBatcher(run)
+    try:
+        bad, good = batcher.submit("bad", [1]), batcher.submit("good", [2])
+        with pytest.raises(RuntimeError, match="fell over"):
+            bad.result(5)
+        assert good.result(5) == [2]
+        assert batcher.stats.errors == 1
+    finally:
+        batcher.close()
+
+
+def test_load_image_rules(tmp_path) -> None:
+    image = load_image(SMALL_IMAGE, LIMITS, "img")
+    assert image.size == (56, 56) and image.mode == "RGB"
+    with pytest.raises(APIError, match="pixels") as info:
+        load_image(_data_url(Image.new("1", (300, 300))), Limits(max_image_pixels=10_000), "img")
+    assert info.value.status == 413
+    with pytest.raises(APIError, match="disabled") as info:
+        load_image(str(tmp_path / "x.png"), Limits(allow_local_images=False), "img")
+    assert info.value.status == 400
+    with pytest.raises(APIError, match="data:image/png;base64"):
+        load_image("data:image/png,rawbytes", LIMITS, "img")
+
+
+def test_cli_parser_defaults_to_loopback() -> None:
+    args = build_parser().parse_args(["--model", "some/path"])
+    assert args.host == "127.0.0.1" and args.port == 8000
