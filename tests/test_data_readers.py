@@ -347,7 +347,7 @@ def test_pairs_roundtrip_with_png_images(tmp_path):
         assert (b.category, b.difficulty, b.source, b.meta["k"]) == ("general", 2, "test", [1, 2])
         assert open_images(b)[0].tobytes() == p.images[0].tobytes()
     line = json.loads(out.read_text().splitlines()[0])
-    assert line["images"] == ["pairs_images/p_0_0.png"]  # relative to the JSONL
+    assert line["images"] == ["pairs_images/000000_p_0_0.png"]  # relative to the JSONL
 
 
 def test_pairs_bad_label_and_duplicate(tmp_path):
@@ -463,3 +463,13 @@ def test_to_dataset_keeps_toy_truth():
     assert ds[2]["images"][0].tobytes() == pairs[2].images[0].tobytes()
     assert json.loads(ds[2]["meta"])["truth"]["task"] == pairs[2].meta["task"]
     assert ds[2]["difficulty"] == pairs[2].difficulty
+
+
+def test_preferred_is_required_and_png_names_do_not_collide(tmp_path):
+    with pytest.raises(DataError, match="preferred must be 1 or 2"):
+        PreferencePair(id="x", question="q", response_1="a", response_2="b")
+    a = _toy_like(0, Image.new("RGB", (4, 4), (1, 2, 3)))
+    b = _toy_like(1, Image.new("RGB", (4, 4), (9, 9, 9)))
+    b.id = "p_0"  # sanitises to the same file stem as "p/0"
+    back = load(write_pairs([a, b], tmp_path / "x.jsonl"))
+    assert [open_images(x)[0].getpixel((0, 0)) for x in back] == [(1, 2, 3), (9, 9, 9)]

@@ -560,7 +560,8 @@ def _safe(name: str) -> str:
 
 
 def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
-    """Write ``pairs`` as a ``pairs`` JSONL; in-memory PIL images go to ``<stem>_images/*.png``.
+    """Write ``pairs`` as a ``pairs`` JSONL; in-memory PIL images go to ``<stem>_images/*.png``
+    (named ``<index>_<id>_<k>.png``, so ids that differ only in odd characters cannot collide).
 
     Image paths in the file are relative to the JSONL's folder when they live under it.
     Returns the path written.
@@ -570,12 +571,12 @@ def write_pairs(pairs: Iterable[PreferencePair], path: str | Path) -> Path:
     img_dir = path.parent / f"{path.stem}_images"
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for pair in pairs:
+        for i, pair in enumerate(pairs):
             paths = []
             for k, im in enumerate(pair.images):
                 if isinstance(im, Image.Image):
                     img_dir.mkdir(exist_ok=True)
-                    target = img_dir / f"{_safe(pair.id)}_{k}.png"
+                    target = img_dir / f"{i:06d}_{_safe(pair.id)}_{k}.png"
                     im.save(target, format="PNG")
                     paths.append(str(target.relative_to(path.parent)))
                 else:

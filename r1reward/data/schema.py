@@ -56,7 +56,8 @@ class PreferencePair:
         images: PIL images or image paths (str), in prompt order.
         videos: video paths (a file or a folder of frames), in prompt order.
         response_1, response_2: the two candidate answers, in the order the judge will see them.
-        preferred: 1 or 2, the index of the better response (the label of paper §3.1).
+        preferred: 1 or 2, the index of the better response (the label of paper §3.1). It has
+            no default value that could pass silently: leaving it out raises DataError.
         category: benchmark category (e.g. ``hallucination``), or the toy world's category.
         difficulty: optional integer difficulty (toy: visual difficulty 1..3; curation: tries).
         source: where the pair came from (format name or ``toy``).
@@ -69,7 +70,7 @@ class PreferencePair:
     videos: list[str] = field(default_factory=list)
     response_1: str = ""
     response_2: str = ""
-    preferred: int = 1
+    preferred: int = None  # type: ignore[assignment]  # required: 1 or 2 (checked below)
     category: str = ""
     difficulty: int | None = None
     source: str = ""
