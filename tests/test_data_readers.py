@@ -473,3 +473,13 @@ def test_preferred_is_required_and_png_names_do_not_collide(tmp_path):
     b.id = "p_0"  # sanitises to the same file stem as "p/0"
     back = load(write_pairs([a, b], tmp_path / "x.jsonl"))
     assert [open_images(x)[0].getpixel((0, 0)) for x in back] == [(1, 2, 3), (9, 9, 9)]
+
+
+def test_jsonl_line_numbers_survive_unicode_line_separators(tmp_path):
+    rows = [_vl_row("wildvision_1", prompt="a\u2028b"), _vl_row("wildvision_2", chosen=None)]
+    p = tmp_path / "vl.jsonl"
+    p.write_text("\ufeff" + "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    with pytest.raises(DataError) as err:
+        load(p)
+    _assert_msg(err, p, 2, "wildvision_2", "missing field")
+    assert load(p, on_error="skip")[0].question == "a\u2028b"

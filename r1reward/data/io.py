@@ -98,15 +98,24 @@ class _Bad(Exception):
 
 def _iter_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | DataError]]:
     """Yield ``(number, where, record-or-error)``; ``where`` is "line", "record" or "row"."""
-    if path.suffix == ".parquet":
+    if path.suffix == ".parquet":  # streamed in batches: R1-Reward-RL's parquet is ~3 GB
         import pyarrow.parquet as pq
 
-        for i, rec in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield i, "row", rec
+        i = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+            for rec in batch.to_pylist():
+                i += 1
+                yield i, "row", rec
         return
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if text.lstrip().startswith("["):  # a JSON array (Multimodal RewardBench's all_data.json)
+    with open(path, encoding="utf-8-sig") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):  # a JSON array (Multimodal RewardBench's all_data.json)
+            text = f.read()
+        else:
+            text = None
+            yield from _iter_jsonl(path, f)
+    if text is not None:
         try:
             arr = json.loads(text)
         except json.JSONDecodeError as e:
@@ -134,8 +143,11 @@ def _iter_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any] | DataE
                 )
             else:
                 yield i, "record", rec
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
+
+
+def _iter_jsonl(path: Path, f: Any) -> Iterator[tuple[int, str, dict[str, Any] | DataError]]:
+    """JSON Lines, streamed; line numbers count newline-terminated lines from 1."""
+    for lineno, line in enumerate(f, 1):
         if not line.strip():
             continue
         try:
