@@ -19,10 +19,15 @@ Design rules (checked by tests/test_toy.py):
 * **Legible at 56 px.** White background, at most seven large saturated shapes on a 3x3 grid, or
   two to four bars.
 
-Tasks (category: task):
-    general: ``colour`` (what colour is the S?), ``shape`` (what shape is the C object?)
-    hallucination: ``count`` (how many S are there?), ``exists`` (what is in the image?)
-    reasoning: ``bars`` (which bar is the tallest/shortest?), ``total`` (how many S and T in total?)
+Tasks (category: task) and what difficulty 1 / 2 / 3 changes:
+    general: ``colour`` (what colour is the S?), ``shape`` (what shape is the C object?) —
+        0 / 1 / 2 distractor objects; at 3 a distractor shows the falsely claimed colour (shape).
+    hallucination: ``count`` (how many S are there?) — 0 / 1 / 2 distractors of other shapes, at
+        3 in the counted objects' colour; ``exists`` (what is in the image?) — the hallucinated
+        object differs from the real one in colour and shape / colour only / shape only.
+    reasoning: ``bars`` (which bar is the tallest/shortest?) — 2 / 3 / 4 bars, the runner-up
+        3 / 2 / 1 eighths of the plot height away; ``total`` (how many S and T in total?) —
+        one colour / mixed colours / plus a distractor.
 """
 
 from __future__ import annotations
@@ -455,7 +460,8 @@ def make_pairs(
 
     Deterministic in ``(n, seed, split, image_size)``; ``make_pairs(n)[:m] == make_pairs(m)``.
     Train and held-out pairs come from disjoint parts of the content space, so no held-out
-    (image, question, responses) can occur in any training set.
+    (image, question, responses) can occur in any training set (the split of a piece of content
+    is decided on its pixels, hence per ``image_size``).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
