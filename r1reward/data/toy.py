@@ -22,9 +22,9 @@ Design rules (checked by tests/test_toy.py):
 Tasks (category: task) and what difficulty 1 / 2 / 3 changes:
     general: ``colour`` (what colour is the S?), ``shape`` (what shape is the C object?) —
         0 / 1 / 2 distractor objects; at 3 a distractor shows the falsely claimed colour (shape).
-    hallucination: ``count`` (how many S are there?) — 0 / 1 / 2 distractors of other shapes, at
-        3 in the counted objects' colour; ``exists`` (what is in the image?) — the hallucinated
-        object differs from the real one in colour and shape / colour only / shape only.
+    hallucination: ``count`` (how many S are there?) — 0 / 1 / 2 distractors of other shapes,
+        at 3 each in the colour of a counted object; ``exists`` (what is in the image?) — the
+        hallucinated object differs from the real one in colour and shape / colour / shape.
     reasoning: ``bars`` (which bar is the tallest/shortest?) — 2 / 3 / 4 bars, the runner-up
         3 / 2 / 1 eighths of the plot height away; ``total`` (how many S and T in total?) —
         one colour / mixed colours / plus a distractor.
@@ -135,8 +135,8 @@ def _task_count(rng: random.Random, d: int) -> tuple[dict, str, str, str]:
         objs.append(_obj(shape, c, cells[i], rng))
     others = [s for s in SHAPES if s != shape]
     for j in range(n_dis):
-        # difficulty 3: distractors share the counted objects' colour
-        c = colour if d == 3 else rng.choice(list(COLOURS))
+        # difficulty 3: each distractor wears the colour of one of the counted objects
+        c = rng.choice(objs)["colour"] if d == 3 else rng.choice(list(COLOURS))
         objs.append(_obj(rng.choice(others), c, cells[k + j], rng))
     rng.shuffle(objs)
     truth = {"task": "count", "objects": objs, "target": shape}
