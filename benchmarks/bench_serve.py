@@ -1,0 +1,205 @@
+"""Load figures of ``r1reward serve``: requests/s and p50/p95 latency of ``POST /v1/reward``.
+
+Starts the real server (``python -m r1reward.cli serve``) in a subprocess on 127.0.0.1 and a free
+port, with the tiny Qwen2.5-VL built into a temporary folder (or ``--model PATH``), then sends a
+bounded number of ``/v1/reward`` requests at several concurrency levels from an asyncio httpx
+client and prints one table. With ``--compare-unbatched`` (default on) a second server with
+``--max-batch-items 1`` (every request generated on its own) runs the same load, so the effect of
+cross-request batching is measured in the same run.
+
+Each request is a toy pair with its 56x56 image, judged with ``k`` judgments per order in both
+orders (k=1: greedy). The tiny model is untrained, so its judgments run to ``--max-tokens``: the
+figures measure the service and the batching, not a real 7B model.
+
+    python benchmarks/bench_serve.py                      # defaults: k=1, levels 1,8,32,64
+    python benchmarks/bench_serve.py --k 4 --levels 1,16 --requests 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _payloads(n: int, k: int) -> list[dict]:
+    """``n`` toy pairs as /v1/reward bodies (images as data URLs)."""
+    from r1reward.data.toy import make_pairs
+
+    out = []
+    for pair in make_pairs(n, seed=123, split="heldout"):
+        images = []
+        for image in pair.images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            images.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+        out.append(
+            {
+                "question": pair.question,
+                "images": images,
+                "response_1": pair.response_1,
+                "response_2": pair.response_2,
+                "k": k,
+                "both_orders": True,
+            }
+        )
+    return out
+
+
+class Server:
+    """``r1reward serve`` in a subprocess; ``url`` once ``/health`` answers."""
+
+    def __init__(self, model: str, args: list[str], log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", model]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not answer /health within 300 s; see {log}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+async def _load(url: str, payloads: list[dict], concurrency: int) -> tuple[float, list[float]]:
+    """Send every payload, at most ``concurrency`` in flight; (wall seconds, latencies)."""
+    latencies: list[float] = []
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
+        async def one(body: dict) -> None:
+            async with semaphore:
+                start = time.perf_counter()
+                response = await client.post("/v1/reward", json=body)
+                latencies.append(time.perf_counter() - start)
+                response.raise_for_status()
+                data = response.json()
+                assert data["votes"]["1"] + data["votes"]["2"] + data["votes"]["unparseable"] == (
+                    2 * body["k"]
+                ), data
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(body) for body in payloads))
+        return time.perf_counter() - start, latencies
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", default=None, help="model folder (default: build the tiny model)"
+    )
+    parser.add_argument("--levels", default="1,8,32,64", help="concurrency levels")
+    parser.add_argument("--requests", type=int, default=64, help="requests per level")
+    parser.add_argument("--k", type=int, default=1, help="judgments per order (1 = greedy)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=64, help="judgment budget (--reward-max-tokens)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
+    parser.add_argument("--no-compare-unbatched", action="store_true")
+    parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    args = parser.parse_args()
+
+    levels = [int(x) for x in args.levels.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="bench_serve_"))
+    model = args.model
+    if model is None:
+        from r1reward.models import build_tiny_model
+
+        model = str(build_tiny_model(workdir / "tiny"))
+    payloads = _payloads(args.requests, args.k)
+    common = ["--reward-max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
+    configs = [("batched", common)]
+    if not args.no_compare_unbatched:
+        configs.append(("unbatched", [*common, "--max-batch-items", "1"]))
+
+    print(
+        f"r1reward serve /v1/reward: model={model} k={args.k} both orders "
+        f"({2 * args.k} judgments/request), max_tokens={args.max_tokens}, server torch threads="
+        f"{args.threads}, {args.requests} requests per level, cpu cores={os.cpu_count()}, "
+        f"load average at start={os.getloadavg()[0]:.1f} (other processes share the cores)"
+    )
+    header = f"{'server':<10} {'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for name, server_args in configs:
+        server = Server(model, server_args, workdir / f"server_{name}.log")
+        try:
+            asyncio.run(_load(server.url, payloads[:2], 2))  # warm-up, not timed
+            for level in levels:
+                wall, latencies = asyncio.run(_load(server.url, payloads, level))
+                row = {
+                    "server": name,
+                    "concurrency": level,
+                    "requests": len(latencies),
+                    "seconds": wall,
+                    "req_per_s": len(latencies) / wall,
+                    "p50_ms": 1000 * statistics.median(latencies),
+                    "p95_ms": 1000 * _percentile(latencies, 95),
+                }
+                rows.append(row)
+                print(
+                    f"{name:<10} {level:>11} {row['requests']:>8} {wall:>8.2f} {row['req_per_s']:>7.2f} "
+                    f"{row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f}",
+                    flush=True,
+                )
+            health = httpx.get(server.url + "/health").json()
+            print(
+                f"{'':<10} ({health['batches']} batches for {health['requests']} requests, "
+                f"at most {health['max_requests_per_batch']} requests in one batch)"
+            )
+        finally:
+            server.stop()
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
