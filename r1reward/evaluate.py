@@ -79,6 +79,8 @@ __all__ = [
     "summarize",
     "load_records",
     "summary_markdown",
+    "accuracy_vs_k",
+    "PAPER_RESULTS",
     "read_video_frames",
     "main",
 ]
@@ -94,6 +96,17 @@ GREEDY = "greedy"
 
 #: What :class:`ConstantSampler` says by default: a well-formed judgment that always picks "1".
 ALWAYS_ONE = "<think>Response 1 is better.</think><answer>1</answer>"
+
+
+#: R1-Reward 7B as reported by the paper (arXiv 2505.02835), accuracy in percent: greedy
+#: decoding and Voting@15 (its test-time scaling results). Quoted for context only: the book's toy
+#: numbers are not comparable to them (another model, another task).
+PAPER_RESULTS: dict[str, dict[str, float]] = {
+    "VL-RewardBench (overall)": {"greedy": 71.92, "voting@15": 76.46},
+    "Multimodal RewardBench (overall)": {"greedy": 82.2, "voting@15": 83.3},
+    "MM-RLHF-RewardBench (acc)": {"greedy": 80.59, "voting@15": 86.47},
+    "MM-RLHF-RewardBench (acc+)": {"greedy": 54.35},
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,6 +812,27 @@ def summarize(
     summary["swap_consistency"] = swap
     summary["skipped"] = skipped or {"count": 0}
     return summary
+
+
+def accuracy_vs_k(
+    records: Iterable[dict[str, Any]], max_k: int, *, units: Iterable[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """The test-time scaling curve (the shape of the paper's Figure 4) from stored records.
+
+    Returns:
+        ``{"k": [1..max_k], "voting": [...], "any": [...], "ties": [...], "greedy": float,
+        "summary": <summarize() with ks=1..max_k>}``; accuracies are fractions over units.
+    """
+    ks = list(range(1, int(max_k) + 1))
+    s = summarize(records, ks=ks, units=units)
+    return {
+        "k": ks,
+        "voting": [s["overall"][f"voting@{k}"] for k in ks],
+        "any": [s["overall"][f"any@{k}"] for k in ks],
+        "ties": [s["ties"][f"voting@{k}"] for k in ks],
+        "greedy": s["overall"]["greedy"],
+        "summary": s,
+    }
 
 
 def _pct(value: Any) -> str:

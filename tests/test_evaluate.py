@@ -573,3 +573,19 @@ def test_cli_rejects_bad_k_and_const(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ev.main(["--model", "const:1", "--data", "x", "--out", str(tmp_path), "--k", "0,5"])
     assert "positive integers" in capsys.readouterr().err
+
+
+def test_accuracy_vs_k_curve_matches_summaries():
+    recs = unit_records("a", CF, 2, [2, 1, 1, 2, 1]) + unit_records("b", CS, 2, [1, 1, 2, 2, 2])
+    curve = ev.accuracy_vs_k(recs, 5)
+    assert curve["k"] == [1, 2, 3, 4, 5]
+    assert curve["greedy"] == 0.5
+    assert curve["any"] == [0.0, 0.5, 1.0, 1.0, 1.0]
+    # a: votes 2 | 2,1 tie->greedy 2 | 1 | tie->2 | 1 ; right is 1 -> 0,0,1,0,1
+    # b: 1 | 1 | 1 | tie->greedy 2 | 2 ; right is 2 -> 0,0,0,1,1
+    assert curve["voting"] == [0.0, 0.0, 0.5, 0.5, 1.0]
+    assert curve["ties"] == [0, 1, 0, 2, 0]
+    assert all(
+        curve["voting"][k - 1] == ev.summarize(recs, ks=(k,))["overall"][f"voting@{k}"]
+        for k in curve["k"]
+    )
