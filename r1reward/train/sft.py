@@ -225,7 +225,9 @@ def _copy_processor_files(src: Path, dst: Path) -> None:
     """Copy tokenizer/processor files of a local model folder (not weights or model config)."""
     skip = {"config.json", "generation_config.json"}
     for f in src.iterdir():
-        if f.is_file() and f.name not in skip and not f.name.endswith((".safetensors", ".bin")):
+        if f.name in skip or f.name.startswith("r1reward_"):  # build markers stay behind
+            continue
+        if f.is_file() and not f.name.endswith((".safetensors", ".bin")):
             if f.name.endswith((".json", ".jinja", ".txt", ".model", ".tiktoken")):
                 shutil.copy2(f, dst / f.name)
 
