@@ -519,6 +519,23 @@ class OpenAIJudge:
         return text
 
 
+# ------------------------------------------------------------------------------ from raw outputs
+def consistency_rewards(
+    judge: Judge, texts: Sequence[str], images: Sequence[Sequence[Any]] | None = None
+) -> list[int]:
+    """The consistency reward of raw reward-model outputs (paper Sec. 3.2).
+
+    Each text is parsed with :func:`r1reward.prompt.parse_judgment` (analysis = the ``<think>``
+    text, answer = the ``<answer>`` verdict) and the ``B`` (analysis, answer) pairs go to
+    ``judge`` in one call. Returns ``B`` values in {1, -1, 0}; feed them with the format and result
+    rewards to :func:`r1reward.rewards.combine_batch`.
+    """
+    from r1reward.prompt import parse_judgment
+
+    parsed = [parse_judgment(text) for text in texts]
+    return judge.judge([j.analysis for j in parsed], [j.answer for j in parsed], images)
+
+
 # ------------------------------------------------------------------------------------- factory
 def build_judge(kind: str, **kwargs: Any) -> Judge:
     """A judge by name, for recipes and the CLI: ``rule``, ``openai`` or ``transformers``.

@@ -115,6 +115,21 @@ def test_rule_judge_on_toy_teacher_analyses() -> None:
     assert judge.judge(misleading, right) == [-1] * len(pairs)
 
 
+def test_consistency_rewards_from_raw_outputs() -> None:
+    toy = pytest.importorskip("r1reward.data.toy")
+    from r1reward.judges import consistency_rewards
+
+    pair = toy.make_pairs(1, seed=5)[0]
+    right, wrong = pair.preferred, 3 - pair.preferred
+    texts = [
+        toy.target_text(pair),  # the teacher: consistent
+        f"<think>{toy.teacher_analysis(pair, wrong)}</think><answer>{right}</answer>",
+        f"<think>{toy.teacher_analysis(pair, right)}</think>",  # no verdict
+        "no tags at all",
+    ]
+    assert consistency_rewards(RuleJudge(), texts) == [1, -1, 0, 0]
+
+
 # ------------------------------------------------------------------------- loopback servers
 def _free_port() -> int:
     with socket.socket() as s:

@@ -354,6 +354,24 @@ def test_64_concurrent_requests_each_get_their_own_answer(rule_server) -> None:
     assert health["max_requests_per_batch"] > 1
 
 
+def test_reward_client(rule_server) -> None:
+    from r1reward.serve import RewardClient
+
+    image = Image.new("RGB", (56, 56), (0, 0, 255))
+    with RewardClient(rule_server.url, concurrency=4) as client:
+        results = client.rewards(
+            ["q0", "q1", "q2"],
+            ["RIGHT", "wrong", "RIGHT too"],
+            ["wrong", "RIGHT", "wrong"],
+            images=[[image], [], [SMALL_IMAGE]],
+            k=2,
+        )
+        assert [r["preferred"] for r in results] == [1, 2, 1]
+        assert client.p_1(["q"], ["wrong"], ["RIGHT"]) == [0.0]
+        with pytest.raises(RuntimeError, match="k=9 is out of range"):
+            client.rewards(["q"], ["a"], ["b"], k=9)
+
+
 # ------------------------------------------------------------------------------ the parts
 def test_micro_batcher_merges_and_routes() -> None:
     calls: list[tuple] = []
