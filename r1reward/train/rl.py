@@ -1,0 +1,801 @@
+"""StableReinforce (with Reinforce++ and GRPO beside it): the RL trainer of R1-Reward, on accelerate.
+
+Paper: *R1-Reward* (arXiv 2505.02835), Section 3 (StableReinforce) and Section 4.1 (training).
+The maths lives in :mod:`r1reward.algorithms`; this file is the machinery around it and reads top
+to bottom like a CleanRL script. One RL step is:
+
+1. **rollout** -- take the next batch of preference pairs (each process its own slice), build the
+   Table-1 chat messages with the images, and sample ``samples_per_prompt`` answers per prompt
+   with :func:`r1reward.rollout.generate`;
+2. **rewards** -- format, result and (StableReinforce) consistency through a :class:`Judge`,
+   combined as ``Result * (1 + 0.5 * Consistency) + 0.5 * Format`` (Eq. 5-7);
+3. **old and reference log-probs** of the sampled tokens under the policy before the update and
+   under the frozen reference (skipped when ``kl_coef == 0``);
+4. **returns** with the token-level KL penalty inside the reward (:func:`algorithms.token_rewards`,
+   Reinforce++), or GRPO's per-group advantages;
+5. **advantages** normalised over the *whole* batch across all processes (all-gather, then one
+   call to :func:`algorithms.normalize_advantages`), with the Advantage Filter (``|A| > 3`` -> 0);
+6. **policy loss** with Pre-Clip (:func:`algorithms.policy_loss`), ``ppo_epochs`` passes over the
+   batch in mini-batches, gradient accumulation over micro-batches, gradient clipping.
+
+``--algo`` picks a preset; ``pre_clip``, ``advantage_filter`` and ``consistency_reward`` override
+the preset one at a time for the ablations of Table 6.
+
+Entry points: :func:`train_rl` (notebooks) and :func:`main` (``r1reward rl --recipe NAME``, or
+``accelerate launch -m r1reward.train.rl --recipe NAME`` for several processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------------------------
+# 0. Configuration: the `rl:` section of a recipe
+# --------------------------------------------------------------------------------------------
+
+#: What each algorithm means. ``None`` in :class:`RLConfig` takes the value from here.
+ALGO_PRESETS: dict[str, dict[str, Any]] = {
+    # Section 3: Pre-Clip + Advantage Filter + consistency reward, one sample per prompt,
+    # batch-normalised Reinforce++ returns with the KL inside the reward.
+    "stable-reinforce": dict(
+        pre_clip=True, advantage_filter=True, consistency_reward=True, samples_per_prompt=1,
+        advantage="batch", kl_in="reward",
+    ),
+    # Reinforce++ (Hu et al. 2025) as the paper's baseline: same returns and normalisation, plain
+    # exp(log-ratio), no filter, no consistency reward.
+    "reinforce++": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=1,
+        advantage="batch", kl_in="reward",
+    ),
+    # GRPO (Shao et al. 2024): group-normalised sequence advantages, KL (k3) in the loss.
+    "grpo": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
+        advantage="group", kl_in="loss",
+    ),
+}
+
+
+@dataclass
+class RLConfig:
+    """All knobs of the trainer (the ``rl:`` recipe section). Sizes are *per process*."""
+
+    algo: str = "stable-reinforce"
+    init_model: str | None = None  # model folder or hub id; None -> recipe["model"]["path"]
+    steps: int = 20
+    prompts_per_step: int = 8  # prompts per process per RL step
+    samples_per_prompt: int | None = None  # None -> preset (1 for the Reinforce family)
+    mini_batch_size: int = 4  # samples per optimizer update (per process)
+    micro_batch_size: int = 2  # samples per forward/backward (per process)
+    ppo_epochs: int = 2
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float = 1.0
+    clip_eps: float = 0.2
+    pre_clip: bool | None = None
+    pre_clip_low: float = 1e-3  # ratio bounds of Pre-Clip, applied to the log-ratio
+    pre_clip_high: float = 1e3
+    advantage_filter: bool | None = None
+    filter_sigma: float = 3.0
+    consistency_reward: bool | None = None
+    judge: str | dict = "rule"  # "rule" (toy) | {kind: openai|transformers, ...} (r1reward.judges)
+    kl_coef: float = 0.0
+    kl_kind: str = "k1"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    rollout_batch_size: int = 8  # prompts per generate() call
+    # data
+    data: dict | None = None  # None -> the recipe's `data` section (toy train split or a file)
+    min_difficulty: int | None = None  # keep pairs with difficulty >= this (the "hard" subset)
+    swap_prob: float = 0.5  # present each pair in the swapped order with this probability
+    # model
+    lora: dict | None = None  # None -> model.lora of the recipe (peft LoRA settings)
+    quantization: str | None = None  # None -> model.quantization ("4bit": bitsandbytes QLoRA)
+    gradient_checkpointing: bool = False
+    dtype: str | None = None  # None -> model.dtype
+    # run
+    seed: int = 0
+    save_every: int = 0  # 0 -> only at the end
+    save_total_limit: int = 2
+    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
+    stop_on_nonfinite: bool = True  # a model with NaN weights cannot sample: stop and say so
+    progress: bool = True
+
+    # ---- resolved views --------------------------------------------------------------------
+    def resolved(self) -> RLConfig:
+        """Fill every ``None`` switch from the algorithm preset and check the sizes."""
+        if self.algo not in ALGO_PRESETS:
+            raise ValueError(f"rl.algo={self.algo!r}: expected one of {sorted(ALGO_PRESETS)}")
+        preset = ALGO_PRESETS[self.algo]
+        out = dataclasses.replace(self)
+        for key in ("pre_clip", "advantage_filter", "consistency_reward", "samples_per_prompt"):
+            if getattr(out, key) is None:
+                setattr(out, key, preset[key])
+        n = out.prompts_per_step * out.samples_per_prompt
+        if out.mini_batch_size % out.micro_batch_size or n % out.mini_batch_size:
+            raise ValueError(
+                f"rl: samples per step ({out.prompts_per_step} prompts x {out.samples_per_prompt}"
+                f" = {n}) must be a multiple of mini_batch_size={out.mini_batch_size}, itself a"
+                f" multiple of micro_batch_size={out.micro_batch_size}"
+            )
+        if self.algo == "grpo" and out.samples_per_prompt < 2:
+            raise ValueError("rl.samples_per_prompt must be >= 2 for grpo (group statistics)")
+        return out
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.prompts_per_step * int(self.samples_per_prompt or 1)
+
+    @property
+    def grad_accum(self) -> int:
+        return self.mini_batch_size // self.micro_batch_size
+
+    @property
+    def pre_clip_bounds(self) -> tuple[float, float] | None:
+        return (math.log(self.pre_clip_low), math.log(self.pre_clip_high)) if self.pre_clip else None
+
+    @classmethod
+    def from_dict(cls, section: dict | None) -> RLConfig:
+        section = dict(section or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise ValueError(f"recipe rl: unknown keys {unknown}; expected some of {sorted(names)}")
+        if "adam_betas" in section:
+            section["adam_betas"] = tuple(section["adam_betas"])
+        if isinstance(section.get("report_to"), str):
+            section["report_to"] = [section["report_to"]] if section["report_to"] != "none" else []
+        return cls(**section)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Data: a deterministic stream of pairs, sliced per process
+# --------------------------------------------------------------------------------------------
+
+
+def load_pairs(cfg: RLConfig, recipe: dict) -> list:
+    """The RL training pairs: ``rl.data`` or else the recipe's ``data`` section -- the toy
+    train split (``source: toy``, ``train_pairs``, ``seed``, ``image_size``) or a pairs file
+    (``source: PATH``, any format :func:`r1reward.data.load` reads) -- filtered to the hard
+    subset with ``rl.min_difficulty`` (Section 4.1: RL only on pairs the teacher found hard)."""
+    spec = dict(cfg.data or recipe.get("data") or {"source": "toy"})
+    source = str(spec.get("source", "toy"))
+    if source == "toy":
+        from r1reward.data.toy import make_pairs
+
+        n = int(spec.get("train_pairs", spec.get("n", 64)))
+        pairs = make_pairs(n, seed=int(spec.get("seed", 0)), split="train",
+                           image_size=int(spec.get("image_size", 56)))
+    else:
+        from r1reward.data import load
+
+        pairs = list(load(source))
+    if cfg.min_difficulty is not None:
+        pairs = [p for p in pairs if (p.difficulty or 0) >= cfg.min_difficulty]
+    if not pairs:
+        raise ValueError(f"recipe data {spec}: no training pairs (rl.min_difficulty={cfg.min_difficulty})")
+    return pairs
+
+
+def batch_indices(n_pairs: int, step: int, per_process: int, world: int, rank: int,
+                  seed: int) -> list[int]:
+    """Pair indices for ``step`` on process ``rank``: an endless stream of seeded epoch
+    permutations, the global batch of ``per_process * world`` taken in order, so the data
+    position is simply ``step * per_process * world`` and resuming needs nothing else."""
+    size = per_process * world
+    start = step * size + rank * per_process
+    out: list[int] = []
+    for pos in range(start, start + per_process):
+        epoch, offset = divmod(pos, n_pairs)
+        perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(int(perm[offset]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Tensors: encode each prompt once, collate micro-batches, log-probs of completions
+# --------------------------------------------------------------------------------------------
+
+_SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def collate(encoded: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad single-prompt encodings into one batch; image tensors (``pixel_values``,
+    ``image_grid_thw``, videos) are concatenated in order, as Qwen2.5-VL expects."""
+    width = max(e["input_ids"].shape[1] for e in encoded)
+    out: dict[str, torch.Tensor] = {}
+    for key in encoded[0]:
+        values = [e[key] for e in encoded if key in e]
+        if key in _SEQUENCE_KEYS:
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = torch.cat([
+                torch.nn.functional.pad(v, (width - v.shape[1], 0), value=fill) for v in values
+            ])
+        else:
+            out[key] = torch.cat(values)
+    return out
+
+
+def completion_tensors(token_ids: Sequence[Sequence[int]], pad_id: int):
+    """Right-padded completion ids ``[B, T]`` and their mask ``[B, T]`` (1 on sampled tokens)."""
+    width = max(1, max(len(t) for t in token_ids))
+    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.float32)
+    for i, t in enumerate(token_ids):
+        ids[i, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+        mask[i, : len(t)] = 1.0
+    return ids, mask
+
+
+def sequence_logprobs(model, prompt: dict, completion_ids: torch.Tensor,
+                      completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities ``[B, T]`` of ``completion_ids`` ``[B, T]`` after the left-padded
+    ``prompt`` batch (input_ids ``[B, P]`` plus image tensors), at the sampling temperature,
+    through :func:`r1reward.rollout.completion_logprobs`; 0 where ``completion_mask`` is 0."""
+    from r1reward.rollout import completion_logprobs
+
+    device = completion_ids.device
+    inputs = {k: v.to(device) for k, v in prompt.items()}
+    p = inputs["input_ids"].shape[1]
+    cmask = completion_mask.to(inputs["attention_mask"].dtype)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], cmask], dim=1)
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if key in inputs:
+            inputs[key] = torch.cat([inputs[key], torch.zeros_like(completion_ids)], dim=1)
+    full_mask = torch.cat([torch.zeros_like(inputs["attention_mask"][:, :p]), cmask], dim=1)
+    if not bool(cmask.any()):
+        # nothing to score (empty completions): still run the model so the loss has a graph
+        # and every process's backward reaches the same parameters (DDP, DeepSpeed)
+        anchor = model(**inputs, logits_to_keep=1).logits.sum() * 0.0
+        return torch.zeros(completion_ids.shape, device=device) + anchor
+    return completion_logprobs(model, inputs, full_mask, temperature=temperature)[:, p:]
+
+
+@dataclass
+class Rollout:
+    """One RL step's samples on this process. ``B`` samples, ``T`` completion tokens."""
+
+    prompts: list[dict]  # encoded prompt of each *pair*; sample j uses prompts[j // k]
+    k: int  # samples per prompt
+    ids: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T]
+    texts: list[str]
+    labels: list[int]
+    finish: list[str]
+    pair_ids: list[str]
+
+    def micro(self, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+        return collate([self.prompts[int(j) // self.k] for j in idx], pad_id)
+
+
+def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: float) -> torch.Tensor:
+    """Log-probs ``[B, T]`` of every sample, without gradients, in micro-batches."""
+    out = torch.zeros_like(ro.mask)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for idx in torch.arange(len(ro.texts)).split(micro):
+            lp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
+                                   ro.mask[idx].to(device), temperature)
+            out[idx] = lp.float().cpu()
+    return out * ro.mask
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Rollout and rewards
+# --------------------------------------------------------------------------------------------
+
+
+def make_judge(spec: str | dict):
+    """The consistency judge of ``rl.judge``: ``"rule"`` (the toy's :class:`RuleJudge`) or a
+    mapping ``{kind: openai | transformers, ...}`` handed to :func:`r1reward.judges.build_judge`."""
+    from r1reward.judges import build_judge
+
+    if isinstance(spec, str):
+        return build_judge(spec)
+    spec = dict(spec)
+    return build_judge(spec.pop("kind"), **spec)
+
+
+def conversations(pairs: list) -> list[list[dict]]:
+    """The Table-1 chat messages (images first) of each pair."""
+    from r1reward.prompt import build_messages
+
+    return [build_messages(p.question, p.response_1, p.response_2, images=p.images,
+                           videos=getattr(p, "videos", ()) or ()) for p in pairs]
+
+
+def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> Rollout:
+    """Sample ``cfg.samples_per_prompt`` judgments for each pair (Table-1 prompt with images)."""
+    from r1reward.rollout import generate
+
+    convs = conversations(pairs)
+    k = int(cfg.samples_per_prompt)
+    was_training = model.training
+    model.eval()
+    groups = generate(
+        model, processor, convs, num_return_sequences=k, do_sample=True,
+        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.rollout_batch_size, seed=seed,
+    )
+    model.train(was_training)
+
+    flat = [c for g in groups for c in g]
+    assert len(flat) == len(pairs) * k, "rollout.generate returned the wrong number of samples"
+    return make_rollout(processor, pairs, convs, [c.token_ids for c in flat], k,
+                        texts=[c.text for c in flat], finish=[c.finish for c in flat])
+
+
+def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequence[int]], k: int,
+                 *, texts: list[str] | None = None, finish: list[str] | None = None) -> Rollout:
+    """Tensors of a rollout from sampled token ids (``len(pairs) * k`` of them, the ``k``
+    samples of pair ``i`` at rows ``i*k ... i*k+k-1``): each prompt encoded once with
+    :func:`r1reward.rollout.encode`, completions right-padded with their mask."""
+    from r1reward.rollout import encode
+
+    n = len(pairs) * k
+    if len(token_ids) != n:
+        raise ValueError(f"make_rollout: {len(token_ids)} completions for {len(pairs)} pairs x {k}")
+    tok = getattr(processor, "tokenizer", processor)
+    texts = texts if texts is not None else [tok.decode(t, skip_special_tokens=True) for t in token_ids]
+    ids, mask = completion_tensors(token_ids, _pad_id(processor))
+    return Rollout(
+        prompts=[dict(encode(processor, [c])) for c in convs], k=k, ids=ids, mask=mask,
+        texts=list(texts), labels=[int(pairs[j // k].preferred) for j in range(n)],
+        finish=list(finish) if finish is not None else ["stop"] * n,
+        pair_ids=[pairs[j // k].id for j in range(n)],
+    )
+
+
+def score(ro: Rollout, judge, use_consistency: bool, images=None) -> dict[str, torch.Tensor]:
+    """Reward parts ``[B]`` (Section 3.2): format, result, consistency and their combination.
+    Without the consistency reward the combination sees consistency 0: ``Result + 0.5 Format``."""
+    from r1reward import rewards
+    from r1reward.prompt import parse_judgment
+
+    fmt = torch.tensor(rewards.format_rewards(ro.texts), dtype=torch.float32)
+    res = torch.tensor(rewards.result_rewards(ro.texts, ro.labels), dtype=torch.float32)
+    judged = [parse_judgment(t) for t in ro.texts]
+    cons = torch.tensor(
+        judge.judge([j.analysis for j in judged], [j.answer for j in judged], images=images),
+        dtype=torch.float32,
+    )
+    used = cons if use_consistency else torch.zeros_like(cons)
+    total = torch.tensor(rewards.combine_batch(fmt.tolist(), res.tolist(), used.tolist()),
+                         dtype=torch.float32)
+    return {"format": fmt, "result": res, "consistency": cons, "total": total}
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Advantages: returns with KL inside, normalised over the whole batch on every process
+# --------------------------------------------------------------------------------------------
+
+
+def global_normalize(accelerator, returns: torch.Tensor, mask: torch.Tensor,
+                     filter_sigma: float | None) -> tuple[torch.Tensor, dict]:
+    """Standardise ``returns`` ``[B, T]`` over all masked positions of *all* processes.
+
+    Every process gathers the (padded) returns and masks of the others and calls
+    :func:`algorithms.normalize_advantages` on the whole batch, then keeps its own rows, so the
+    result equals one process holding the whole batch exactly (test_rl_distributed). Needs the
+    same ``B`` on every process, which the trainer guarantees.
+    """
+    from r1reward.algorithms import normalize_advantages
+
+    b, t = returns.shape
+    if accelerator.num_processes == 1:
+        return normalize_advantages(returns, mask, filter_sigma=filter_sigma)
+    device = accelerator.device
+    r = accelerator.pad_across_processes(returns.to(device).contiguous(), dim=1)
+    m = accelerator.pad_across_processes(mask.to(device).contiguous(), dim=1)
+    all_r, all_m = accelerator.gather(r), accelerator.gather(m)
+    adv, info = normalize_advantages(all_r, all_m, filter_sigma=filter_sigma)
+    start = accelerator.process_index * b
+    return adv[start : start + b, :t].cpu(), info
+
+
+def compute_advantages(accelerator, cfg: RLConfig, reward: torch.Tensor, mask: torch.Tensor,
+                       kl: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    """Advantages ``[B, T]`` for the configured algorithm (Reinforce++ returns with the KL in
+    the reward and batch normalisation, or GRPO group advantages broadcast over tokens)."""
+    from r1reward import algorithms
+
+    sigma = cfg.filter_sigma if cfg.advantage_filter else None
+    if ALGO_PRESETS[cfg.algo]["advantage"] == "group":
+        adv = algorithms.group_advantages(reward, int(cfg.samples_per_prompt))
+        adv = torch.nan_to_num(adv.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        info: dict = {"filtered_fraction": 0.0}
+        if sigma is not None:
+            kept = adv.abs() <= sigma
+            info["filtered_fraction"] = float(1 - kept.float().mean())
+            adv = adv * kept
+        return adv[:, None] * mask, info
+    kl_r = kl if ALGO_PRESETS[cfg.algo]["kl_in"] == "reward" else None
+    returns = algorithms.token_rewards(reward, mask, kl=kl_r, kl_coef=cfg.kl_coef if kl_r is not None else 0.0)
+    return global_normalize(accelerator, returns, mask, sigma)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. The update: PPO epochs x mini-batches x micro-batches (gradient accumulation)
+# --------------------------------------------------------------------------------------------
+
+
+def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_logp: torch.Tensor,
+               advantages: torch.Tensor, ref_logp: torch.Tensor | None, pad_id: int,
+               generator: torch.Generator) -> dict[str, float]:
+    """``cfg.ppo_epochs`` passes over the rollout; each optimizer step sees ``mini_batch_size``
+    samples, accumulated over micro-batches of ``micro_batch_size`` (Section 3.1, Eq. 3-4).
+
+    ``old_logp``, ``advantages``, ``ref_logp``: ``[B, T]`` on the CPU, masked by ``ro.mask``.
+    Returns the step's diagnostics (mean loss, max gradient norm, max ratio, non-finite ratio
+    count, clip fraction, number of optimizer steps).
+    """
+    from r1reward import algorithms
+
+    if accelerator.gradient_accumulation_steps != cfg.grad_accum:
+        raise ValueError(
+            f"accelerator.gradient_accumulation_steps={accelerator.gradient_accumulation_steps} but "
+            f"rl.mini_batch_size/micro_batch_size={cfg.grad_accum}: use make_accelerator(cfg)"
+        )
+    model.train()
+    device = accelerator.device
+    n = len(ro.texts)
+    losses, grad_norms, max_ratio, nonfinite, clip_fr, updates = [], [], 0.0, 0, [], 0
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        # micro-batches in order; accelerate syncs and steps every `grad_accum` of them (one
+        # mini-batch), which also drives DeepSpeed's and FSDP's own accumulation
+        for idx in order.split(cfg.micro_batch_size):
+            with accelerator.accumulate(model):
+                mask = ro.mask[idx].to(device)
+                logp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
+                                         mask, cfg.temperature)
+                loss, info = algorithms.policy_loss(
+                    logp, old_logp[idx].to(device), advantages[idx].to(device), mask,
+                    clip_eps=cfg.clip_eps, pre_clip=cfg.pre_clip_bounds,
+                )
+                if ref_logp is not None and ALGO_PRESETS[cfg.algo]["kl_in"] == "loss":
+                    kl = algorithms.kl_estimate(logp, ref_logp[idx].to(device), kind="k3", mask=mask)
+                    loss = loss + cfg.kl_coef * ((kl.sum(1) / mask.sum(1).clamp(min=1)).mean())
+                accelerator.backward(loss)  # divided by grad_accum inside accelerate
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    grad_norms.append(float("nan") if norm is None else _f(norm))
+                    updates += 1
+                optimizer.step()  # a no-op until the mini-batch's last micro-batch
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            max_ratio = _nanmax([max_ratio, _f(info["max_ratio"])]) if info["num_tokens"] else max_ratio
+            nonfinite += int(info["nonfinite_ratio_count"])
+            clip_fr.append(_f(info["clip_fraction"]))
+    return {
+        "loss": _nanmean(losses), "loss_max": _nanmax(losses), "grad_norm": _nanmax(grad_norms),
+        "max_ratio": max_ratio, "nonfinite_ratios": nonfinite, "clip_fraction": _nanmean(clip_fr),
+        "optimizer_steps": updates,
+    }
+
+
+def _f(x) -> float:
+    return float(x.detach().float().item()) if torch.is_tensor(x) else float(x)
+
+
+def _nanmean(xs: list[float]) -> float:
+    return float(np.mean(xs)) if xs else 0.0
+
+
+def _nanmax(xs: list[float]) -> float:
+    if not xs:
+        return 0.0
+    return float("nan") if any(math.isnan(x) for x in xs) else float(max(xs))
+
+
+def _pad_id(processor) -> int:
+    tok = getattr(processor, "tokenizer", processor)
+    pid = getattr(tok, "pad_token_id", None)
+    return int(pid if pid is not None else (getattr(tok, "eos_token_id", None) or 0))
+
+
+def params_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Checkpoints, metrics, resume
+# --------------------------------------------------------------------------------------------
+
+
+def _checkpoints(out_dir: Path) -> list[Path]:
+    root = out_dir / "checkpoints"
+    done = [p for p in root.glob("step-*") if (p / "trainer_state.json").exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(accelerator, out_dir: Path, step: int, data_position: int, cfg: RLConfig) -> Path:
+    """Model/adapter, optimizer and RNG states (torch, python, numpy) through
+    ``accelerator.save_state``, then ``trainer_state.json`` last (its presence marks a complete
+    checkpoint). Older checkpoints beyond ``save_total_limit`` are removed."""
+    path = out_dir / "checkpoints" / f"step-{step:06d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        state = {"step": step, "data_position": data_position, "seed": cfg.seed}
+        (path / "trainer_state.json").write_text(json.dumps(state))
+        for old in _checkpoints(out_dir)[: -max(1, cfg.save_total_limit)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the metric lines of steps ``<= last_step`` (a killed run may have logged past its
+    last checkpoint; those steps are recomputed identically)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    """The per-step records of a run (``metrics.jsonl``)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+# --------------------------------------------------------------------------------------------
+# 7. The training loop
+# --------------------------------------------------------------------------------------------
+
+
+def build(recipe: dict, cfg: RLConfig, accelerator):
+    """Policy (with LoRA / 4-bit when asked), optional frozen reference, processor, optimizer."""
+    from r1reward.models import load_model
+    from r1reward.recipes import resolve_model_path
+
+    path = cfg.init_model or resolve_model_path(recipe)
+    section = recipe.get("model") or {}
+    lora = cfg.lora if cfg.lora is not None else section.get("lora")
+    quant = cfg.quantization if cfg.quantization is not None else section.get("quantization")
+    dtype_name = cfg.dtype or section.get("dtype")
+    dtype = getattr(torch, dtype_name) if dtype_name else None
+    model, processor = load_model(str(path), dtype=dtype, lora=lora, quantization=quant)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    ref = None
+    if cfg.kl_coef > 0 and not lora:  # with LoRA the reference is the model, adapter off
+        ref, _ = load_model(str(path), dtype=dtype, quantization=quant)
+        ref.requires_grad_(False).eval().to(accelerator.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.adam_betas)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return model, ref, processor, optimizer
+
+
+def reference_logprobs(accelerator, model, ref, ro: Rollout, pad_id: int, cfg: RLConfig):
+    """Log-probs under the frozen reference ``[B, T]``: the separate copy, or the LoRA model
+    with its adapter disabled. ``None`` when ``kl_coef == 0`` (no reference is kept)."""
+    if cfg.kl_coef <= 0:
+        return None
+    if ref is not None:
+        return batched_logprobs(ref, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+    with accelerator.unwrap_model(model).disable_adapter():
+        return batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+
+
+def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None):
+    """The Accelerator of a run: its gradient accumulation is ``mini_batch_size //
+    micro_batch_size``; DDP/DeepSpeed/FSDP and the process count come from ``accelerate launch``
+    (configs in ``r1reward/recipes/accelerate/``); trackers from ``rl.report_to``."""
+    from accelerate import Accelerator
+
+    return Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                       log_with=cfg.report_to or None,
+                       project_dir=str(out_dir) if out_dir is not None else None)
+
+
+def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False) -> Path:
+    """Run RL as described by ``recipe["rl"]``; return the folder of the final model.
+
+    Writes ``out_dir/metrics.jsonl`` (one record per step), ``out_dir/checkpoints/step-N`` every
+    ``save_every`` steps, ``out_dir/final`` (model or adapter + processor) and
+    ``out_dir/summary.json``. With ``resume=True`` it continues from the last checkpoint and
+    reproduces the uninterrupted run's metrics (same seed)."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
+    out_dir = Path(out_dir)
+    accelerator = make_accelerator(cfg, out_dir)
+    set_seed(cfg.seed)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    accelerator.wait_for_everyone()
+
+    pairs = load_pairs(cfg, recipe)
+    model, ref, processor, optimizer = build(recipe, cfg, accelerator)
+    judge = make_judge(cfg.judge)
+    pad_id = _pad_id(processor)
+    metrics_path = out_dir / "metrics.jsonl"
+
+    start = 0
+    if resume and _checkpoints(out_dir):
+        last = _checkpoints(out_dir)[-1]
+        accelerator.load_state(str(last))
+        state = json.loads((last / "trainer_state.json").read_text())
+        start = int(state["step"])
+        assert state["data_position"] == start * cfg.prompts_per_step * world, (
+            f"{last}: data position {state['data_position']} does not match step {start} with "
+            f"{world} processes x {cfg.prompts_per_step} prompts"
+        )
+        if accelerator.is_main_process:
+            _truncate_metrics(metrics_path, start)
+    elif accelerator.is_main_process and metrics_path.exists():
+        metrics_path.unlink()
+    accelerator.wait_for_everyone()
+    if cfg.report_to:
+        accelerator.init_trackers("r1reward-rl", config=_flat(dataclasses.asdict(cfg)))
+
+    bar = tqdm(range(start, cfg.steps), desc=f"rl {cfg.algo}", initial=start, total=cfg.steps,
+               disable=not (cfg.progress and accelerator.is_local_main_process))
+    collapsed = False
+    for step in bar:
+        t0 = time.perf_counter()
+        # 1. rollout: this process's slice of the global batch
+        chosen = batch_indices(len(pairs), step, cfg.prompts_per_step, world, rank, cfg.seed)
+        batch = [pairs[i].swap() if _u(cfg.seed, step, i) < cfg.swap_prob else pairs[i] for i in chosen]
+        policy = accelerator.unwrap_model(model)
+        ro = sample_rollout(policy, processor, batch, cfg, seed=cfg.seed * 100_003 + step * world + rank)
+        # 2. rewards
+        parts = score(ro, judge, bool(cfg.consistency_reward))
+        # 3. old and reference log-probs (policy before this step's updates)
+        old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+        ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
+        kl = None
+        if ref_logp is not None:
+            from r1reward.algorithms import kl_estimate
+
+            kl = kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind, mask=ro.mask)
+        # 4. advantages over the whole batch (all processes)
+        adv, adv_info = compute_advantages(accelerator, cfg, parts["total"], ro.mask, kl)
+        # 5-6. PPO epochs of the policy loss with Pre-Clip
+        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * world + rank)
+        upd = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp, pad_id, gen)
+        finite = params_finite(model)
+
+        # logging: global means over processes
+        lengths = ro.mask.sum(1)
+        local = {
+            "reward": parts["total"], "reward_format": parts["format"],
+            "reward_result": parts["result"], "reward_consistency": parts["consistency"],
+            "consistent": (parts["consistency"] == 1).float(), "length": lengths,
+            "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
+        }
+        g = {k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in local.items()}
+        scal = torch.tensor([upd["loss"], upd["grad_norm"], upd["max_ratio"], upd["nonfinite_ratios"],
+                             upd["clip_fraction"], float(kl.sum() / ro.mask.sum().clamp(min=1)) if kl is not None else 0.0,
+                             float(not finite)], device=accelerator.device)
+        red = accelerator.gather(scal[None]).cpu()
+        dt = time.perf_counter() - t0
+        rec = {
+            "step": step + 1, "algo": cfg.algo,
+            "reward": _m(g["reward"]), "reward_format": _m(g["reward_format"]),
+            "reward_result": _m(g["reward_result"]), "reward_consistency": _m(g["reward_consistency"]),
+            "accuracy": _m(g["reward_result"]), "well_formed": _m(g["reward_format"]),
+            "consistency_rate": _m(g["consistent"]), "length_mean": _m(g["length"]),
+            "length_max": float(g["length"].max()), "truncated": _m(g["truncated"]),
+            "loss": float(red[:, 0].mean()), "grad_norm": float(red[:, 1].max()),
+            "max_ratio": float(red[:, 2].max()), "nonfinite_ratios": int(red[:, 3].sum()),
+            "clip_fraction": float(red[:, 4].mean()), "kl": float(red[:, 5].mean()),
+            "filtered_fraction": _f(adv_info.get("filtered_fraction", 0.0)),
+            "adv_min": float(adv[ro.mask > 0].min()) if ro.mask.sum() else 0.0,
+            "adv_max": float(adv[ro.mask > 0].max()) if ro.mask.sum() else 0.0,
+            "reward_std": float(g["reward"].std(unbiased=False)),
+            "params_finite": bool(red[:, 6].sum() == 0),
+            "samples": int(g["reward"].numel()), "seconds": dt,
+            "samples_per_s": g["reward"].numel() / dt,
+        }
+        if accelerator.is_main_process:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        if cfg.report_to:
+            accelerator.log({k: v for k, v in rec.items() if isinstance(v, int | float)}, step=step + 1)
+        bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['length_mean']:.0f}",
+                        loss=f"{rec['loss']:.3g}")
+        if not rec["params_finite"] and cfg.stop_on_nonfinite:
+            collapsed = True
+            break
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.prompts_per_step * world, cfg)
+    bar.close()
+
+    final = out_dir / "final"
+    accelerator.wait_for_everyone()
+    if not collapsed:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(str(final), is_main_process=accelerator.is_main_process,
+                                  save_function=accelerator.save,
+                                  state_dict=accelerator.get_state_dict(model))
+        if accelerator.is_main_process:
+            processor.save_pretrained(str(final))
+    if accelerator.is_main_process:
+        recs = read_metrics(out_dir)
+        summary = {"algo": cfg.algo, "steps_done": len(recs), "collapsed": collapsed,
+                   "final": str(final) if not collapsed else None}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.report_to:
+        accelerator.end_training()
+    return final
+
+
+def _u(seed: int, step: int, index: int) -> float:
+    """A uniform number fixed by (seed, step, pair): whether that pair is shown swapped."""
+    return random.Random(f"{seed}:{step}:{index}").random()
+
+
+def _m(x: torch.Tensor) -> float:
+    return float(x.float().mean()) if x.numel() else 0.0
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# 8. Command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``r1reward rl --recipe toy-ci rl.algo=reinforce++ rl.steps=40 --out runs/x [--resume]``."""
+    parser = argparse.ArgumentParser(
+        prog="r1reward rl",
+        description="RL for the generative reward model: StableReinforce (default), Reinforce++ "
+        "or GRPO. Runs on one process, or several through `accelerate launch -m r1reward.train.rl`.",
+    )
+    parser.add_argument("--recipe", required=True, help="recipe name (toy-ci, toy-cpu, ...) or YAML path")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. rl.lr=1e-5 rl.steps=10")
+    parser.add_argument("--algo", choices=sorted(ALGO_PRESETS), help="shortcut for rl.algo=...")
+    parser.add_argument("--out", default=None, help="output folder (default runs/rl-<recipe>-<algo>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    args = parser.parse_args(argv)
+
+    from r1reward.recipes import load_recipe
+
+    overrides = list(args.overrides) + ([f"rl.algo={args.algo}"] if args.algo else [])
+    recipe = load_recipe(args.recipe, overrides=overrides)
+    algo = recipe.get("rl", {}).get("algo", "stable-reinforce")
+    out = args.out or f"runs/rl-{Path(args.recipe).stem}-{algo}"
+    final = train_rl(recipe, out_dir=out, resume=args.resume)
+    recs = read_metrics(out)
+    if recs:
+        last = recs[-1]
+        print(f"step {last['step']}: accuracy {last['accuracy']:.3f}, well-formed "
+              f"{last['well_formed']:.3f}, length {last['length_mean']:.1f}; model -> {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

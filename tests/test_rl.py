@@ -1,0 +1,178 @@
+"""The RL trainer (r1reward.train.rl): configuration, data stream, a StableReinforce step under
+adversarial log-probabilities, and kill-and-resume giving the uninterrupted run's metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from r1reward.train import rl
+
+
+# ------------------------------------------------------------------------------ configuration
+def test_presets_and_single_switch_ablations():
+    sr = rl.RLConfig(algo="stable-reinforce").resolved()
+    assert (sr.pre_clip, sr.advantage_filter, sr.consistency_reward) == (True, True, True)
+    assert sr.samples_per_prompt == 1
+    assert sr.pre_clip_bounds == pytest.approx((math.log(1e-3), math.log(1e3)))
+    rpp = rl.RLConfig(algo="reinforce++").resolved()
+    assert (rpp.pre_clip, rpp.advantage_filter, rpp.consistency_reward) == (False, False, False)
+    assert rpp.pre_clip_bounds is None
+    # each switch alone, the others stay as the preset says
+    no_filter = rl.RLConfig(algo="stable-reinforce", advantage_filter=False).resolved()
+    assert (no_filter.pre_clip, no_filter.advantage_filter, no_filter.consistency_reward) == (
+        True, False, True)
+    no_clip = rl.RLConfig(algo="stable-reinforce", pre_clip=False).resolved()
+    assert (no_clip.pre_clip, no_clip.advantage_filter) == (False, True)
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ValueError, match="algo"):
+        rl.RLConfig(algo="ppo").resolved()
+    with pytest.raises(ValueError, match="mini_batch_size"):
+        rl.RLConfig(prompts_per_step=6, mini_batch_size=4, micro_batch_size=2).resolved()
+    with pytest.raises(ValueError, match="unknown keys"):
+        rl.RLConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="grpo"):
+        rl.RLConfig(algo="grpo", samples_per_prompt=1, prompts_per_step=4).resolved()
+
+
+def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
+    n, per, world = 10, 3, 2
+    seen = []
+    for step in range(5):  # 5 steps x 6 = 30 = 3 epochs of 10
+        parts = [rl.batch_indices(n, step, per, world, r, seed=1) for r in range(world)]
+        assert not set(parts[0]) & set(parts[1]) or step * per * world % n > n - per * world
+        seen += parts[0] + parts[1]
+    for epoch in range(3):
+        assert sorted(seen[epoch * n : (epoch + 1) * n]) == list(range(n))
+    assert rl.batch_indices(n, 3, per, world, 1, seed=1) == rl.batch_indices(n, 3, per, world, 1, seed=1)
+    assert rl.batch_indices(n, 0, per, 1, 0, seed=1) != rl.batch_indices(n, 0, per, 1, 0, seed=2)
+
+
+# ------------------------------------------------------------------------------ the tiny model
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from r1reward.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
+
+
+def _setup(tiny, cfg: rl.RLConfig):
+    from r1reward.data.toy import make_pairs
+    from r1reward.models import load_model
+
+    torch.manual_seed(0)
+    model, processor = load_model(str(tiny))
+    acc = rl.make_accelerator(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model, opt = acc.prepare(model, opt)
+    pairs = make_pairs(2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(20, 200, (n,), generator=g).tolist() for n in (6, 3)]
+    ids = ids + [[], ids[0][:4]]  # an empty completion: its mask row is all zero
+    ro = rl.make_rollout(processor, pairs, rl.conversations(pairs), ids, k=2)
+    return acc, model, opt, processor, ro
+
+
+@pytest.mark.parametrize("rewards", [[1.0, 1.0, 1.0, 1.0], [1.5, 0.0, 0.0, 2.0]],
+                         ids=["all-equal", "mixed"])
+def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
+    cfg = rl.RLConfig(algo="stable-reinforce", prompts_per_step=2, samples_per_prompt=2,
+                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=2, lr=1e-2).resolved()
+    acc, model, opt, processor, ro = _setup(tiny, cfg)
+    assert ro.mask[2].sum() == 0 and ro.mask[0].sum() == 6
+    before = [p.detach().clone() for p in model.parameters()]
+    # old log-probs 1e4 above and below the real ones: log-ratios of -1e4 and +1e4
+    real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
+    sign = torch.where(torch.arange(ro.ids.shape[1]) % 2 == 0, 1.0, -1.0)
+    old = (real + 1e4 * sign) * ro.mask
+    adv, info = rl.compute_advantages(acc, cfg, torch.tensor(rewards), ro.mask, kl=None)
+    assert torch.isfinite(adv).all()
+    if len(set(rewards)) == 1:
+        assert adv.abs().max() == 0  # all-equal rewards: nothing to learn, and no NaN
+    stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, rl._pad_id(processor),
+                          torch.Generator().manual_seed(0))
+    assert stats["optimizer_steps"] == cfg.ppo_epochs * 4 // cfg.mini_batch_size
+    assert math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
+    assert stats["max_ratio"] <= 1e3 * (1 + 1e-4)  # Pre-Clip bounds the ratio
+    assert stats["nonfinite_ratios"] == 0
+    for p in model.parameters():
+        assert torch.isfinite(p).all()
+    if len(set(rewards)) > 1:  # something was learnt from the mixed batch
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_same_step_without_preclip_overflows(tiny):
+    """The control: Reinforce++'s plain exp() on the same inputs gives a non-finite loss or
+    parameters -- so the test above can fail."""
+    cfg = rl.RLConfig(algo="reinforce++", prompts_per_step=2, samples_per_prompt=2,
+                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=1, lr=1e-2).resolved()
+    acc, model, opt, processor, ro = _setup(tiny, cfg)
+    real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
+    old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
+    adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
+    stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, rl._pad_id(processor),
+                          torch.Generator().manual_seed(0))
+    bad_params = not all(torch.isfinite(p).all() for p in model.parameters())
+    assert stats["nonfinite_ratios"] > 0
+    assert bad_params or not math.isfinite(stats["loss"])
+
+
+# ------------------------------------------------------------------------------ resume
+def _recipe(tiny, steps: int, save_every: int) -> dict:
+    return {
+        "name": "test",
+        "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
+        "data": {"source": "toy", "train_pairs": 12, "seed": 0, "image_size": 56},
+        "rl": {
+            "algo": "stable-reinforce", "steps": steps, "prompts_per_step": 4,
+            "mini_batch_size": 2, "micro_batch_size": 1, "ppo_epochs": 2, "lr": 3e-3,
+            "max_new_tokens": 12, "rollout_batch_size": 4, "save_every": save_every,
+            "kl_coef": 0.01, "seed": 3, "progress": False,
+        },
+    }
+
+
+VOLATILE = {"seconds", "samples_per_s"}
+
+
+def _text_reward(ro, judge, use_consistency):
+    """Stands in for the R1-Reward on an untrained model (which never answers well-formed and
+    would get 0 everywhere): a deterministic function of the sampled text, so updates happen."""
+    r = torch.tensor([float(len(t) % 3 == 0) for t in ro.texts])
+    z = torch.zeros_like(r)
+    return {"format": z, "result": r, "consistency": z, "total": r}
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(rl, "score", _text_reward)
+    full = tmp_path / "full"
+    rl.train_rl(_recipe(tiny, 4, 2), out_dir=full)
+    # a run "killed" after step 2 (its last checkpoint), then resumed to step 4
+    part = tmp_path / "part"
+    rl.train_rl(_recipe(tiny, 2, 2), out_dir=part)
+    assert [r["step"] for r in rl.read_metrics(part)] == [1, 2]
+    with (part / "metrics.jsonl").open("a") as fh:  # a step logged after the checkpoint
+        fh.write(json.dumps({"step": 3, "loss": 123.0}) + "\n")
+    final = rl.train_rl(_recipe(tiny, 4, 2), out_dir=part, resume=True)
+    a, b = rl.read_metrics(full), rl.read_metrics(part)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for key in ra.keys() - VOLATILE:
+            if isinstance(ra[key], float):
+                assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-6), (ra["step"], key)
+            else:
+                assert rb[key] == ra[key], (ra["step"], key)
+    assert any(r["loss"] != 0 for r in a) and any(r["kl"] != 0 for r in a)  # it did learn
+    assert (final / "config.json").exists()
+    from safetensors.torch import load_file  # the weights of both final models agree
+
+    wa = load_file(str(full / "final" / "model.safetensors"))
+    wb = load_file(str(final / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
