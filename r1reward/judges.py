@@ -536,6 +536,45 @@ def consistency_rewards(
     return judge.judge([j.analysis for j in parsed], [j.answer for j in parsed], images)
 
 
+def reward_breakdown(
+    judge: Judge,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    images: Sequence[Sequence[Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every part of R1-Reward for each output, one dict per text (paper Sec. 3.2).
+
+    Keys: ``answer`` (parsed verdict or None), ``label``, ``format`` (0/1), ``result`` (0/1),
+    ``consistency`` (1/-1/0 from ``judge``), ``reward`` = ``result * (1 + 0.5 * consistency) +
+    0.5 * format`` and ``reward_without_consistency`` = the same with consistency 0 (format +
+    result only), both from :func:`r1reward.rewards.combine_batch`.
+    """
+    from r1reward.prompt import parse_judgment
+    from r1reward.rewards import combine_batch, format_rewards, result_rewards
+
+    if len(texts) != len(labels):
+        raise ValueError(f"reward_breakdown: {len(texts)} texts but {len(labels)} labels")
+    formats = format_rewards(texts)
+    results = result_rewards(texts, labels)
+    consistencies = consistency_rewards(judge, texts, images)
+    rewards = combine_batch(formats, results, consistencies)
+    plain = combine_batch(formats, results, [0] * len(texts))
+    return [
+        {
+            "answer": parse_judgment(text).answer,
+            "label": label,
+            "format": f,
+            "result": r,
+            "consistency": c,
+            "reward": w,
+            "reward_without_consistency": p,
+        }
+        for text, label, f, r, c, w, p in zip(
+            texts, labels, formats, results, consistencies, rewards, plain
+        )
+    ]
+
+
 # ------------------------------------------------------------------------------------- factory
 def build_judge(kind: str, **kwargs: Any) -> Judge:
     """A judge by name, for recipes and the CLI: ``rule``, ``openai`` or ``transformers``.

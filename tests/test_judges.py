@@ -130,6 +130,29 @@ def test_consistency_rewards_from_raw_outputs() -> None:
     assert consistency_rewards(RuleJudge(), texts) == [1, -1, 0, 0]
 
 
+def test_reward_breakdown() -> None:
+    toy = pytest.importorskip("r1reward.data.toy")
+    from r1reward.judges import reward_breakdown
+
+    pair = toy.make_pairs(1, seed=7)[0]
+    right, wrong = pair.preferred, 3 - pair.preferred
+    consistent = toy.target_text(pair)
+    inconsistent = f"<think>{toy.teacher_analysis(pair, wrong)}</think><answer>{right}</answer>"
+    wrong_but_consistent = (
+        f"<think>{toy.teacher_analysis(pair, wrong)}</think><answer>{wrong}</answer>"
+    )
+    rows = reward_breakdown(
+        RuleJudge(), [consistent, inconsistent, wrong_but_consistent], [right] * 3
+    )
+    assert [r["consistency"] for r in rows] == [1, -1, 1]
+    assert [r["result"] for r in rows] == [1.0, 1.0, 0.0]
+    # result * (1 + 0.5 c) + 0.5 * format
+    assert [r["reward"] for r in rows] == [2.0, 1.0, 0.5]
+    assert [r["reward_without_consistency"] for r in rows] == [1.5, 1.5, 0.5]
+    with pytest.raises(ValueError, match="labels"):
+        reward_breakdown(RuleJudge(), [consistent], [1, 2])
+
+
 # ------------------------------------------------------------------------- loopback servers
 def _free_port() -> int:
     with socket.socket() as s:
