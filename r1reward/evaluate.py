@@ -841,13 +841,17 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f}"
 
 
-def summary_markdown(summary: dict[str, Any], title: str = "Evaluation") -> str:
-    """A Markdown report: accuracy table (percent) by slice, then the bias diagnostics."""
+def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") -> str:
+    """A Markdown report: accuracy table (percent) by slice, then the bias diagnostics.
+
+    ``title=None`` leaves out the heading (for display inside a notebook chapter).
+    """
     ks = summary["ks"]
     names = _metric_names(ks)
     header = "| slice | n | " + " | ".join(names) + " |"
     rule = "|---|---:|" + "---:|" * len(names)
-    rows = [f"# {title}", "", "Accuracy (%) per unit (pair x order).", "", header, rule]
+    rows = [f"# {title}", ""] if title else []
+    rows += ["Accuracy (%) per unit (pair x order).", "", header, rule]
 
     def row(label: str, block: dict[str, Any], n: Any) -> str:
         return f"| {label} | {n} | " + " | ".join(_pct(block.get(m)) for m in names) + " |"
