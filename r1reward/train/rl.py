@@ -31,6 +31,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -600,21 +601,28 @@ def reference_logprobs(accelerator, model, ref, ro: Rollout, pad_id: int, cfg: R
 def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None):
     """The Accelerator of a run: its gradient accumulation is ``mini_batch_size //
     micro_batch_size``; DDP/DeepSpeed/FSDP and the process count come from ``accelerate launch``
-    (configs in ``r1reward/recipes/accelerate/``); trackers from ``rl.report_to``."""
+    (configs in ``r1reward/recipes/accelerate/``); trackers from ``rl.report_to``. Without a GPU
+    (or other accelerator) it runs on the CPU, with gloo between processes."""
     from accelerate import Accelerator
 
-    return Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+    # On a machine without any accelerator, several processes (torchrun / `accelerate launch
+    # --multi_gpu`) must use gloo on the CPU; accelerate only does so when told `cpu=True`.
+    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return Accelerator(cpu=not has_device, gradient_accumulation_steps=cfg.grad_accum,
                        log_with=cfg.report_to or None,
                        project_dir=str(out_dir) if out_dir is not None else None)
 
 
-def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False) -> Path:
+def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
+             pairs: Sequence[Any] | None = None) -> Path:
     """Run RL as described by ``recipe["rl"]``; return the folder of the final model.
 
     Writes ``out_dir/metrics.jsonl`` (one record per step), ``out_dir/checkpoints/step-N`` every
     ``save_every`` steps, ``out_dir/final`` (model or adapter + processor) and
     ``out_dir/summary.json``. With ``resume=True`` it continues from the last checkpoint and
-    reproduces the uninterrupted run's metrics (same seed)."""
+    reproduces the uninterrupted run's metrics (same seed). ``pairs`` (e.g. the curated pairs of
+    :func:`r1reward.pipeline.curated_pairs`) replaces the recipe's data; ``rl.min_difficulty``
+    still applies."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -628,7 +636,12 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False) -> Path
         (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
     accelerator.wait_for_everyone()
 
-    pairs = load_pairs(cfg, recipe)
+    if pairs is None:
+        pairs = load_pairs(cfg, recipe)
+    else:
+        pairs = [p for p in pairs if cfg.min_difficulty is None or (p.difficulty or 0) >= cfg.min_difficulty]
+        if not pairs:
+            raise ValueError(f"train_rl: no pairs with difficulty >= {cfg.min_difficulty}")
     model, ref, processor, optimizer = build(recipe, cfg, accelerator)
     judge = make_judge(cfg.judge)
     pad_id = _pad_id(processor)
@@ -708,7 +721,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False) -> Path
             "adv_max": float(adv[ro.mask > 0].max()) if ro.mask.sum() else 0.0,
             "reward_std": float(g["reward"].std(unbiased=False)),
             "params_finite": bool(red[:, 6].sum() == 0),
-            "samples": int(g["reward"].numel()), "seconds": dt,
+            "samples": int(g["reward"].numel()), "processes": world, "seconds": dt,
             "samples_per_s": g["reward"].numel() / dt,
         }
         if accelerator.is_main_process:
@@ -790,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or f"runs/rl-{Path(args.recipe).stem}-{algo}"
     final = train_rl(recipe, out_dir=out, resume=args.resume)
     recs = read_metrics(out)
-    if recs:
+    if recs and os.environ.get("RANK", "0") == "0":
         last = recs[-1]
         print(f"step {last['step']}: accuracy {last['accuracy']:.3f}, well-formed "
               f"{last['well_formed']:.3f}, length {last['length_mean']:.1f}; model -> {final}")
