@@ -80,6 +80,7 @@ __all__ = [
     "load_records",
     "summary_markdown",
     "accuracy_vs_k",
+    "layout_report",
     "PAPER_RESULTS",
     "read_video_frames",
     "main",
@@ -832,6 +833,26 @@ def accuracy_vs_k(
         "ties": [s["ties"][f"voting@{k}"] for k in ks],
         "greedy": s["overall"]["greedy"],
         "summary": s,
+    }
+
+
+def layout_report(summary: dict[str, Any]) -> dict[str, float]:
+    """What a single-order evaluation hides, in percent (NaN where nothing was measured).
+
+    From a ``summarize``/``evaluate`` summary of a run in both orders: greedy accuracy when only
+    the chosen-first half is counted (the reference's layout), greedy accuracy over both orders,
+    position bias (share of "1") and swap consistency.
+    """
+
+    def pct(value: Any) -> float:
+        return float("nan") if value is None else 100.0 * float(value)
+
+    first = summary["by_order"].get(CHOSEN_FIRST, {})
+    return {
+        "accuracy, chosen-first layout only %": pct(first.get("greedy")),
+        "accuracy, both orders %": pct(summary["overall"]["greedy"]),
+        "position bias %": pct(summary["position_bias"]["greedy"]),
+        "swap consistency %": pct(summary["swap_consistency"].get("greedy")),
     }
 
 
