@@ -1,0 +1,161 @@
+"""RL step throughput: r1reward's trainer against TRL's GRPOTrainer, side by side in one run.
+
+Both train the same tiny Qwen2.5-VL on the same toy prompts (Table-1 prompt + one 56x56 image),
+with the same batch (``--prompts`` prompts x ``--generations`` samples = one optimizer step),
+the same completion budget (``--max-new-tokens``), one PPO/GRPO iteration per batch, no
+reference model (KL coefficient 0), sampling at temperature 1, float32 on the CPU, and the same
+reward (format + result of the R1-Reward). Both are GRPO here (r1reward ``--algo grpo``), so the
+algorithm is the same and only the machinery differs. Each runs ``--warmup`` steps that are not
+timed, then ``--steps`` timed steps; the script prints seconds per step, samples/s, the mean
+completion length each produced (their completions are sampled, so lengths may differ a little),
+and the ratio.
+
+    .venv/bin/python benchmarks/bench_rl_vs_trl.py                   # defaults: 4 x 2, 64 tokens
+    .venv/bin/python benchmarks/bench_rl_vs_trl.py --model artifacts/cpu/sft-... --steps 6
+
+TRL's defaults assume a GPU; the CPU-safe arguments are set explicitly below (``use_cpu``, no
+bf16/fp16, no vLLM, ``report_to="none"``, no checkpoints, no dataloader workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _model(path: str | None) -> str:
+    if path:
+        return path
+    from r1reward.models import build_tiny_model
+
+    return str(build_tiny_model(Path("artifacts/bench/tiny-model"), size="tiny", seed=0))
+
+
+def run_r1reward(model: str, args, out: Path) -> dict:
+    from r1reward.train.rl import read_metrics, train_rl
+
+    recipe = {
+        "name": "bench",
+        "model": {"path": model, "dtype": "float32", "lora": None, "quantization": None},
+        "data": {"source": "toy", "train_pairs": 64, "seed": 0, "image_size": 56},
+        "rl": {
+            "algo": "grpo", "samples_per_prompt": args.generations,
+            "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
+            "mini_batch_size": args.prompts * args.generations,
+            "micro_batch_size": args.prompts * args.generations, "ppo_epochs": 1,
+            "lr": 1e-5, "kl_coef": 0.0, "temperature": 1.0,
+            "max_new_tokens": args.max_new_tokens, "rollout_batch_size": args.prompts,
+            "swap_prob": 0.0, "seed": args.seed, "progress": False,
+        },
+    }
+    train_rl(recipe, out_dir=out)
+    recs = read_metrics(out)[args.warmup :]
+    secs = [r["seconds"] for r in recs]
+    return {"seconds_per_step": statistics.mean(secs), "samples": recs[0]["samples"],
+            "completion_tokens": statistics.mean(r["length_mean"] for r in recs)}
+
+
+def run_trl(model: str, args, out: Path) -> dict:
+    import datasets
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1reward.data.toy import make_pairs
+    from r1reward.models import load_model
+    from r1reward.prompt import build_prompt
+    from r1reward.rewards import combine_batch, format_rewards, result_rewards
+
+    pairs = make_pairs(64, seed=0)
+    ds = datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": build_prompt(p.question, p.response_1, p.response_2)}],
+         "image": p.images[0], "label": int(p.preferred)}
+        for p in pairs
+    ])
+
+    def r1_reward(completions, label, **_):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        fmt, res = format_rewards(texts), result_rewards(texts, list(label))
+        return combine_batch(fmt, res, [0.0] * len(texts))
+
+    times, lengths = [], []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                lengths.append(logs["completions/mean_length"])
+
+    policy, processor = load_model(model)
+    n = args.prompts * args.generations
+    config = GRPOConfig(
+        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, report_to="none",
+        save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=args.seed,
+        per_device_train_batch_size=n, gradient_accumulation_steps=1, steps_per_generation=1,
+        num_generations=args.generations, max_completion_length=args.max_new_tokens,
+        num_iterations=1, beta=0.0, learning_rate=1e-5, temperature=1.0, top_p=1.0, top_k=0,
+        max_steps=args.warmup + args.steps, use_vllm=False, loss_type="grpo",
+        disable_dropout=True, remove_unused_columns=False,
+    )
+    trainer = GRPOTrainer(model=policy, reward_funcs=[r1_reward], args=config, train_dataset=ds,
+                          processing_class=processor, callbacks=[Timer()])
+    trainer.train()
+    timed = times[args.warmup :]
+    return {"seconds_per_step": statistics.mean(timed), "samples": n,
+            "completion_tokens": statistics.mean(lengths[args.warmup :]) if lengths else float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the tiny model)")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model = _model(args.model)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["r1reward"] = run_r1reward(model, args, Path(tmp) / "r1reward")
+        results["trl"] = run_trl(model, args, Path(tmp) / "trl")
+    print(f"model {model}; {args.prompts} prompts x {args.generations} generations per step, "
+          f"<= {args.max_new_tokens} new tokens, {args.steps} timed steps after {args.warmup} "
+          f"warm-up, torch threads {args.threads}, CPU")
+    print(f"{'trainer':<12}{'s/step':>10}{'samples/s':>12}{'mean completion tokens':>26}"
+          f"{'completion tokens/s':>22}")
+    for name, r in results.items():
+        r["samples_per_s"] = r["samples"] / r["seconds_per_step"]
+        r["tokens_per_s"] = r["samples_per_s"] * r["completion_tokens"]
+        print(f"{name:<12}{r['seconds_per_step']:>10.3f}{r['samples_per_s']:>12.2f}"
+              f"{r['completion_tokens']:>26.1f}{r['tokens_per_s']:>22.1f}")
+    ratio = results["r1reward"]["samples_per_s"] / results["trl"]["samples_per_s"]
+    tok_ratio = results["r1reward"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
+    print(f"ratio r1reward / TRL GRPOTrainer: {ratio:.2f}x samples/s (goal >= 1.2x), "
+          f"{tok_ratio:.2f}x completion tokens/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results,
+                                               "ratio": ratio, "token_ratio": tok_ratio}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())
