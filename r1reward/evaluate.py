@@ -639,6 +639,7 @@ class _Unit:
     greedy: int | None = None
     has_greedy: bool = False
     samples: dict[int, int | None] = field(default_factory=dict)
+    well_formed: dict[str, bool] = field(default_factory=dict)  # sample key -> Table-1 format
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -670,6 +671,7 @@ def summarize(
     Returns:
         A JSON-ready dict: ``overall``, ``macro``, ``by_category``, ``by_parent_category``,
         ``by_order``, ``acc_plus`` (when groups exist), ``ties``, ``unparseable``,
+        ``well_formed`` (share in the exact Table-1 format, when records carry it),
         ``position_bias``, ``swap_consistency``, ``counts``, ``skipped``.
 
     Raises:
@@ -697,6 +699,8 @@ def summarize(
             unit.has_greedy = True
         else:
             unit.samples[int(rec["sample"])] = answer
+        if "well_formed" in rec:
+            unit.well_formed[str(rec["sample"])] = bool(rec["well_formed"])
     if wanted is not None and set(table) != wanted:
         missing = sorted(wanted - set(table))[:5]
         raise ValueError(f"no records for units {missing} (of {len(wanted - set(table))})")
@@ -777,6 +781,17 @@ def summarize(
 
     greedy_answers = [table[u].greedy for u in all_uids]
     sample_answers = [a for u in all_uids for i, a in table[u].samples.items() if i < kmax]
+    wf_greedy = [u.well_formed[GREEDY] for u in table.values() if GREEDY in u.well_formed]
+    wf_samples = [
+        ok
+        for u in table.values()
+        for key, ok in u.well_formed.items()
+        if key != GREEDY and int(key) < kmax
+    ]
+    summary["well_formed"] = {
+        "greedy": _mean([float(x) for x in wf_greedy]),
+        "samples": _mean([float(x) for x in wf_samples]),
+    }
     summary["unparseable"] = {
         "greedy": _mean([float(a is None) for a in greedy_answers]),
         "greedy_count": sum(a is None for a in greedy_answers),
@@ -888,12 +903,15 @@ def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") 
     if "acc_plus" in summary:
         rows.append(row("acc+ (groups)", summary["acc_plus"], summary["acc_plus"]["n_groups"]))
     un, pb, sw = summary["unparseable"], summary["position_bias"], summary["swap_consistency"]
+    wf = summary.get("well_formed", {})
     rows += [
         "",
         "| diagnostic | value |",
         "|---|---:|",
         f"| unparseable greedy (%) | {_pct(un['greedy'])} ({un['greedy_count']}) |",
         f"| unparseable samples (%) | {_pct(un['samples'])} ({un['samples_count']}) |",
+        f"| well formed greedy / samples (%) | {_pct(wf.get('greedy'))} /"
+        f" {_pct(wf.get('samples'))} |",
         f"| position bias greedy: share of '1' (%) | {_pct(pb['greedy'])} |",
         f"| position bias samples: share of '1' (%) | {_pct(pb['samples'])} |",
     ]

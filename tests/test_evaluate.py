@@ -152,6 +152,7 @@ def test_always_one_scores_100_chosen_first_and_50_in_both_orders(tmp_path):
     assert s_both["position_bias"]["greedy"] == 1.0
     assert s_both["position_bias"]["samples"] == 1.0
     assert s_both["swap_consistency"]["greedy"] == 0.0
+    assert s_both["well_formed"] == {"greedy": 1.0, "samples": 1.0}
     assert s_both["by_order"][CF]["greedy"] == 1.0
     assert s_both["by_order"][CS]["greedy"] == 0.0
     md = (tmp_path / "both" / "summary.md").read_text()
