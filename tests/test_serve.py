@@ -429,6 +429,61 @@ def test_load_image_rules(tmp_path) -> None:
         load_image("data:image/png,rawbytes", LIMITS, "img")
 
 
+def test_transformers_judge_with_tiny_model(tiny_server) -> None:
+    """The local-model judge runs batched on the tiny model; an untrained model's replies are
+    (almost surely) not 1/0, and every such reply is a counted 0, never an exception."""
+    from r1reward.judges import TransformersJudge
+
+    engine = tiny_server.engine
+    judge = TransformersJudge(engine.model, engine.processor, max_new_tokens=3, batch_size=4)
+    analyses = ["Response 1 is better.", "Response 2 is better.", "", "Response 2 is better."]
+    out = judge.judge(analyses, [1, 1, 1, None], images=[[], [], [], []])
+    assert len(out) == 4 and set(out) <= {1, -1, 0}
+    assert out[2] == 0 and out[3] == 0  # not asked: empty analysis, no verdict
+    assert judge.stats["asked"] == 2
+    assert out[:2].count(0) == judge.stats["unparseable"]
+
+
+def test_cli_serves_the_tiny_model(tiny_server, tmp_path) -> None:
+    """`r1reward serve --model DIR` in a subprocess: health, models, one reward, then SIGTERM."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    model_dir = tiny_server.engine.model.name_or_path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", model_dir, "--port", str(port)]
+    cmd += ["--reward-max-tokens", "4", "--threads", "1", "--log-level", "warning", "--max-k", "2"]
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                health = httpx.get(url + "/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.3)
+        name = os.path.basename(model_dir.rstrip("/"))
+        assert health["model"] == name
+        assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == name
+        body = {"question": "q", "response_1": "a", "response_2": "b", "k": 2}
+        answer = httpx.post(url + "/v1/reward", json=body, timeout=120)
+        assert answer.status_code == 200, answer.text
+        _check_reward(answer.json(), k=2)
+        assert "--max-k" in _error(httpx.post(url + "/v1/reward", json={**body, "k": 3}), 400)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
 def test_cli_parser_defaults_to_loopback() -> None:
     args = build_parser().parse_args(["--model", "some/path"])
     assert args.host == "127.0.0.1" and args.port == 8000
