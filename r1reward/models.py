@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ __all__ = [
 #: looks complete).
 MARKER = "r1reward_tiny.json"
 #: Bump when the folder layout/tokenizer recipe changes, so old cached folders get rebuilt.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 #: Qwen2.5-VL's special tokens, in the order of their ids in the real tokenizer (151643 ...).
 #: The tiny tokenizer gives them ids 0..len-1 in the same order.
@@ -152,55 +153,18 @@ _CHAT_FRAMING = ("system\nYou are a helpful assistant.", "user\n", "assistant\n"
 
 
 def _toy_corpus(n_pairs: int, seed: int) -> Iterator[str]:
-    """Texts of the toy world the tokenizer is trained on: the Table-1 prompt of each toy pair
-    (through :func:`r1reward.prompt.build_prompt`), its target ``<think>..</think><answer>..``
-    and the chat framing.
-
-    Falls back to a synthetic corpus (the Table-1 prompt around a word list) while the toy world
-    module is not available.
-    """
+    """Texts the tokenizer is trained on: for ``n_pairs`` toy training pairs, the Table-1 prompt
+    (:func:`r1reward.prompt.build_prompt`) and the target ``<think>..</think><answer>..``
+    (:func:`r1reward.data.toy.target_text`), plus the chat framing. Held-out pairs are never
+    read; any other text still encodes (byte-level BPE), only in more tokens."""
+    from r1reward.data import toy
     from r1reward.prompt import build_prompt
 
-    try:
-        from r1reward.data import toy
-    except ImportError:
-        toy = None
-    if toy is None:
-        yield from _fallback_corpus(seed)
-    else:
-        for pair in toy.make_pairs(n_pairs, seed=seed, split="train"):
-            yield build_prompt(pair.question, pair.response_1, pair.response_2)
-            yield toy.target_text(pair)
+    for pair in toy.make_pairs(n_pairs, seed=seed, split="train"):
+        yield build_prompt(pair.question, pair.response_1, pair.response_2)
+        yield toy.target_text(pair)
     for _ in range(100):
         yield from _CHAT_FRAMING
-
-
-def _fallback_corpus(seed: int) -> Iterator[str]:
-    import random
-
-    from r1reward.prompt import build_prompt
-
-    rng = random.Random(seed)
-    colours = "red green blue yellow orange purple black white gray pink brown".split()
-    shapes = "circle square triangle star bar shape shapes object objects chart".split()
-    words = (
-        "how many what colour color is the there are in image left right top bottom middle "
-        "above below largest smallest tallest shortest which one count response answer says "
-        "correct wrong better worse because shows has have a an of and it true false not no "
-        "yes picture highest lowest value bars number"
-    ).split()
-    vocab = words + colours + shapes
-
-    def sentence(lo: int, hi: int) -> str:
-        return " ".join(rng.choice(vocab) for _ in range(rng.randint(lo, hi)))
-
-    for _ in range(400):
-        yield build_prompt(sentence(5, 10) + "?", sentence(3, 8) + ".", sentence(3, 8) + ".")
-        n, v = rng.randint(0, 9), rng.choice([1, 2])
-        yield (
-            f"<think>The image shows {n} {rng.choice(colours)} {rng.choice(shapes)}. "
-            f"Response {v} is better.</think><answer>{v}</answer>"
-        )
 
 
 def _train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -303,6 +267,11 @@ def _is_complete(path: Path) -> dict[str, Any] | None:
     return info
 
 
+def _same_build(path: Path, wanted: dict[str, Any]) -> bool:
+    info = _is_complete(path)
+    return info is not None and {k: info.get(k) for k in wanted} == wanted
+
+
 def build_tiny_model(
     path: str | os.PathLike[str],
     *,
@@ -312,35 +281,87 @@ def build_tiny_model(
 ) -> Path:
     """Write a tiny, randomly initialised Qwen2.5-VL model folder at ``path`` and return it.
 
-    The folder holds ``config.json`` + weights (``Qwen2_5_VLForConditionalGeneration``),
-    ``tokenizer.json``/``tokenizer_config.json`` (byte-level BPE trained on ``corpus_pairs`` toy
-    pairs, Qwen2.5-VL special tokens, the chat template), ``preprocessor_config.json`` (Qwen2-VL
-    image processor, ``min_pixels = max_pixels = 56*56``) and a marker file written last.
-    Idempotent: a complete folder built with the same ``size`` and ``seed`` is reused as is;
-    one with other settings raises (never silently overwritten). Deterministic per ``seed``.
-    """
-    import torch
-    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
+    The folder holds ``config.json`` + ``model.safetensors``
+    (``Qwen2_5_VLForConditionalGeneration``, :data:`SIZES`), ``tokenizer.json`` (byte-level
+    BPE trained on the Table-1 prompts and targets of ``corpus_pairs`` toy training pairs, with
+    Qwen2.5-VL's special tokens and single-token ``<think>``/``<answer>`` tags),
+    ``chat_template.jinja`` (:data:`CHAT_TEMPLATE`), ``processor_config.json`` (Qwen2-VL image
+    and video processors with ``min_pixels = max_pixels = 56*56``) and, written last, a marker
+    file :data:`MARKER`.
 
+    Idempotent: a complete folder built with the same settings is returned as is; one built
+    with other ``size``/``seed``/``corpus_pairs`` raises ``FileExistsError`` (never silently
+    overwritten), and one from an older :data:`BUILD_VERSION` is rebuilt. The build happens in
+    a temporary sibling folder renamed into place at the end, so a crash never leaves a folder
+    that looks complete. Deterministic: the same arguments give byte-identical files.
+    """
     path = Path(path)
     wanted = {"size": size, "seed": seed, "corpus_pairs": corpus_pairs, "version": BUILD_VERSION}
-    info = _is_complete(path)
-    if info is not None:
-        got = {k: info.get(k) for k in wanted}
-        if got != wanted:
-            raise FileExistsError(
-                f"{path}: a tiny model built with {got} already exists; asked for {wanted}. "
-                "Use another folder or delete this one."
-            )
-        return path
     if size not in SIZES:
         raise ValueError(f"build_tiny_model: size={size!r}; expected one of {sorted(SIZES)}")
-
+    info = _is_complete(path)
+    if info is not None:
+        if _same_build(path, wanted):
+            return path
+        keys = ("size", "seed", "corpus_pairs")
+        if any(info.get(k) != wanted[k] for k in keys):
+            got = {k: info.get(k) for k in keys}
+            raise FileExistsError(
+                f"{path}: a tiny model built with {got} already exists; asked for "
+                f"{ {k: wanted[k] for k in keys} }. Use another folder or delete this one."
+            )
+        # the same request built by an older recipe (version): rebuilt below
+    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(
+            f"{path}: exists and is not a complete tiny-model folder (no {MARKER}); "
+            "refusing to overwrite it. Use another folder or delete this one."
+        )
     t0 = time.perf_counter()
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        _write_tiny_folder(tmp, size=size, seed=seed, corpus_pairs=corpus_pairs)
+        marker = dict(
+            wanted,
+            n_params=_count_parameters(tmp),
+            build_seconds=round(time.perf_counter() - t0, 3),
+        )
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if path.exists():
+            if _same_build(path, wanted):  # another process finished the same build first
+                shutil.rmtree(tmp)
+                return path
+            shutil.rmtree(path)  # an empty folder, or our own folder from an older version
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not _same_build(path, wanted):
+                raise
+            shutil.rmtree(tmp)  # lost a race to an identical build
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _count_parameters(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(f, framework="pt") as handle:
+            for key in handle.keys():
+                shape = handle.get_slice(key).get_shape()
+                n = 1
+                for d in shape:
+                    n *= d
+                total += n
+    return total
+
+
+def _write_tiny_folder(tmp: Path, *, size: str, seed: int, corpus_pairs: int) -> None:
+    import torch
+    from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 
     tok = _train_tokenizer(_toy_corpus(corpus_pairs, seed), SIZES[size]["vocab_size"])
     vocab = tok.get_vocab()
@@ -371,14 +392,6 @@ def build_tiny_model(
     processor = _make_processor(hf_tok)
     processor.save_pretrained(tmp)
     _finish_processor_files(tmp)
-
-    n_params = sum(p.numel() for p in model.parameters())
-    marker = dict(wanted, n_params=n_params, build_seconds=round(time.perf_counter() - t0, 3))
-    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    if path.exists():
-        shutil.rmtree(path)  # an incomplete folder (no marker) from a crashed build
-    tmp.rename(path)
-    return path
 
 
 def _processor_without_video(processor_cls: type) -> type:

@@ -284,24 +284,36 @@ def generate(
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: expected >= 1")
     greedy = (not do_sample) or temperature == 0
+    if not greedy and not (temperature > 0 and 0 < top_p <= 1):
+        raise ValueError(f"temperature={temperature}, top_p={top_p}: expected > 0 and (0, 1]")
+    if not hasattr(model, "generate") and hasattr(model, "module"):
+        model = model.module  # a DistributedDataParallel wrapper
     tok = _tokenizer(processor)
     stops = stop_token_ids(processor)
     stop_set = set(stops)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     device = _model_device(model)
     k = num_return_sequences
+    # Explicit neutral values: a checkpoint's generation_config (Qwen2.5-VL-Instruct ships
+    # repetition_penalty=1.05, top_k=1, ...) must not change the distribution we sample from,
+    # or the samples would not come from the policy that completion_logprobs scores.
     gen_kwargs: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens,
         eos_token_id=stops,
         pad_token_id=pad_id,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
     )
     if greedy:
         gen_kwargs.update(do_sample=False, num_return_sequences=1)
-        # neutral values so a model's generation_config defaults do not warn about sampling
-        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     else:
         gen_kwargs.update(
-            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=k
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            typical_p=1.0,
+            num_return_sequences=k,
         )
 
     results: list[list[Completion]] = [[] for _ in conversations]

@@ -141,13 +141,65 @@ def test_build_refuses_a_folder_built_with_other_settings(tiny_dir):
         build_tiny_model(tiny_dir, seed=5)
 
 
-def test_build_replaces_an_incomplete_folder(tmp_path):
+def test_build_never_overwrites_a_foreign_folder(tmp_path):
     target = tmp_path / "half"
     target.mkdir()
-    (target / "config.json").write_text("{}")  # a crashed build: no marker
-    build_tiny_model(target, seed=0)
-    assert (target / MARKER).is_file()
-    load_model(target)
+    (target / "notes.txt").write_text("mine")  # not a tiny-model folder: no marker
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        build_tiny_model(target, seed=0)
+    assert (target / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (build_tiny_model(empty, seed=0) / MARKER).is_file()  # an empty folder is fine
+
+
+def test_crashed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    def crash(tmp, **kwargs):
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(models, "_write_tiny_folder", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_tiny_model(tmp_path / "tiny", seed=0)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a partial one
+
+
+def test_folder_from_an_older_build_version_is_rebuilt(tiny_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dir, old)
+    info = json.loads((old / MARKER).read_text())
+    info["version"] = models.BUILD_VERSION - 1
+    (old / MARKER).write_text(json.dumps(info))
+    (old / "stale.txt").write_text("from the old recipe")
+    build_tiny_model(old, seed=0)
+    assert json.loads((old / MARKER).read_text())["version"] == models.BUILD_VERSION
+    assert not (old / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def test_hub_style_folder_loads_through_the_same_code(tiny_dir, tmp_path):
+    """The layout of a real Qwen2.5-VL Hub checkpoint (preprocessor_config.json with
+    min/max_pixels, chat_template.json, no processor_config.json) loads with load_model."""
+    import shutil
+
+    hub = tmp_path / "hub"
+    shutil.copytree(tiny_dir, hub)
+    image_cfg = json.loads((hub / "processor_config.json").read_text())["image_processor"]
+    image_cfg.pop("size")
+    image_cfg.update(min_pixels=3136, max_pixels=3136, processor_class="Qwen2_5_VLProcessor")
+    (hub / "preprocessor_config.json").write_text(json.dumps(image_cfg))
+    (hub / "processor_config.json").unlink()
+    template = (hub / "chat_template.jinja").read_text()
+    (hub / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    (hub / "chat_template.jinja").unlink()
+    (hub / MARKER).unlink()
+    model, processor = load_model(hub)
+    from r1reward.rollout import encode
+
+    enc = encode(processor, [_conv()])
+    assert int((enc["input_ids"] == model.config.image_token_id).sum()) == 4
 
 
 def test_bad_size_and_missing_folder_errors(tmp_path):

@@ -96,21 +96,23 @@ def test_seed_makes_sampling_reproducible_and_leaves_global_rng(tiny, convs):
     model, processor = tiny
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    a = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=12, seed=7)
+    a = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=6, seed=7)
     assert torch.equal(torch.get_rng_state(), before)
-    b = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=12, seed=7)
-    c = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=12, seed=8)
+    b = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=6, seed=7)
+    c = generate(model, processor, convs, num_return_sequences=3, max_new_tokens=6, seed=8)
     assert a == b
     assert a != c
 
 
 def test_left_padded_batch_gives_the_unbatched_greedy_output(tiny, convs):
     model, processor = tiny
-    batched = generate(model, processor, convs, do_sample=False, max_new_tokens=20)
+    batched = generate(model, processor, convs, do_sample=False, max_new_tokens=12)
     for i, conv in enumerate(convs):
-        alone = generate(model, processor, [conv], do_sample=False, max_new_tokens=20)
+        alone = generate(model, processor, [conv], do_sample=False, max_new_tokens=12)
         assert batched[i][0].token_ids == alone[0][0].token_ids
-    greedy_k = generate(model, processor, convs[:1], do_sample=False, num_return_sequences=3)
+    greedy_k = generate(
+        model, processor, convs[:1], do_sample=False, num_return_sequences=3, max_new_tokens=4
+    )
     assert len(greedy_k[0]) == 3 and len({tuple(c.token_ids) for c in greedy_k[0]}) == 1
 
 
@@ -174,7 +176,7 @@ def test_bad_inputs_name_what_is_wrong(tiny):
 
 def test_completion_logprobs_match_a_full_forward(tiny, convs):
     model, processor = tiny
-    out = generate(model, processor, convs, max_new_tokens=10, seed=3)
+    out = generate(model, processor, convs, max_new_tokens=6, seed=3)
     completions = [o[0] for o in out]
     batch, mask = build_batch(processor, convs, completions)
     bsz, t = batch["input_ids"].shape
@@ -223,3 +225,22 @@ def test_completion_logprobs_equal_the_sampling_distribution(tiny, convs):
     with torch.no_grad():
         lp = completion_logprobs(model, batch, mask)
     torch.testing.assert_close(lp[:, -new.shape[1] :], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_checkpoint_generation_defaults_do_not_change_sampling(tiny, convs):
+    """Qwen2.5-VL-Instruct ships top_k=1 and repetition_penalty=1.05 in generation_config;
+    generate() samples from the plain tempered distribution regardless."""
+    model, processor = tiny
+    saved = model.generation_config.to_dict()
+    model.generation_config.top_k = 1  # would make every sample the greedy one
+    model.generation_config.repetition_penalty = 5.0
+    try:
+        out = generate(
+            model, processor, convs[:1], num_return_sequences=6, max_new_tokens=8, seed=0
+        )
+    finally:
+        model.generation_config.top_k = saved.get("top_k")
+        model.generation_config.repetition_penalty = saved.get("repetition_penalty")
+    assert len({tuple(c.token_ids) for c in out[0]}) > 1
+    with pytest.raises(ValueError, match="temperature=-1"):
+        generate(model, processor, convs[:1], temperature=-1)
