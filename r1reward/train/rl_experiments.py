@@ -1,0 +1,136 @@
+"""Seeded RL comparisons for the book: StableReinforce, its ablations and Reinforce++ side by side.
+
+The chapters "Reinforce++ on a real run" and "StableReinforce end to end" call these helpers so
+that their cells stay short; every run is an ordinary :func:`r1reward.train.rl.train_rl` run in
+its own folder (``<root>/<variant>-seed<k>``), reused when it is complete and was made with the
+same settings.
+
+Variants (Table 6 of the paper, the RL rows):
+
+- ``stable-reinforce``: Pre-Clip + Advantage Filter + consistency reward;
+- ``no-filter``: StableReinforce without the Advantage Filter;
+- ``no-preclip``: StableReinforce without Pre-Clip;
+- ``reinforce++``: plain ratio, no filter, no consistency reward.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "stable-reinforce": ("rl.algo=stable-reinforce",),
+    "no-filter": ("rl.algo=stable-reinforce", "rl.advantage_filter=false"),
+    "no-preclip": ("rl.algo=stable-reinforce", "rl.pre_clip=false"),
+    "reinforce++": ("rl.algo=reinforce++",),
+}
+
+
+def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_model: str | Path,
+                overrides: Sequence[str] = (), pairs: Sequence[Any] | None = None) -> Path:
+    """Train one ``variant`` with ``seed`` from ``init_model``; return its run folder.
+
+    A folder whose ``summary.json`` exists and whose ``variant.json`` records the same settings
+    is returned as is (the run is not repeated)."""
+    from r1reward.recipes import load_recipe
+    from r1reward.train.rl import train_rl
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANTS)}")
+    out = Path(root) / f"{variant}-seed{seed}"
+    ovr = [*VARIANTS[variant], *overrides, f"rl.seed={seed}", f"rl.init_model={init_model}",
+           "rl.progress=false"]
+    key = {"recipe": recipe, "overrides": ovr, "n_pairs": None if pairs is None else len(pairs)}
+    stamp = out / "variant.json"
+    if (out / "summary.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        return out
+    train_rl(load_recipe(recipe, ovr), out_dir=out, pairs=pairs)
+    stamp.write_text(json.dumps(key))
+    return out
+
+
+def run_grid(recipe: str, variants: Sequence[str], seeds: Sequence[int], root: str | Path, *,
+             init_model: str | Path, overrides: Sequence[str] = (),
+             pairs: Sequence[Any] | None = None) -> dict[tuple[str, int], Path]:
+    """:func:`run_variant` for every (variant, seed); returns their folders."""
+    from tqdm.auto import tqdm
+
+    jobs = [(v, s) for v in variants for s in seeds]
+    return {
+        (v, s): run_variant(recipe, v, s, root, init_model=init_model, overrides=overrides,
+                            pairs=pairs)
+        for v, s in tqdm(jobs, desc="RL runs")
+    }
+
+
+def metrics_table(runs: dict[tuple[str, int], Path]) -> list[dict]:
+    """Every step record of every run, with ``variant`` and ``seed`` added."""
+    from r1reward.train.rl import read_metrics
+
+    rows = []
+    for (variant, seed), path in runs.items():
+        for rec in read_metrics(path):
+            rows.append({"variant": variant, "seed": seed, **rec})
+    return rows
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _mean(recs: list[dict], key: str) -> float:
+    return sum(r[key] for r in recs) / len(recs) if recs else float("nan")
+
+
+def _finite_max(recs: list[dict], key: str) -> float:
+    return max((r[key] for r in recs if _finite(r[key])), default=float("nan"))
+
+
+def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]:
+    """One row per run: did it collapse (non-finite parameters), at which step, the largest loss,
+    ratio and gradient norm seen, the count of non-finite ratios, and the accuracy, well-formed
+    rate and response length averaged over its ``last`` steps."""
+    from r1reward.train.rl import read_metrics
+
+    rows = []
+    for (variant, seed), path in runs.items():
+        recs = read_metrics(path)
+        bad = [r["step"] for r in recs if not r["params_finite"] or not _finite(r["loss"])]
+        tail = [r for r in recs if r["params_finite"] and _finite(r["loss"])][-last:]
+        rows.append({
+            "variant": variant, "seed": seed, "steps": len(recs),
+            "collapsed": bool(bad), "first_nonfinite_step": bad[0] if bad else None,
+            "max_abs_loss": max((abs(r["loss"]) for r in recs if _finite(r["loss"])), default=float("nan")),
+            "max_ratio": max((r["max_ratio"] for r in recs), default=float("nan")),
+            "max_grad_norm": _finite_max(recs, "grad_norm"),
+            "nonfinite_ratios": sum(r["nonfinite_ratios"] for r in recs),
+            "accuracy_end": _mean(tail, "accuracy"), "well_formed_end": _mean(tail, "well_formed"),
+            "length_end": _mean(tail, "length_mean"),
+        })
+    return rows
+
+
+def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str | Path, *,
+                     max_new_tokens: int = 128, batch_size: int = 16) -> dict[str, float]:
+    """Greedy held-out judgments of a model through :func:`r1reward.evaluate.evaluate` (both
+    answer orders); returns accuracy, well-formed rate and mean response length in tokens."""
+    from r1reward.evaluate import ModelSampler, evaluate, load_records
+    from r1reward.models import load_model
+    from r1reward.prompt import parse_judgment
+
+    model, processor = load_model(str(model_path))
+    sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    summary = evaluate(sampler, pairs, ks=(1,), orders="both", out_dir=out_dir,
+                       batch_size=batch_size, progress=False)
+    greedy = [r for r in load_records(Path(out_dir) / "results.jsonl") if r.get("sample") == "greedy"]
+    tok = processor.tokenizer
+    texts = [r.get("text", "") for r in greedy]
+    return {
+        "accuracy": float(summary["overall"]["greedy"]) if "overall" in summary else float("nan"),
+        "well_formed": sum(parse_judgment(t).well_formed for t in texts) / max(1, len(texts)),
+        "length": sum(len(tok(t)["input_ids"]) for t in texts) / max(1, len(texts)),
+        "summary": summary,
+    }
