@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -22,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BUILD_VERSION",
+    "CHAT_TEMPLATE",
+    "DEFAULT_LORA_TARGETS",
+    "MARKER",
     "SIZES",
     "SPECIAL_TOKENS",
     "TAG_TOKENS",
-    "CHAT_TEMPLATE",
     "build_tiny_model",
     "load_model",
+    "load_processor",
     "tiny_config",
     "main",
 ]
@@ -36,7 +41,7 @@ __all__ = [
 #: looks complete).
 MARKER = "r1reward_tiny.json"
 #: Bump when the folder layout/tokenizer recipe changes, so old cached folders get rebuilt.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
 #: Qwen2.5-VL's special tokens, in the order of their ids in the real tokenizer (151643 ...).
 #: The tiny tokenizer gives them ids 0..len-1 in the same order.
@@ -113,8 +118,9 @@ CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
-#: Model shapes. "tiny" is about 1M parameters (fast tests, ci profile); "small" a few M
-#: (the cpu profile, where the toy must be learnt in minutes).
+#: Model shapes. "tiny" is about 0.9M parameters (fast tests, ci profile); "small" about 3M
+#: (the cpu profile, where the toy must be learnt in minutes). ``vocab_size`` is the BPE
+#: trainer's upper bound: the toy corpus saturates at about 630 tokens (whole words).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(
         vocab_size=1024,
@@ -184,9 +190,29 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tok.add_tokens(
-        [AddedToken(t, special=False, normalized=False) for t in QWEN_ADDED_TOKENS + TAG_TOKENS]
+        [
+            AddedToken(t, special=False, normalized=False)
+            for t in QWEN_ADDED_TOKENS + TAG_TOKENS + template_pieces()
+        ]
     )
     return tok
+
+
+def template_pieces() -> tuple[str, ...]:
+    """The fixed text of the Table-1 template between its placeholders (4 pieces).
+
+    The tiny tokenizer holds each piece as one (non-special) token, so a toy prompt costs about
+    45 tokens instead of about 195 and a CPU training step is several times cheaper. The model
+    still receives exactly the text of :func:`r1reward.prompt.build_prompt` (decoding gives it
+    back verbatim); a prompt whose wording differs falls back to ordinary BPE tokens. Real
+    Qwen2.5-VL tokenizers are untouched: this only concerns the toy vocabulary.
+    """
+    import string
+
+    from r1reward.prompt import PROMPT_TEMPLATE
+
+    pieces = [literal for literal, *_ in string.Formatter().parse(PROMPT_TEMPLATE)]
+    return tuple(p for p in pieces if p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +303,7 @@ def build_tiny_model(
     *,
     size: str = "tiny",
     seed: int = 0,
-    corpus_pairs: int = 2000,
+    corpus_pairs: int = 500,
 ) -> Path:
     """Write a tiny, randomly initialised Qwen2.5-VL model folder at ``path`` and return it.
 
@@ -397,12 +423,22 @@ def _write_tiny_folder(tmp: Path, *, size: str, seed: int, corpus_pairs: int) ->
 def _processor_without_video(processor_cls: type) -> type:
     """A subclass of ``processor_cls`` (e.g. ``Qwen2_5_VLProcessor``) without its video processor.
 
-    Why: transformers' Qwen2-VL video processor imports torchvision, and ``ProcessorMixin``
-    checks every sub-processor (even ``None``) against ``BaseVideoProcessor``, which does not
-    exist without torchvision, so neither constructing nor ``from_pretrained`` works on a
-    CPU-only torch where torchvision is not installable. Images go through the PIL image
-    processor, which needs no torchvision. Only used when torchvision is missing; video inputs
-    then raise a clear error instead of being dropped.
+    Why, exactly (transformers 5.x, torchvision not installed):
+
+    - ``AutoProcessor.from_pretrained`` loads every sub-processor named in the processor's
+      ``__init__``; the video one is ``Qwen2VLVideoProcessor``, which raises ``ImportError:
+      Qwen2VLVideoProcessor requires the Torchvision library``;
+    - constructing the processor with ``video_processor=None`` fails too:
+      ``ProcessorMixin.check_argument_for_proper_class`` looks the argument's base class
+      (``VideoProcessorMixin``) up, which is not exported without torchvision, and its
+      fallback lookup raises ``AttributeError: ... VIDEO_PROCESSOR_MAPPING has no attribute
+      '_extra_content'``.
+
+    The subclass drops ``video_processor`` from ``__init__``'s signature (``ProcessorMixin``
+    derives its sub-processors from it), so only the image processor (its PIL backend, no
+    torchvision) and the tokenizer are loaded. Everything else is the real class. It is used
+    only when torchvision is missing; video inputs then raise a clear error instead of being
+    dropped silently.
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
@@ -647,16 +683,34 @@ def load_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="r1reward build-tiny", description=__doc__)
+    """``r1reward build-tiny --out DIR [--size tiny|small] [--seed N]``."""
+    parser = argparse.ArgumentParser(
+        prog="r1reward build-tiny",
+        description=(
+            "Build a tiny, randomly initialised Qwen2.5-VL model folder (real "
+            "Qwen2_5_VLForConditionalGeneration, tokenizer trained on the toy corpus, Qwen's "
+            "special tokens and chat template, image processor for 56x56 toy images). "
+            "Reuses a complete folder built with the same settings."
+        ),
+    )
     parser.add_argument("--out", required=True, help="folder to write (reused if complete)")
-    parser.add_argument("--size", default="tiny", choices=sorted(SIZES))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--size",
+        default="tiny",
+        choices=sorted(SIZES),
+        help="tiny: about 0.9M parameters (tests, ci); small: about 3M (cpu profile)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="weights and corpus seed")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    out = build_tiny_model(args.out, size=args.size, seed=args.seed)
+    try:
+        out = build_tiny_model(args.out, size=args.size, seed=args.seed)
+    except FileExistsError as err:
+        print(f"r1reward build-tiny: {err}", file=sys.stderr)
+        return 1
     info = _is_complete(out) or {}
     print(
-        f"{out}: {info.get('n_params', '?'):,} parameters, size={args.size}, seed={args.seed} "
+        f"{out}: {info.get('n_params', 0):,} parameters, size={args.size}, seed={args.seed} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
     return 0

@@ -112,15 +112,37 @@ def test_chat_template_renders_image_before_text_and_generation_prompt(tiny):
 
 
 def test_toy_image_gives_four_visual_tokens_and_short_prompt(tiny):
+    from r1reward.data import toy
     from r1reward.rollout import encode
 
     processor = tiny[1]
-    enc = encode(processor, [_conv()])
+    pair = toy.make_pairs(1, seed=0, split="heldout")[0]
+    conv = build_messages(pair.question, pair.response_1, pair.response_2, images=pair.images)
+    enc = encode(processor, [conv])
     image_id = processor.image_token_id
     assert int((enc["input_ids"] == image_id).sum()) == 4
     assert tuple(enc["image_grid_thw"][0].tolist()) == (1, 4, 4)
     assert enc["pixel_values"].shape == (16, 3 * 2 * 14 * 14)
-    print(f"\nprompt tokens for a short toy question: {enc['input_ids'].shape[1]}")
+    n = enc["input_ids"].shape[1]
+    target = processor.tokenizer.encode(toy.target_text(pair), add_special_tokens=False)
+    print(f"\ntoy prompt: {n} tokens; teacher target: {len(target)} tokens")
+    assert n < 80  # the Table-1 boilerplate is 4 tokens in the toy vocabulary
+
+
+def test_table1_text_round_trips_through_the_tiny_tokenizer(tiny):
+    from r1reward.prompt import build_prompt
+
+    tok = tiny[1].tokenizer
+    text = build_prompt("How many stars?", "There are 2 stars.", "There are 3 stars.")
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    pieces = models.template_pieces()
+    assert len(pieces) == 4 and all(p in text for p in pieces)
+    assert all(len(tok.encode(p, add_special_tokens=False)) == 1 for p in pieces)
+    # other wording still encodes (byte-level BPE), only in more tokens
+    other = text.replace("impartial", "unbiased, fair")
+    other_ids = tok.encode(other, add_special_tokens=False)
+    assert tok.decode(other_ids) == other and len(other_ids) > len(ids)
 
 
 def test_build_is_idempotent_and_deterministic(tiny_dir, tmp_path):
