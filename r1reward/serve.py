@@ -138,7 +138,20 @@ class ChatRequest(BaseModel):
 
 
 class RewardRequest(BaseModel):
-    """``POST /v1/reward``. Unknown fields are rejected (a typo should not pass silently)."""
+    """``POST /v1/reward``. Unknown fields are rejected (a typo should not pass silently).
+
+    ``k`` judgments per order (``1 <= k <= --max-k``); ``both_orders`` also shows the pair swapped
+    and maps those verdicts back; ``greedy`` defaults to ``k == 1`` (one greedy judgment per order;
+    with ``greedy=true`` and ``k > 1`` still one per order); ``seed`` makes the sampled judgments
+    reproducible (requests without one get a fresh seed per batch). ``images`` are ``data:`` URLs
+    or paths on the server.
+
+    The answer is :class:`r1reward.evaluate.PairJudgment` with ``verdict`` renamed ``preferred``:
+    ``preferred`` (1, 2, or null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the
+    parseable votes preferring ``response_1``; null when none parsed), ``votes``
+    (``{"1", "2", "unparseable"}``), and per judgment ``answers`` (in the caller's positions),
+    ``orders`` (``as-given``/``swapped``), ``analyses``, ``texts``; ``well_formed_rate``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
