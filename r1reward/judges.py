@@ -302,8 +302,9 @@ class JudgeStats:
     unparseable: int = 0  # a chat completion whose text is neither 1 nor 0
     other_errors: int = 0
     failures: int = field(default=0)  # items that ended as 0 because of any of the above
+    last_error: str = ""  # the most recent failure, for logs
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | str]:
         return dict(self.__dict__)
 
 
@@ -322,9 +323,10 @@ class OpenAIJudge:
         api_key: sent as ``Authorization: Bearer``; default ``$R1REWARD_JUDGE_API_KEY`` (may be
             unset for local servers).
         timeout: seconds allowed for each phase (connect, write, read between bytes) of one attempt.
-        max_retries: extra attempts after a connection error, a timeout, HTTP 429 or 5xx, with
-            exponential backoff ``backoff * 2**attempt`` seconds. Other 4xx, malformed bodies and
-            unparseable replies are not retried (they would fail the same way again).
+        max_retries: extra attempts after a refused/broken connection, a reply that is not
+            HTTP, a timeout, HTTP 429 or 5xx, waiting ``backoff``, ``2 * backoff``, ... seconds
+            before each. Other 4xx, a 200 whose body is not a chat completion, and unparseable
+            replies are not retried (they would fail the same way again).
         backoff: the first backoff delay in seconds.
         concurrency: requests in flight at once (a thread pool over one pooled HTTP client).
         last_lines: see :func:`consistency_prompt`.
@@ -427,11 +429,12 @@ class OpenAIJudge:
         self.close()
 
     # ---------------------------------------------------------------- internals
-    def _count(self, name: str, *, failed: bool = False) -> None:
+    def _count(self, name: str, *, failed: bool = False, message: str = "") -> None:
         with self._lock:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
             if failed:
                 self.stats.failures += 1
+                self.stats.last_error = f"{name}: {message}" if message else name
 
     def _payload(self, analysis: str, answer: int, images: Sequence[Any]) -> dict[str, Any]:
         prompt = consistency_prompt(analysis, answer, last_lines=self.last_lines)
@@ -461,7 +464,7 @@ class OpenAIJudge:
             text = self._request(payload)
             value = parse_judge_reply(text)
             if value is None:
-                self._count("unparseable", failed=True)
+                self._count("unparseable", failed=True, message=repr(text[:80]))
                 return 0
             result = reply_to_consistency(value)
             with self._lock:
@@ -471,10 +474,10 @@ class OpenAIJudge:
                     self._cache.popitem(last=False)
             return result
         except _Failure as failure:
-            self._count(failure.kind, failed=True)
+            self._count(failure.kind, failed=True, message=str(failure))
             return 0
-        except Exception:  # noqa: BLE001 - a judge failure must never stop training
-            self._count("other_errors", failed=True)
+        except Exception as exc:  # noqa: BLE001 - a judge failure must never stop training
+            self._count("other_errors", failed=True, message=f"{type(exc).__name__}: {exc}")
             return 0
 
     def _request(self, payload: dict[str, Any]) -> str:

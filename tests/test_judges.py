@@ -271,6 +271,7 @@ def test_server_that_never_answers_times_out(raw_server) -> None:
     assert out == [0]
     assert server.accepted >= 1  # the connection was accepted: this is a read timeout
     assert judge.stats.timeouts == 1 and judge.stats.failures == 1
+    assert judge.stats.last_error.startswith("timeouts: timeout")
     assert judge.stats.requests == RETRIES + 1
     assert TIMEOUT <= elapsed < BUDGET
 
