@@ -413,3 +413,46 @@ def test_toy_teacher_error_rate_grows_with_level():
     t = ToyTeacher(0, base_error=0.1, error_per_difficulty=0.2, max_error=0.45)
     rates = [t.error_rate(make_pair(0, 1, difficulty=d)) for d in (1, 2, 3)]
     assert rates == pytest.approx([0.1, 0.3, 0.45])
+
+
+def test_toy_teacher_end_to_end_is_deterministic_and_harder_for_harder_pairs(tmp_path):
+    from r1reward.data import toy
+
+    pairs = toy.make_pairs(300, seed=0)
+    teacher = ToyTeacher(0, base_error=0.1, error_per_difficulty=0.3)
+    out = curate(pairs, teacher, tmp_path / "a.jsonl", progress=False)
+    again = curate(
+        pairs,
+        ToyTeacher(0, base_error=0.1, error_per_difficulty=0.3),
+        tmp_path / "b.jsonl",
+        progress=False,
+    )
+    assert [p.difficulty for p in out] == [p.difficulty for p in again]
+    assert len(out) == len(pairs)  # the toy teacher never fails to reply
+    for p in out[:50]:
+        if p.difficulty < NEVER:
+            assert p.meta["teacher_analysis"] == toy.teacher_analysis(p, p.preferred)
+    recs = read_records(tmp_path / "a.jsonl")
+    wrong = [a for r in recs.values() for a in r["attempts"] if a["outcome"] == "wrong"]
+    assert wrong and all(
+        toy.analysis_verdict(a["text"].split("<think>")[1].split("</think>")[0]) == a["verdict"]
+        for a in wrong
+    )
+
+    def mean_tries(level):
+        sub = [p for p, raw in zip(out, pairs) if raw.difficulty == level]
+        return sum(p.difficulty for p in sub) / len(sub)
+
+    assert mean_tries(1) < mean_tries(3)
+    hist = difficulty_histogram(out)
+    assert sum(hist.values()) == len(out) and hist[1] > hist[2] > 0
+
+
+def test_cli_curates_toy_pairs_and_resumes(tmp_path, capsys):
+    out = tmp_path / "c.jsonl"
+    assert main(["--toy", "20", "--out", str(out), "--quiet"]) == 0
+    first = capsys.readouterr().out
+    assert "curated 20/20" in first and "difficulty" in first
+    n_lines = len(out.read_text().splitlines())
+    assert main(["--toy", "20", "--out", str(out), "--quiet"]) == 0
+    assert len(out.read_text().splitlines()) == n_lines == 20  # nothing redone
