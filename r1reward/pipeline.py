@@ -100,12 +100,23 @@ def _tiny_spec(recipe: dict) -> dict:
 
 def tiny_model(profile: str) -> Path:
     """The tiny Qwen2.5-VL folder of ``profile`` (``artifacts/<profile>/tiny-model``)."""
-    from r1reward.models import build_tiny_model
+    from r1reward.recipes import build_tiny_cached
 
     spec = _tiny_spec(recipe_for(profile))
     folder = artifacts_dir(profile) / "tiny-model"
     with _lock(folder.parent, folder.name):
-        return build_tiny_model(folder, size=spec.get("size", "tiny"), seed=int(spec.get("seed", 0)))
+        return build_tiny_cached(
+            folder, size=spec.get("size", "tiny"), seed=int(spec.get("seed", 0))
+        )
+
+
+def _tiny_build_info(profile: str, recipe: dict) -> Any:
+    """What the cached SFT/scalar folders depend on: the tiny model's build marker, or the hub id."""
+    if recipe["model"].get("path"):
+        return recipe["model"]["path"]
+    from r1reward.models import MARKER
+
+    return json.loads((tiny_model(profile) / MARKER).read_text())
 
 
 def _curation_path(profile: str, recipe: dict) -> Path:
@@ -156,7 +167,8 @@ def sft_model(profile: str) -> Path:
 
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))
-    key = recipe_hash(recipe["model"], recipe["data"], recipe["sft"], _tiny_spec(base))
+    info = _tiny_build_info(profile, base)
+    key = recipe_hash(recipe["model"], recipe["data"], recipe["sft"], info)
     pairs = curated_pairs(profile)
     folder = artifacts_dir(profile) / f"sft-{key}"
     return _cached(folder, key, lambda out: train_sft(recipe, out_dir=out, pairs=pairs))
@@ -193,7 +205,8 @@ def scalar_baseline(profile: str) -> dict[str, Any]:
 
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))
-    key = recipe_hash(recipe["model"], recipe["data"], recipe["scalar"], _tiny_spec(base))
+    info = _tiny_build_info(profile, base)
+    key = recipe_hash(recipe["model"], recipe["data"], recipe["scalar"], info)
     folder = artifacts_dir(profile) / f"scalar-{key}"
 
     def build(out: Path) -> None:

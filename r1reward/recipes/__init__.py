@@ -27,6 +27,7 @@ __all__ = [
     "apply_overrides",
     "recipe_hash",
     "resolve_model_path",
+    "build_tiny_cached",
 ]
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -142,7 +143,25 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     tiny = model.get("tiny")
     if not tiny:
         raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
-    from r1reward.models import build_tiny_model
-
     size, seed = tiny.get("size", "tiny"), int(tiny.get("seed", 0))
-    return str(build_tiny_model(Path(cache_dir) / f"tiny-{size}-seed{seed}", size=size, seed=seed))
+    return str(build_tiny_cached(Path(cache_dir) / f"tiny-{size}-seed{seed}", size=size, seed=seed))
+
+
+def build_tiny_cached(folder: str | Path, *, size: str, seed: int) -> Path:
+    """:func:`r1reward.models.build_tiny_model` into a cache folder that this package owns.
+
+    A complete tiny-model folder built with other settings (e.g. an older default corpus) is a
+    stale cache entry here: it is removed and rebuilt instead of raising ``FileExistsError``.
+    """
+    import shutil
+
+    from r1reward.models import MARKER, build_tiny_model
+
+    folder = Path(folder)
+    try:
+        return build_tiny_model(folder, size=size, seed=seed)
+    except FileExistsError:
+        if not (folder / MARKER).is_file():
+            raise  # not a tiny-model folder: never delete what we did not build
+        shutil.rmtree(folder)
+        return build_tiny_model(folder, size=size, seed=seed)
