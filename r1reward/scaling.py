@@ -63,19 +63,43 @@ QWEN25_VL_SHAPES: dict[str, dict] = {
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def qwen25_vl_config(size: str = "7b"):
-    """A ``Qwen2_5_VLConfig`` with the exact shape of Qwen2.5-VL-{3B,7B}-Instruct (built locally)."""
+def qwen25_vl_config(size: str = "7b", token_ids: dict[str, int] | None = None):
+    """A ``Qwen2_5_VLConfig`` with the exact shape of Qwen2.5-VL-{3B,7B}-Instruct (built locally).
+
+    ``token_ids`` (``<|image_pad|>``, ``<|video_pad|>``, ``<|vision_start|>``, ``<|vision_end|>``,
+    ``<|endoftext|>``, ``<|im_end|>`` -> id) lets a benchmark pair the real shape with another
+    tokenizer (the tiny one), so a randomly initialised 7B-shaped model runs with no download.
+    """
     from transformers import Qwen2_5_VLConfig
 
     if size not in QWEN25_VL_SHAPES:
         raise ValueError(f"unknown size {size!r}; expected one of {sorted(QWEN25_VL_SHAPES)}")
     shape = QWEN25_VL_SHAPES[size]
-    text = dict(shape["text"], rms_norm_eps=1e-6, max_position_embeddings=128000)
+    text = dict(
+        shape["text"],
+        rms_norm_eps=1e-6,
+        max_position_embeddings=128000,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    )
     tie = text.pop("tie_word_embeddings")
+    ids: dict = {}
+    if token_ids:
+        ids = dict(
+            image_token_id=token_ids["<|image_pad|>"],
+            video_token_id=token_ids["<|video_pad|>"],
+            vision_start_token_id=token_ids["<|vision_start|>"],
+            vision_end_token_id=token_ids["<|vision_end|>"],
+        )
+        text.update(
+            bos_token_id=token_ids["<|endoftext|>"],
+            eos_token_id=token_ids["<|im_end|>"],
+            pad_token_id=token_ids["<|endoftext|>"],
+        )
     return Qwen2_5_VLConfig(
         text_config=text,
         vision_config=dict(shape["vision"], tokens_per_second=2),
         tie_word_embeddings=tie,
+        **ids,
     )
 
 
