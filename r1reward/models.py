@@ -550,15 +550,22 @@ DEFAULT_LORA_TARGETS = (
 )
 
 
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
+
 def _resolve_dtype(dtype: Any) -> Any:
     import torch
 
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return dtype
-    if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype):
-        return getattr(torch, dtype)
+    if isinstance(dtype, str):
+        dtype = _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else None
+    if isinstance(resolved, torch.dtype) and resolved.is_floating_point:
+        return resolved
     raise ValueError(
-        f"dtype={dtype!r}: expected a torch.dtype, 'auto', or a name such as 'bfloat16'"
+        f"dtype={dtype!r}: expected a floating torch.dtype, 'auto', or a name such as "
+        "'bfloat16'/'bf16', 'float16'/'fp16', 'float32'"
     )
 
 
@@ -635,8 +642,8 @@ def load_model(
     ``local_files_only=True``: nothing is downloaded.
 
     Args:
-        dtype: ``torch.dtype``, its name (``"bfloat16"``) or ``"auto"``; None keeps
-            transformers' default (float32).
+        dtype: ``torch.dtype``, its name (``"bfloat16"``, ``"bf16"``, ``"float16"``/``"fp16"``,
+            ``"float32"``) or ``"auto"``; None keeps transformers' default (float32).
         device_map: passed to ``from_pretrained`` (``"auto"``, ``{"": 0}``, ...).
         lora: a dict of ``peft.LoraConfig`` fields (``target_modules`` defaults to
             :data:`DEFAULT_LORA_TARGETS`, ``task_type`` to ``CAUSAL_LM``) or a ``LoraConfig``;

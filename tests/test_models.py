@@ -297,3 +297,10 @@ def test_cli_builds_folder(tmp_path, capsys):
     assert models.main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
     assert (tmp_path / "cli" / MARKER).is_file()
     assert "parameters" in capsys.readouterr().out
+
+
+def test_dtype_names_and_aliases(tiny_dir):
+    model, _ = load_model(tiny_dir, dtype="bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ValueError, match="dtype='int3': expected a floating"):
+        load_model(tiny_dir, dtype="int3")
