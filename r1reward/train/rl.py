@@ -338,8 +338,24 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
 
     flat = [c for g in groups for c in g]
     assert len(flat) == len(pairs) * k, "rollout.generate returned the wrong number of samples"
-    return make_rollout(processor, pairs, convs, [c.token_ids for c in flat], k,
-                        texts=[c.text for c in flat], finish=[c.finish for c in flat])
+    # A sampled vision token (<|image_pad|>, <|vision_start|>, ...) would make the scoring
+    # forward pass look for an image that is not there; such a completion is cut just before it
+    # (the kept prefix is exactly what was sampled) and scored on that prefix.
+    cfg_ = getattr(model, "config", None)
+    vision = {getattr(cfg_, n, None) for n in ("image_token_id", "video_token_id",
+                                                 "vision_start_token_id", "vision_end_token_id")}
+    vision.discard(None)
+    tok = getattr(processor, "tokenizer", processor)
+    ids, texts, finish = [], [], []
+    for c in flat:
+        cut = next((i for i, t in enumerate(c.token_ids) if t in vision), None)
+        if cut is None:
+            ids.append(list(c.token_ids)), texts.append(c.text), finish.append(c.finish)
+        else:
+            ids.append(list(c.token_ids[:cut]))
+            texts.append(tok.decode(c.token_ids[:cut], skip_special_tokens=True))
+            finish.append("vision-token")
+    return make_rollout(processor, pairs, convs, ids, k, texts=texts, finish=finish)
 
 
 def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequence[int]], k: int,

@@ -134,3 +134,23 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
         "length": sum(len(tok(t)["input_ids"]) for t in texts) / max(1, len(texts)),
         "summary": summary,
     }
+
+
+def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
+                  max_new_tokens: int = 128) -> list[dict]:
+    """Held-out greedy accuracy, well-formed rate and length of every run's final model
+    (:func:`heldout_accuracy`, cached in ``<run>/heldout``); a run that collapsed has no final
+    model and gets NaN with ``collapsed=True``."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for (variant, seed), path in tqdm(list(runs.items()), desc="held-out evaluation"):
+        summary = json.loads((path / "summary.json").read_text())
+        row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
+        if summary["collapsed"]:
+            row.update(accuracy=float("nan"), well_formed=float("nan"), length=float("nan"))
+        else:
+            res = heldout_accuracy(path / "final", pairs, path / "heldout", max_new_tokens=max_new_tokens)
+            row.update({k: res[k] for k in ("accuracy", "well_formed", "length")})
+        rows.append(row)
+    return rows
