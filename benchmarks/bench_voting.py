@@ -172,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             f" {t_eval:.2f} s; its Voting@{args.k} = {100 * summary['overall'][f'voting@{args.k}']:.1f} %,"
             f" unparseable samples {100 * summary['unparseable']['samples']:.1f} %"
         )
+        print(
+            f"(accuracies differ between the three runs by sampling noise alone: other random"
+            f" streams, {len(convs)} units)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -590,3 +590,15 @@ def test_accuracy_vs_k_curve_matches_summaries():
         curve["voting"][k - 1] == ev.summarize(recs, ks=(k,))["overall"][f"voting@{k}"]
         for k in curve["k"]
     )
+
+
+def test_parent_categories_roll_up_multimodal_rewardbench_labels():
+    recs = unit_records("m", CF, 1, [1], category="reasoning/math")
+    recs += unit_records("c", CF, 2, [2], category="reasoning/coding")
+    recs += unit_records("g", CF, 1, [1], category="general")
+    s = ev.summarize(recs, ks=(1,))
+    assert set(s["by_category"]) == {"reasoning/math", "reasoning/coding", "general"}
+    assert s["by_parent_category"] == {
+        "reasoning": {"n": 2, "greedy": 0.5, "voting@1": 0.5, "any@1": 0.5}
+    }
+    assert s["macro"]["greedy"] == pytest.approx(2 / 3)  # over the three finest labels
