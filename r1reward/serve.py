@@ -23,7 +23,8 @@ model, so ``/health`` answers while a batch is running. Only one batch runs at a
 
 Validation: bad JSON, a missing field or a wrong type -> 400; ``k``/``n``/``max_tokens`` out of
 range -> 400; a body over ``--max-body-bytes`` or an image over ``--max-image-bytes`` /
-``--max-image-pixels`` -> 413; an unknown model name -> 404. Errors use OpenAI's envelope
+``--max-image-pixels`` -> 413; an unknown model name -> 404; ``--max-queue`` jobs already
+waiting -> 503. Errors use OpenAI's envelope
 ``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients show the message.
 
 Binds to 127.0.0.1 unless ``--host`` says otherwise. Local image paths are read from the server's
@@ -79,6 +80,7 @@ class Limits:
     max_n: int = 16
     max_tokens: int = 2048
     allow_local_images: bool = True
+    max_queue: int = 4096  # generation jobs waiting; beyond it requests get 503 (back-pressure)
 
 
 class APIError(Exception):
@@ -89,7 +91,12 @@ class APIError(Exception):
         self.status, self.message, self.param = status, message, param
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "request_too_large"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    503: "server_busy",
+}
 
 
 def _error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
@@ -652,6 +659,14 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         message = f"internal error: {type(exc).__name__}: {exc}"
         return JSONResponse(_error_body(500, message), status_code=500)
 
+    def check_queue() -> None:
+        if engine.batcher.pending() >= limits.max_queue:
+            raise APIError(
+                503,
+                f"server busy: {engine.batcher.pending()} generation jobs queued (--max-queue "
+                f"{limits.max_queue}); retry later",
+            )
+
     def check_model(name: str | None) -> None:
         if name not in (None, "", engine.name):
             raise APIError(
@@ -685,6 +700,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest) -> dict[str, Any]:
         check_model(request.model)
+        check_queue()
         if request.stream:
             raise APIError(400, "stream=true is not supported by this server", "stream")
         if not 1 <= request.n <= limits.max_n:
@@ -734,6 +750,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
 
     @app.post("/v1/reward")
     async def reward(request: RewardRequest) -> dict[str, Any]:
+        check_queue()
         if not 1 <= request.k <= limits.max_k:
             raise APIError(
                 400,
@@ -1000,6 +1017,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
     parser.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels)
     parser.add_argument(
+        "--max-queue", type=int, default=d.max_queue, help="queued jobs before answering 503"
+    )
+    parser.add_argument(
         "--no-local-images", action="store_true", help="refuse image paths (only data URLs)"
     )
     parser.add_argument("--log-level", default="info")
@@ -1024,6 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         max_n=args.max_n,
         max_tokens=args.max_tokens,
         allow_local_images=not args.no_local_images,
+        max_queue=args.max_queue,
     )
     engine = build_engine(
         args.model,

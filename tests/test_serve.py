@@ -372,6 +372,14 @@ def test_reward_client(rule_server) -> None:
             client.rewards(["q"], ["a"], ["b"], k=9)
 
 
+def test_full_queue_answers_503() -> None:
+    engine = Engine(None, None, "rule", sampler=FunctionSampler(_rule_judgment, "rule"))
+    with BackgroundServer(create_app(engine, Limits(max_queue=0))) as server:
+        body = {"question": "q", "response_1": "RIGHT", "response_2": "b"}
+        assert "server busy" in _error(httpx.post(server.url + "/v1/reward", json=body), 503)
+    engine.close()
+
+
 # ------------------------------------------------------------------------------ the parts
 def test_micro_batcher_merges_and_routes() -> None:
     calls: list[tuple] = []
