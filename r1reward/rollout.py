@@ -220,6 +220,12 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
+def _batch_seed(seed: int, batch_index: int) -> int:
+    """Seed of batch ``batch_index`` of a call seeded with ``seed``; calls with nearby seeds
+    (step 3 and step 4 of a trainer) never share a batch seed."""
+    return (seed * 1_000_003 + batch_index) % (2**63)
+
+
 def _model_device(model: Any) -> torch.device:
     try:
         return model.device
@@ -268,8 +274,9 @@ def generate(
         processor: its processor (chat template, image processor, tokenizer).
         conversations: ``build_messages`` outputs.
         seed: when given, the samples are reproducible: batch ``b`` (prompts
-            ``b*batch_size ...``) is sampled under seed ``seed + b``; the caller's global RNG
-            state is left untouched.
+            ``b*batch_size ...``) is sampled under its own seed derived from ``(seed, b)``, so
+            the same call gives the same completions (for the same ``batch_size``); the
+            caller's global RNG state is left untouched.
         progress: show a tqdm bar over prompts.
         engine: ``"transformers"``; ``"vllm"`` is reserved for the vLLM engine.
 
@@ -327,7 +334,7 @@ def generate(
             chunk = conversations[start : start + batch_size]
             batch = encode(processor, chunk).to(device)
             prompt_len = batch["input_ids"].shape[1]
-            with _seeded(None if seed is None else seed + b, device):
+            with _seeded(None if seed is None else _batch_seed(seed, b), device):
                 out = model.generate(**batch, **gen_kwargs)
             sequences = out if isinstance(out, torch.Tensor) else out.sequences
             new = sequences[:, prompt_len:].tolist()

@@ -192,6 +192,11 @@ def test_completion_logprobs_match_a_full_forward(tiny, convs):
     ref = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
     ref = torch.cat([torch.zeros(bsz, 1), ref], 1) * mask
     torch.testing.assert_close(lp.detach(), ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        hot = completion_logprobs(model, batch, mask, temperature=2.0)
+    ref2 = torch.log_softmax(logits[:, :-1] / 2.0, -1).gather(-1, batch["input_ids"][:, 1:, None])
+    ref2 = torch.cat([torch.zeros(bsz, 1), ref2[..., 0]], 1) * mask
+    torch.testing.assert_close(hot, ref2, atol=1e-4, rtol=1e-4)
     # gradients flow for the policy loss
     lp.sum().backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
