@@ -452,6 +452,18 @@ def test_transformers_judge_with_tiny_model(tiny_server) -> None:
     assert out[:2].count(0) == judge.stats["unparseable"]
 
 
+def test_openai_judge_against_the_served_model(tiny_server) -> None:
+    """The served model as the consistency judge, through its own chat endpoint."""
+    from r1reward.judges import OpenAIJudge
+
+    with OpenAIJudge(tiny_server.url + "/v1", "tiny", timeout=60, max_tokens=3) as judge:
+        out = judge.judge(["Response 1 is better.", "Response 2 is better."], [1, 1])
+    assert set(out) <= {1, -1, 0}
+    stats = judge.stats
+    assert stats.requests == 2 and stats.connect_errors == stats.timeouts == stats.http_errors == 0
+    assert stats.ok + stats.unparseable == 2  # every reply came back; each is a verdict or a 0
+
+
 def test_cli_serves_the_tiny_model(tiny_server, tmp_path) -> None:
     """`r1reward serve --model DIR` in a subprocess: health, models, one reward, then SIGTERM."""
     import os
