@@ -254,6 +254,11 @@ class ModelSampler:
         )
         return [[c.text for c in comps] for comps in out]
 
+    @property
+    def supports_video(self) -> bool:
+        """Whether the processor has a video processor (transformers needs torchvision for it)."""
+        return getattr(self.processor, "video_processor", None) is not None
+
     def describe(self) -> dict[str, Any]:
         return {
             "sampler": "model",
@@ -925,7 +930,9 @@ def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") 
     for name, n in summary["ties"].items():
         rows.append(f"| ties broken in {name} | {n} |")
     sk = summary.get("skipped") or {}
-    rows.append(f"| pairs skipped | {sk.get('count', 0)} {sk.get('reason', '')} |")
+    rows.append(f"| pairs skipped | {sk.get('count', 0)} |")
+    for why, n in (sk.get("reasons") or {}).items():
+        rows.append(f"| skipped: {why} | {n} |")
     return "\n".join(rows) + "\n"
 
 
@@ -968,7 +975,8 @@ def evaluate(
         sampler: a :class:`Sampler` (``ModelSampler`` for a model, ``ConstantSampler`` ...).
         pairs: :class:`r1reward.data.PreferencePair` objects with unique ids; images may be PIL
             images or paths (relative ones under ``image_root``); videos are paths or frame
-            lists. Pairs with a video path are skipped (and counted) when PyAV is missing.
+            lists. Video pairs are skipped (and counted, with the reason) when a video file
+            needs PyAV and it is missing, or when the sampler says ``supports_video = False``.
         ks: Voting@K / Any-correct@K values; ``max(ks)`` samples are drawn per unit.
         orders: ``"both"``, ``"random"`` or ``"chosen-first"`` (see the module docstring).
         out_dir: gets ``results.jsonl`` (resumable), ``config.json``, ``summary.json``,
@@ -1019,7 +1027,21 @@ def evaluate(
 
     reader = _video_reader()
     needs_media = bool(getattr(sampler, "needs_media", True))
-    skipped_ids = [p.id for p in pairs if needs_media and reader is None and _needs_reader(p, root)]
+    supports_video = bool(getattr(sampler, "supports_video", True))
+
+    def skip_reason(pair: Any) -> str | None:
+        if not needs_media or not pair.videos:
+            return None
+        if not supports_video:
+            return (
+                "video pair: the model's processor takes no video (transformers needs torchvision)"
+            )
+        if reader is None and _needs_reader(pair, root):
+            return "video pair: no video reader installed (pip install av)"
+        return None
+
+    reasons = {p.id: skip_reason(p) for p in pairs}
+    skipped_ids = [pid for pid, why in reasons.items() if why is not None]
     skipped_set = set(skipped_ids)
     units = [
         (pair, order)
@@ -1092,10 +1114,8 @@ def evaluate(
 
     skipped: dict[str, Any] = {"count": len(skipped_ids)}
     if skipped_ids:
-        skipped.update(
-            reason="(video pairs: no video reader installed; pip install av)",
-            ids=skipped_ids[:50],
-        )
+        skipped["reasons"] = dict(Counter(reasons[pid] for pid in skipped_ids))
+        skipped["ids"] = skipped_ids[:50]
     summary = summarize(
         load_records(out / RESULTS_FILE),
         ks=ks,

@@ -482,7 +482,29 @@ def test_video_files_are_skipped_and_counted_without_a_reader(tmp_path, monkeypa
     assert s["skipped"]["ids"] == ["p000"]
     assert s["counts"]["pairs"] == 2  # the frame folder needs no reader
     assert ["video", "text"] in seen
-    assert "pairs skipped | 1" in (tmp_path / "out" / "summary.md").read_text()
+    assert s["skipped"]["reasons"] == {"video pair: no video reader installed (pip install av)": 1}
+    report = (tmp_path / "out" / "summary.md").read_text()
+    assert "| pairs skipped | 1 |" in report
+    assert "no video reader installed" in report
+
+
+def test_video_pairs_are_skipped_when_the_processor_takes_no_video(tmp_path):
+    class NoVideo(ev.FunctionSampler):
+        supports_video = False
+
+    s = ev.evaluate(
+        NoVideo(lambda conv, i, seed: answer(1)),
+        video_pairs(tmp_path),
+        ks=(1,),
+        orders="both",
+        out_dir=tmp_path / "out",
+        image_root=tmp_path,
+        progress=False,
+    )
+    assert s["skipped"]["count"] == 2
+    assert sorted(s["skipped"]["ids"]) == ["p000", "p001"]
+    assert list(s["skipped"]["reasons"].values()) == [2]
+    assert s["counts"] == {"pairs": 1, "units": 2, "samples_per_unit": 1}
 
 
 def test_video_files_are_read_through_the_reader_when_installed(tmp_path, monkeypatch):
