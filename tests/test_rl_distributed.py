@@ -34,9 +34,14 @@ def _batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _worker(out_dir: str, filter_sigma: float | None) -> None:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState, PartialState
 
     from r1reward.train.rl import global_normalize
 
+    # the workers are forked: drop any single-process state an earlier test left in the parent
+    AcceleratorState._reset_state(True)
+    PartialState._reset_state()
+    GradientState._reset_state()
     acc = Accelerator(cpu=True)
     returns, mask = _batch(acc.process_index)
     adv, info = global_normalize(acc, returns, mask, filter_sigma)
