@@ -244,3 +244,41 @@ def max_rollout_batch(
     )
     free = 0.9 * gpu_gib * GiB - weights
     return max(0, math.floor(free / (kv_cache_bytes_per_token(config) * tokens)))
+
+
+def largest_micro_batch(
+    counts: ParamCount,
+    config,
+    *,
+    mode: str,
+    gpu_gib: float,
+    gpus: int = 1,
+    tokens: int = 2048,
+    headroom: float = 0.9,
+    limit: int = 64,
+    **kwargs,
+) -> int:
+    """The largest micro-batch whose :func:`estimate_training_memory` total stays under
+    ``headroom * gpu_gib`` (the rest is left for the CUDA context, allocator fragmentation and
+    the rollout's KV cache); 0 when not even one sequence of ``tokens`` fits. An estimate.
+
+    The GPU recipes (``r1reward/recipes/qwen2.5-vl-*.yaml``) pick their micro-batch sizes at or
+    below this value for the card named in their ``hardware`` section.
+    """
+    best = 0
+    for micro in range(1, limit + 1):
+        est = estimate_training_memory(
+            counts, config, mode=mode, gpus=gpus, tokens=tokens, micro_batch=micro, **kwargs
+        )
+        if est.total > headroom * gpu_gib:
+            break
+        best = micro
+    return best
+
+
+def recipe_mode(recipe: dict) -> str:
+    """``"qlora"``, ``"lora"`` or ``"full"``: how a recipe trains its model (``model`` section)."""
+    model = recipe.get("model") or {}
+    if model.get("quantization"):
+        return "qlora"
+    return "lora" if model.get("lora") else "full"
