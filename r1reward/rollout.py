@@ -119,14 +119,21 @@ def _visuals(conversation: Conversation, index: int) -> tuple[list[Any], list[An
         for item in content:
             kind = item.get("type")
             if kind == "image" or (kind is None and "image" in item):
-                if "image" not in item:
+                key = next((k for k in ("image", "path", "url") if k in item), None)
+                if key is None:
                     raise ValueError(
-                        f"conversation {index}, message {m}: image item without an 'image' key "
-                        f"(got keys {sorted(item)})"
+                        f"conversation {index}, message {m}: image item without an 'image', "
+                        f"'path' or 'url' key (got keys {sorted(item)})"
                     )
-                images.append(_load_visual(item["image"]))
+                images.append(_load_visual(item[key]))
             elif kind == "video" or (kind is None and "video" in item):
-                videos.append(item["video"])
+                key = next((k for k in ("video", "path", "url") if k in item), None)
+                if key is None:
+                    raise ValueError(
+                        f"conversation {index}, message {m}: video item without a 'video', "
+                        f"'path' or 'url' key (got keys {sorted(item)})"
+                    )
+                videos.append(item[key])
     return images, videos
 
 

@@ -249,3 +249,20 @@ def test_checkpoint_generation_defaults_do_not_change_sampling(tiny, convs):
     assert len({tuple(c.token_ids) for c in out[0]}) > 1
     with pytest.raises(ValueError, match="temperature=-1"):
         generate(model, processor, convs[:1], temperature=-1)
+
+
+def test_images_given_as_paths_encode_like_pil_images(tiny, tmp_path):
+    processor = tiny[1]
+    img = Image.new("RGB", (56, 56), "orange")
+    img.putpixel((3, 4), (0, 0, 255))
+    img.save(tmp_path / "x.png")
+    as_pil = encode(processor, [build_messages("Q?", "a", "b", images=[img])])
+    as_path = encode(processor, [build_messages("Q?", "a", "b", images=[str(tmp_path / "x.png")])])
+    hf_style = [{"role": "user", "content": [{"type": "image", "path": str(tmp_path / "x.png")}]}]
+    hf_style[0]["content"].append({"type": "text", "text": "Q?"})
+    torch.testing.assert_close(as_pil["pixel_values"], as_path["pixel_values"])
+    assert torch.equal(as_pil["input_ids"], as_path["input_ids"])
+    assert encode(processor, [hf_style])["pixel_values"].shape == as_pil["pixel_values"].shape
+    bad = [{"role": "user", "content": [{"type": "image", "img": img}]}]
+    with pytest.raises(ValueError, match="conversation 0, message 0: image item without"):
+        encode(processor, [bad])
