@@ -229,7 +229,7 @@ def tiny_config(size: str, vocab_size: int, token_ids: dict[str, int]):
     s = SIZES[size]
     head_dim = s["hidden"] // s["heads"]
     # M-RoPE splits head_dim/2 rotary frequencies between (temporal, height, width); the real
-    # model uses [16, 24, 24] for head_dim 128. Keep the same 2:3:3 proportions.
+    # model uses [16, 24, 24] for head_dim 128. Keep about the same 2:3:3 proportions.
     half = head_dim // 2
     t = half // 4
     h = (half - t) // 2
