@@ -519,22 +519,48 @@ def _finish_processor_files(folder: Path) -> None:
     tok_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
 
 
-def load_processor(path_or_hub_id: str | os.PathLike[str], **kwargs: Any):
-    """``AutoProcessor.from_pretrained`` that also works without torchvision (see
-    :func:`_processor_without_video`); ``kwargs`` go to ``from_pretrained``."""
-    import transformers
-    from transformers import AutoConfig, AutoProcessor
-
-    if _torchvision_available():
-        return AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
+def _processor_class_name(path_or_hub_id: str, **kwargs: Any) -> str | None:
+    """The processor class a folder or Hub id asks for: ``processor_class`` in a local
+    folder's processor/preprocessor/tokenizer config, else the class registered for the
+    model type of its ``config.json``."""
+    from transformers import AutoConfig
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+    folder = Path(path_or_hub_id)
+    if folder.is_dir():
+        for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+            f = folder / name
+            if f.is_file():
+                try:
+                    cls_name = json.loads(f.read_text()).get("processor_class")
+                except (OSError, json.JSONDecodeError, AttributeError):
+                    cls_name = None
+                if isinstance(cls_name, str):
+                    return cls_name
+        if not (folder / "config.json").is_file():
+            return None
     config = AutoConfig.from_pretrained(path_or_hub_id, **kwargs)
     name = PROCESSOR_MAPPING_NAMES.get(config.model_type)
-    cls = getattr(transformers, name, None) if isinstance(name, str) else None
-    if cls is None or "video_processor" not in cls.get_attributes():
-        return AutoProcessor.from_pretrained(path_or_hub_id, **kwargs)
-    return _processor_without_video(cls).from_pretrained(path_or_hub_id, **kwargs)
+    return name if isinstance(name, str) else None
+
+
+def load_processor(path_or_hub_id: str | os.PathLike[str], **kwargs: Any):
+    """``AutoProcessor.from_pretrained`` that also works without torchvision (see
+    :func:`_processor_without_video`); ``kwargs`` go to ``from_pretrained``.
+
+    With torchvision installed this is exactly ``AutoProcessor.from_pretrained``.
+    """
+    import transformers
+    from transformers import AutoProcessor
+
+    src = str(path_or_hub_id)
+    if _torchvision_available():
+        return AutoProcessor.from_pretrained(src, **kwargs)
+    name = _processor_class_name(src, **kwargs)
+    cls = getattr(transformers, name, None) if name else None
+    if not isinstance(cls, type) or "video_processor" not in cls.get_attributes():
+        return AutoProcessor.from_pretrained(src, **kwargs)
+    return _processor_without_video(cls).from_pretrained(src, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

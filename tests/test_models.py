@@ -304,3 +304,14 @@ def test_dtype_names_and_aliases(tiny_dir):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     with pytest.raises(ValueError, match="dtype='int3': expected a floating"):
         load_model(tiny_dir, dtype="int3")
+
+
+def test_processor_saved_alone_loads_back(tiny, tmp_path):
+    """A processor saved by a trainer (no config.json beside it) loads with load_processor."""
+    processor = tiny[1]
+    processor.save_pretrained(tmp_path / "proc")
+    again = models.load_processor(tmp_path / "proc", local_files_only=True)
+    assert type(again).__name__ == "Qwen2_5_VLProcessor"
+    assert again.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert again.image_processor.size == processor.image_processor.size
+    assert again.chat_template == processor.chat_template
