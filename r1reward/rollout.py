@@ -16,7 +16,9 @@ time (Sec. 4.3). Both go through :func:`generate`:
 :func:`completion_logprobs` returns ``log pi(token)`` for every completion token, which is what
 the policy loss (``r1reward.algorithms.policy_loss``) and the KL estimators consume.
 
-``engine="vllm"`` is the hook for the vLLM engine (a later issue); today it raises a clear error.
+``engine="vllm"`` samples on a colocated vLLM engine instead (:mod:`r1reward.rollout_vllm`, same
+records; a clear ImportError when vllm is not installed); ``engine="auto"`` uses it when vllm is
+installed and the model is on CUDA, and transformers otherwise.
 """
 
 from __future__ import annotations
@@ -186,9 +188,15 @@ def encode(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_engine(engine: str) -> None:
+def _check_engine(engine: str, model: Any = None) -> str:
+    """The engine that will run: ``"transformers"`` or ``"vllm"``.
+
+    ``"vllm"`` needs the vllm package (clear ImportError with install instructions otherwise);
+    ``"auto"`` picks vLLM when it is importable and the model sits on a CUDA device, and falls
+    back to transformers otherwise (same :class:`Completion` records either way).
+    """
     if engine == "transformers":
-        return
+        return engine
     if engine == "vllm":
         try:
             import vllm  # noqa: F401
@@ -198,11 +206,16 @@ def _check_engine(engine: str) -> None:
                 "Install it on a CUDA machine with `pip install vllm` (or `pip install "
                 "'r1reward[vllm]'`), or use engine='transformers'."
             ) from err
-        raise NotImplementedError(
-            "rollout engine 'vllm' is installed but not wired yet (scaling issue); "
-            "use engine='transformers'"
-        )
-    raise ValueError(f"rollout engine {engine!r}: expected 'transformers' or 'vllm'")
+        return engine
+    if engine == "auto":
+        import importlib.util
+
+        on_cuda = model is not None and _model_device(model).type == "cuda"
+        return "vllm" if on_cuda and importlib.util.find_spec("vllm") is not None else "transformers"
+    raise ValueError(
+        f"rollout engine {engine!r}: expected 'transformers' or 'vllm' "
+        "(or 'auto': vLLM when installed and the model is on CUDA, else transformers)"
+    )
 
 
 @contextlib.contextmanager
@@ -285,12 +298,14 @@ def generate(
             the same call gives the same completions (for the same ``batch_size``); the
             caller's global RNG state is left untouched.
         progress: show a tqdm bar over prompts.
-        engine: ``"transformers"``; ``"vllm"`` is reserved for the vLLM engine.
+        engine: ``"transformers"`` (default), ``"vllm"`` (colocated vLLM engine with weight
+            sync, :mod:`r1reward.rollout_vllm`; needs vllm and CUDA) or ``"auto"`` (vLLM when
+            installed and the model is on CUDA, else transformers). Same records either way.
 
     Returns:
         ``out[i]`` holds the ``num_return_sequences`` :class:`Completion` of conversation ``i``.
     """
-    _check_engine(engine)
+    engine = _check_engine(engine, model)
     if num_return_sequences < 1:
         raise ValueError(f"num_return_sequences={num_return_sequences}: expected >= 1")
     if batch_size < 1:
@@ -300,6 +315,14 @@ def generate(
     greedy = (not do_sample) or temperature == 0
     if not greedy and not (temperature > 0 and 0 < top_p <= 1):
         raise ValueError(f"temperature={temperature}, top_p={top_p}: expected > 0 and (0, 1]")
+    if engine == "vllm":
+        from r1reward import rollout_vllm
+
+        return rollout_vllm.generate(
+            model, processor, conversations, num_return_sequences=num_return_sequences,
+            do_sample=do_sample, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
+        )
     if not hasattr(model, "generate") and hasattr(model, "module"):
         model = model.module  # a DistributedDataParallel wrapper
     tok = _tokenizer(processor)
