@@ -208,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             _reset()
         rows.append(row)
         print(json.dumps(row), flush=True)
+    command = "python benchmarks/bench_gpu_scale.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     (args.out / f"scale-{args.size}.json").write_text(
-        json.dumps({"device": device, "rows": rows}, indent=1)
+        json.dumps({"device": device, "command": command, "rows": rows}, indent=1)
     )
     print(
         f"\n{'mode':6} {'weights GiB':>11} {'rollout tok/s':>14} {'rollout GiB':>11} {'SFT tok/s':>10} {'SFT GiB':>8} {'RL tok/s':>9} {'RL GiB':>7}"

@@ -10,7 +10,10 @@ training under ZeRO-3 / FSDP. Every number it returns is an *estimate* and is la
 
 from __future__ import annotations
 
+import functools
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 GiB = 1024**3
@@ -282,3 +285,155 @@ def recipe_mode(recipe: dict) -> str:
     if model.get("quantization"):
         return "qlora"
     return "lora" if model.get("lora") else "full"
+
+
+# --------------------------------------------------------------------------------------------
+# tables for the "Scaling up" chapter
+# --------------------------------------------------------------------------------------------
+
+
+def recipe_row(recipe: dict) -> dict:
+    """One line of the recipes-side-by-side table: model, how it trains, batch sizes, launcher."""
+    model, sft, rl = recipe.get("model") or {}, recipe.get("sft") or {}, recipe.get("rl") or {}
+    hw = recipe.get("hardware") or {}
+    lora = model.get("lora") or {}
+    gpus = int(hw.get("gpus", 1))
+    return {
+        "recipe": recipe.get("name"),
+        "model": model.get("path") or f"tiny ({(model.get('tiny') or {}).get('size', 'tiny')})",
+        "training": recipe_mode(recipe) + (f" r={lora['r']}" if lora.get("r") else ""),
+        "dtype": model.get("dtype"),
+        "target": f"{gpus} x {hw['gpu_memory_gib']} GB" if hw else "CPU / see file",
+        "sft micro-batch": sft.get("batch_size"),
+        "sft grad accum": sft.get("grad_accum"),
+        "sft effective batch": gpus * int(sft.get("batch_size", 1)) * int(sft.get("grad_accum", 1)),
+        "sft lr": sft.get("lr"),
+        "rl micro-batch": rl.get("micro_batch_size"),
+        "rl mini-batch": rl.get("mini_batch_size"),
+        "rl lr": rl.get("lr"),
+        "grad ckpt": bool(sft.get("gradient_checkpointing")),
+        "judge": rl.get("judge") if isinstance(rl.get("judge"), str) else rl["judge"].get("kind"),
+        "accelerate config": (hw.get("accelerate_config") or "none (1 process)").rsplit("/", 1)[-1],
+    }
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"sft": {"lr": 1}}`` -> ``{"sft.lr": 1}`` (the dotted keys that overrides use)."""
+    out: dict = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def recipe_diff(a: dict, b: dict) -> list[dict]:
+    """Every dotted key whose value differs between recipes ``a`` and ``b`` (or exists in one).
+
+    Returns rows ``{"key", a["name"], b["name"]}`` sorted by key; ``"-"`` marks a missing key.
+    """
+    fa, fb = flatten(a), flatten(b)
+    na, nb = str(a.get("name", "a")), str(b.get("name", "b"))
+    rows = []
+    for key in sorted(set(fa) | set(fb)):
+        va, vb = fa.get(key, "-"), fb.get(key, "-")
+        if key != "name" and va != vb:
+            rows.append({"key": key, na: va, nb: vb})
+    return rows
+
+
+#: (label, mode, gpus) of the chapter's memory table.
+SETUPS: tuple[tuple[str, str, int], ...] = (
+    ("LoRA, 1 GPU", "lora", 1),
+    ("QLoRA, 1 GPU", "qlora", 1),
+    ("full, 1 GPU", "full", 1),
+    ("full, 8 GPUs (ZeRO-3/FSDP)", "full", 8),
+)
+
+
+@functools.cache
+def exact_shape(size: str) -> tuple[object, ParamCount]:
+    """``(config, counts)`` of Qwen2.5-VL-``size``, built once per process (meta device)."""
+    config = qwen25_vl_config(size)
+    return config, count_parameters(config)
+
+
+def memory_rows(
+    sizes: tuple[str, ...] = ("3b", "7b"),
+    *,
+    tokens: int = 4096,
+    micro_batch: int = 1,
+    setups: tuple[tuple[str, str, int], ...] = SETUPS,
+) -> list[dict]:
+    """The estimate of :func:`estimate_training_memory` for each size and setup (GiB per GPU).
+
+    Every row carries ``"source": "estimate"``: these are worked out on paper, not measured.
+    """
+    rows = []
+    for size in sizes:
+        config, counts = exact_shape(size)
+        for label, mode, gpus in setups:
+            est = estimate_training_memory(
+                counts, config, mode=mode, gpus=gpus, tokens=tokens, micro_batch=micro_batch
+            )
+            rows.append({"model": f"Qwen2.5-VL-{size.upper()}", "setup": label,
+                         **est.as_row(), "source": "estimate"})
+    return rows
+
+
+def rollout_rows(
+    sizes: tuple[str, ...] = ("3b", "7b"),
+    *,
+    tokens: int = 2048,
+    gpu_gib: tuple[float, ...] = (24, 40, 80),
+) -> list[dict]:
+    """KV-cache bytes per token and how many ``tokens``-long sequences fit after the weights
+    (bf16, and 4-bit) on each card size. Estimates (10 % slack, no training state resident)."""
+    rows = []
+    for size in sizes:
+        config, counts = exact_shape(size)
+        for quant in (False, True):
+            row = {
+                "model": f"Qwen2.5-VL-{size.upper()}",
+                "weights": "4-bit" if quant else "bf16",
+                "KV MiB / token": round(kv_cache_bytes_per_token(config) / 2**20, 3),
+            }
+            for gib in gpu_gib:
+                row[f"seqs on {gib:g} GB"] = max_rollout_batch(
+                    config, counts, gpu_gib=gib, tokens=tokens, quant=quant
+                )
+            rows.append(row)
+    return rows
+
+
+def load_measurements(folder: str | os.PathLike = "runs/scale", *, gpu_only: bool = True) -> list[dict]:
+    """Rows measured by ``benchmarks/bench_gpu_scale.py`` (``folder/scale-*.json``), flattened
+    for a table, each with the device and the command that produced it; ``[]`` when nothing was
+    measured. ``gpu_only`` drops the CPU dry runs (``--size tiny`` on a machine without a GPU)."""
+    from pathlib import Path
+
+    rows = []
+    for path in sorted(Path(folder).glob("scale-*.json")):
+        data = json.loads(path.read_text())
+        if gpu_only and str(data.get("device", "cpu")) == "cpu":
+            continue
+        for r in data.get("rows", []):
+            row = {"size": path.stem.removeprefix("scale-"), "mode": r.get("mode"),
+                   "device": data.get("device"), "source": "measured"}
+            if "error" in r:
+                row["error"] = r["error"]
+            else:
+                row.update({
+                    "weights GiB": r["weights_gib"],
+                    "rollout tok/s": r["rollout"]["tokens_per_s"],
+                    "rollout peak GiB": r["rollout"]["peak_gib"],
+                    "SFT step tok/s": r["sft_step"]["tokens_per_s"],
+                    "SFT step peak GiB": r["sft_step"]["peak_gib"],
+                    "RL step tok/s": r["rl_step"]["tokens_per_s"],
+                    "RL step peak GiB": r["rl_step"]["peak_gib"],
+                })
+            row["command"] = data.get("command", "benchmarks/bench_gpu_scale.py")
+            rows.append(row)
+    return rows

@@ -192,3 +192,51 @@ def test_four_bit_recipe_as_shipped_fails_clearly_on_cpu(tiny):
     cfg = rl.RLConfig.from_dict(r["rl"]).resolved()
     with pytest.raises((ImportError, RuntimeError), match=r"bitsandbytes|CUDA"):
         rl.build(r, cfg, rl.make_accelerator(cfg))
+
+
+# ------------------------------------------------------------------ chapter helpers (scaling)
+
+
+def test_largest_micro_batch_is_the_last_that_fits():
+    from r1reward.scaling import estimate_training_memory, largest_micro_batch
+
+    config, counts = _estimate("7b")
+    m = largest_micro_batch(counts, config, mode="lora", gpu_gib=40, tokens=4096)
+    at = functools.partial(estimate_training_memory, counts, config, mode="lora", tokens=4096)
+    assert m >= 1
+    assert at(micro_batch=m).total <= 0.9 * 40 < at(micro_batch=m + 1).total
+    assert largest_micro_batch(counts, config, mode="full", gpu_gib=24, tokens=4096) == 0
+
+
+def test_recipe_diff_and_row():
+    from r1reward.scaling import recipe_diff, recipe_row
+
+    a = load_recipe("toy-cpu")
+    b = load_recipe("toy-cpu", ["sft.lr=0.5", "model.lora={r: 8}"])
+    b["name"] = "other"
+    diff = {row["key"]: row for row in recipe_diff(a, b)}
+    assert set(diff) == {"sft.lr", "model.lora", "model.lora.r"}
+    assert diff["sft.lr"]["other"] == 0.5 and diff["model.lora.r"]["toy-cpu"] == "-"
+    row = recipe_row(load_recipe("qwen2.5-vl-7b-full-zero3"))
+    assert row["training"] == "full" and row["accelerate config"] == "deepspeed-zero3.yaml"
+    assert row["sft effective batch"] == 8 * row["sft micro-batch"] * row["sft grad accum"]
+    assert recipe_row(load_recipe("qwen2.5-vl-7b-qlora"))["training"] == "qlora r=64"
+
+
+def test_measurements_are_read_with_their_command(tmp_path):
+    import json
+
+    from r1reward.scaling import load_measurements
+
+    step = {"tokens_per_s": 10.0, "peak_gib": 3.0}
+    row = {"mode": "lora", "weights_gib": 2.0, "rollout": step, "sft_step": step, "rl_step": step}
+    (tmp_path / "scale-7b.json").write_text(json.dumps(
+        {"device": "NVIDIA H100", "command": "python benchmarks/bench_gpu_scale.py --size 7b",
+         "rows": [row, {"mode": "qlora", "error": "ImportError: bitsandbytes"}]}))
+    (tmp_path / "scale-tiny.json").write_text(json.dumps({"device": "cpu", "rows": [row]}))
+    rows = load_measurements(tmp_path)
+    assert [r["mode"] for r in rows] == ["lora", "qlora"]  # the CPU dry run is left out
+    assert rows[0]["RL step peak GiB"] == 3.0 and rows[0]["command"].endswith("--size 7b")
+    assert "bitsandbytes" in rows[1]["error"]
+    assert len(load_measurements(tmp_path, gpu_only=False)) == 3
+    assert load_measurements(tmp_path / "nothing") == []
