@@ -176,3 +176,23 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("algo,lora,kl_coef", [("grpo", {"r": 4, "lora_alpha": 8}, 0.05),
+                                               ("reinforce++", None, 0.05)])
+def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef):
+    """GRPO with a LoRA adapter (reference = adapter off, KL in the loss) and Reinforce++ with a
+    separate frozen reference (KL in the reward) both train and save."""
+    monkeypatch.setattr(rl, "score", _text_reward)
+    recipe = _recipe(tiny, 3, 0)
+    recipe["model"]["lora"] = lora
+    recipe["rl"].update(algo=algo, kl_coef=kl_coef, prompts_per_step=4, mini_batch_size=4,
+                        micro_batch_size=2, samples_per_prompt=4 if algo == "grpo" else None)
+    final = rl.train_rl(recipe, out_dir=tmp_path / algo)
+    recs = rl.read_metrics(tmp_path / algo)
+    assert [r["step"] for r in recs] == [1, 2, 3] and all(r["params_finite"] for r in recs)
+    assert recs[0]["samples"] == (16 if algo == "grpo" else 4)
+    assert recs[0]["kl"] == 0  # step 1 samples from the reference itself
+    assert any(r["kl"] != 0 for r in recs[1:])  # after an update the policy has moved away
+    saved = final / ("adapter_config.json" if lora else "config.json")
+    assert saved.is_file()
