@@ -437,3 +437,30 @@ def load_measurements(folder: str | os.PathLike = "runs/scale", *, gpu_only: boo
             row["command"] = data.get("command", "benchmarks/bench_gpu_scale.py")
             rows.append(row)
     return rows
+
+
+def recipe_fit(recipe: dict) -> dict | None:
+    """For a recipe with a ``hardware`` section: the largest micro-batch the estimate allows on
+    its card at ``sft.max_length`` tokens per row, beside the micro-batches the recipe chose and
+    the estimated GiB at its SFT micro-batch; ``None`` for recipes without ``hardware``."""
+    hw = recipe.get("hardware")
+    if not hw:
+        return None
+    config, counts = exact_shape(hw["shape"])
+    mode, tokens = recipe_mode(recipe), int(recipe["sft"]["max_length"])
+    kwargs = dict(mode=mode, gpus=int(hw["gpus"]), tokens=tokens,
+                  lora_rank=int((recipe["model"].get("lora") or {}).get("r", 64)))
+    chosen = estimate_training_memory(counts, config, micro_batch=recipe["sft"]["batch_size"],
+                                      **kwargs)
+    return {
+        "recipe": recipe.get("name"),
+        "card": f"{hw['gpus']} x {hw['gpu_memory_gib']} GB",
+        "mode": mode,
+        "tokens/row": tokens,
+        "largest that fits (est.)": largest_micro_batch(
+            counts, config, gpu_gib=float(hw["gpu_memory_gib"]), **kwargs
+        ),
+        "sft micro-batch": recipe["sft"]["batch_size"],
+        "rl micro-batch": recipe["rl"]["micro_batch_size"],
+        "GiB at sft micro-batch (est.)": round(chosen.total, 1),
+    }

@@ -82,6 +82,7 @@ def test_recipe_parses_with_every_section(name):
 @pytest.mark.parametrize("name", WITH_HARDWARE)
 def test_gpu_recipe_sizes_fit_the_memory_estimate(name):
     from r1reward.scaling import largest_micro_batch, recipe_mode
+    from r1reward.scaling import recipe_fit as scaling_fit
 
     r = load_recipe(name)
     hw = r["hardware"]
@@ -93,6 +94,8 @@ def test_gpu_recipe_sizes_fit_the_memory_estimate(name):
     assert fits >= 1, f"{name}: the estimate says not even one row fits"
     assert 1 <= r["sft"]["batch_size"] <= fits
     assert 1 <= r["rl"]["micro_batch_size"] <= fits
+    row = scaling_fit(r)
+    assert row["largest that fits (est.)"] == fits and row["sft micro-batch"] == r["sft"]["batch_size"]
     assert r["sft"]["gradient_checkpointing"] and r["rl"]["gradient_checkpointing"]
     assert r["model"]["dtype"] == "bfloat16" and r["sft"]["bf16"]
 
