@@ -11,7 +11,13 @@ step (forward + backward + AdamW on prompt + completion) and one RL step (comple
 Random weights do not stop, so rollout runs to ``--new-tokens`` and the figures are upper-bound
 lengths; speed and memory depend on shapes, not on what the weights say.
 
+Mode ``engines`` compares the rollout engines on the same bf16 model, prompts, lengths and seed in
+one run: transformers ``generate`` and the colocated vLLM engine (``r1reward.rollout_vllm``; needs
+``pip install vllm`` and CUDA, otherwise its half of the row records the error). Put it last in
+``--modes``: vLLM keeps its memory until the process ends.
+
     python benchmarks/bench_gpu_scale.py --size 7b --modes lora,qlora,full --out runs/scale
+    python benchmarks/bench_gpu_scale.py --size 7b --modes engines --batch 16 --out runs/scale
     python benchmarks/bench_gpu_scale.py --size tiny --modes lora,full   # CPU dry run of the code
 """
 
@@ -181,12 +187,45 @@ def measure(path: Path, mode: str, *, batch: int, new_tokens: int, seq_tokens: i
     return row
 
 
+def measure_engines(path: Path, *, batch: int, new_tokens: int) -> dict:
+    """Rollout tokens/s and peak memory of each engine on the same model, prompts and seed."""
+    _reset()
+    cuda = torch.cuda.is_available()
+    model, processor = load_model(
+        str(path),
+        dtype=torch.bfloat16 if cuda else torch.float32,
+        device_map={"": 0} if cuda else None,
+    )
+    pairs = toy.make_pairs(batch, seed=0, split="train")
+    convs = [build_messages(p.question, p.response_1, p.response_2, images=p.images) for p in pairs]
+    row: dict = {"mode": "engines", "batch": batch}
+    for engine in ("transformers", "vllm"):
+        try:  # warm-up: builds the vLLM engine (and its CUDA graphs) outside the timing
+            generate(model, processor, convs[:1], max_new_tokens=8, seed=0, engine=engine)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            outs = generate(
+                model, processor, convs, max_new_tokens=new_tokens, batch_size=batch, seed=0,
+                engine=engine,
+            )
+            dt = time.perf_counter() - t0
+            n = sum(len(c.token_ids) for o in outs for c in o)
+            row[engine] = {"tokens_per_s": n / dt, "peak_gib": _peak_gib(), "tokens": n}
+        except (ImportError, RuntimeError, NotImplementedError) as err:
+            row[engine] = {"error": f"{type(err).__name__}: {err}"[:300]}
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size", default="7b", choices=["tiny", "3b", "7b"])
-    ap.add_argument("--modes", default="lora,qlora,full", help="comma list of lora, qlora, full")
+    ap.add_argument(
+        "--modes", default="lora,qlora,full", help="comma list of lora, qlora, full, engines"
+    )
     ap.add_argument("--batch", type=int, default=4, help="prompts per step")
     ap.add_argument("--new-tokens", type=int, default=256, help="rollout tokens per prompt")
     ap.add_argument("--seq-tokens", type=int, default=512, help="completion tokens per SFT/RL row")
@@ -200,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
         try:
-            row = measure(
-                path, mode, batch=args.batch, new_tokens=args.new_tokens, seq_tokens=args.seq_tokens
-            )
+            if mode == "engines":
+                row = measure_engines(path, batch=args.batch, new_tokens=args.new_tokens)
+            else:
+                row = measure(
+                    path, mode, batch=args.batch, new_tokens=args.new_tokens,
+                    seq_tokens=args.seq_tokens,
+                )
         except (torch.OutOfMemoryError, RuntimeError, ImportError) as err:
             row = {"mode": mode, "error": f"{type(err).__name__}: {err}"[:300]}
             _reset()
@@ -211,8 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_gpu_scale.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    (args.out / f"scale-{args.size}.json").write_text(
-        json.dumps({"device": device, "command": command, "rows": rows}, indent=1)
+    modes = "-".join(r["mode"] for r in rows)
+    (args.out / f"scale-{args.size}-{modes}.json").write_text(
+        json.dumps(
+            {"device": device, "size": args.size, "command": command, "rows": rows}, indent=1
+        )
     )
     print(
         f"\n{'mode':6} {'weights GiB':>11} {'rollout tok/s':>14} {'rollout GiB':>11} {'SFT tok/s':>10} {'SFT GiB':>8} {'RL tok/s':>9} {'RL GiB':>7}"
@@ -220,6 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if "error" in r:
             print(f"{r['mode']:6} {r['error']}")
+            continue
+        if r["mode"] == "engines":
+            for engine in ("transformers", "vllm"):
+                e = r[engine]
+                if "error" in e:
+                    print(f"rollout engine {engine}: {e['error']}")
+                else:
+                    print(f"rollout engine {engine}: {e['tokens_per_s']:.1f} tok/s, "
+                          f"peak {e['peak_gib']:.1f} GiB")
             continue
         print(
             f"{r['mode']:6} {r['weights_gib']:11.1f} {r['rollout']['tokens_per_s']:14.1f} {r['rollout']['peak_gib']:11.1f}"

@@ -211,7 +211,8 @@ def _check_engine(engine: str, model: Any = None) -> str:
         import importlib.util
 
         on_cuda = model is not None and _model_device(model).type == "cuda"
-        return "vllm" if on_cuda and importlib.util.find_spec("vllm") is not None else "transformers"
+        has_vllm = importlib.util.find_spec("vllm") is not None
+        return "vllm" if on_cuda and has_vllm else "transformers"
     raise ValueError(
         f"rollout engine {engine!r}: expected 'transformers' or 'vllm' "
         "(or 'auto': vLLM when installed and the model is on CUDA, else transformers)"

@@ -282,9 +282,7 @@ def engine_for(model: Any) -> Any:
 def _request(processor: Any, conversation: list[dict], index: int) -> dict[str, Any]:
     """One vLLM prompt: the chat-templated text and the conversation's images."""
     images, videos = _visuals(conversation, index)
-    text = processor.apply_chat_template(
-        [conversation], tokenize=False, add_generation_prompt=True
-    )
+    text = processor.apply_chat_template([conversation], tokenize=False, add_generation_prompt=True)
     text = text[0] if isinstance(text, list) else text
     request: dict[str, Any] = {"prompt": text}
     data: dict[str, Any] = {}
@@ -297,9 +295,7 @@ def _request(processor: Any, conversation: list[dict], index: int) -> dict[str, 
     return request
 
 
-def _completion_ids(
-    out: Any, stops: list[int], stop_set: set[int]
-) -> tuple[list[int], str]:
+def _completion_ids(out: Any, stops: list[int], stop_set: set[int]) -> tuple[list[int], str]:
     """Token ids of one vLLM output in :class:`Completion`'s convention (stop token kept)."""
     ids = list(out.token_ids)
     reason = getattr(out, "stop_reason", None)

@@ -408,10 +408,13 @@ def rollout_rows(
     return rows
 
 
-def load_measurements(folder: str | os.PathLike = "runs/scale", *, gpu_only: bool = True) -> list[dict]:
-    """Rows measured by ``benchmarks/bench_gpu_scale.py`` (``folder/scale-*.json``), flattened
-    for a table, each with the device and the command that produced it; ``[]`` when nothing was
-    measured. ``gpu_only`` drops the CPU dry runs (``--size tiny`` on a machine without a GPU)."""
+def load_measurements(
+    folder: str | os.PathLike = "runs/scale", *, gpu_only: bool = True
+) -> list[dict]:
+    """Rows measured by ``benchmarks/bench_gpu_scale.py`` (``folder/scale-SIZE-MODES.json``),
+    flattened for a table, each with the device and the command that produced it; ``[]`` when
+    nothing was measured. ``gpu_only`` drops the CPU dry runs (``--size tiny`` on a machine
+    without a GPU)."""
     from pathlib import Path
 
     rows = []
@@ -420,10 +423,19 @@ def load_measurements(folder: str | os.PathLike = "runs/scale", *, gpu_only: boo
         if gpu_only and str(data.get("device", "cpu")) == "cpu":
             continue
         for r in data.get("rows", []):
-            row = {"size": path.stem.removeprefix("scale-"), "mode": r.get("mode"),
-                   "device": data.get("device"), "source": "measured"}
+            row = {
+                "size": data.get("size", path.stem.removeprefix("scale-")),
+                "mode": r.get("mode"),
+                "device": data.get("device"),
+                "source": "measured",
+            }
             if "error" in r:
                 row["error"] = r["error"]
+            elif r.get("mode") == "engines":  # transformers vs vLLM rollout, same model and seed
+                for engine, label in (("transformers", "rollout tok/s"),
+                                      ("vllm", "vLLM rollout tok/s")):
+                    e = r.get(engine, {})
+                    row[label] = e.get("tokens_per_s", e.get("error"))
             else:
                 row.update({
                     "weights GiB": r["weights_gib"],

@@ -88,14 +88,20 @@ def test_gpu_recipe_sizes_fit_the_memory_estimate(name):
     hw = r["hardware"]
     config, counts = _estimate(hw["shape"])
     fits = largest_micro_batch(
-        counts, config, mode=recipe_mode(r), gpus=hw["gpus"], gpu_gib=hw["gpu_memory_gib"],
-        tokens=r["sft"]["max_length"], lora_rank=(r["model"]["lora"] or {}).get("r", 64),
+        counts,
+        config,
+        mode=recipe_mode(r),
+        gpus=hw["gpus"],
+        gpu_gib=hw["gpu_memory_gib"],
+        tokens=r["sft"]["max_length"],
+        lora_rank=(r["model"]["lora"] or {}).get("r", 64),
     )
     assert fits >= 1, f"{name}: the estimate says not even one row fits"
     assert 1 <= r["sft"]["batch_size"] <= fits
     assert 1 <= r["rl"]["micro_batch_size"] <= fits
     row = scaling_fit(r)
-    assert row["largest that fits (est.)"] == fits and row["sft micro-batch"] == r["sft"]["batch_size"]
+    assert row["largest that fits (est.)"] == fits
+    assert row["sft micro-batch"] == r["sft"]["batch_size"]
     assert r["sft"]["gradient_checkpointing"] and r["rl"]["gradient_checkpointing"]
     assert r["model"]["dtype"] == "bfloat16" and r["sft"]["bf16"]
 
@@ -134,8 +140,9 @@ def test_sft_trainer_builds_on_cpu(name, tiny, tmp_path):
     from r1reward.train.sft import build_trainer
 
     r = _cpu_recipe(name, tiny)
-    trainer, _ = build_trainer(r, out_dir=tmp_path, pairs=make_pairs(4, seed=1),
-                               model_path=str(tiny))
+    trainer, _ = build_trainer(
+        r, out_dir=tmp_path, pairs=make_pairs(4, seed=1), model_path=str(tiny)
+    )
     assert isinstance(trainer, SFTTrainer)
     args = trainer.args
     assert args.per_device_train_batch_size == r["sft"]["batch_size"]
@@ -181,8 +188,9 @@ def test_rl_pieces_build_and_take_one_step_on_cpu(name, tiny):
     adv = torch.linspace(-1, 1, n)[:, None] * ro.mask
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
     one_epoch = rl.dataclasses.replace(cfg, ppo_epochs=1)
-    stats = rl.ppo_update(acc, model, opt, one_epoch, ro, old, adv, None, pad,
-                          torch.Generator().manual_seed(0))
+    stats = rl.ppo_update(
+        acc, model, opt, one_epoch, ro, old, adv, None, pad, torch.Generator().manual_seed(0)
+    )
     assert stats["optimizer_steps"] == 1
     after = [p.detach() for p in model.parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
@@ -233,13 +241,28 @@ def test_measurements_are_read_with_their_command(tmp_path):
 
     step = {"tokens_per_s": 10.0, "peak_gib": 3.0}
     row = {"mode": "lora", "weights_gib": 2.0, "rollout": step, "sft_step": step, "rl_step": step}
-    (tmp_path / "scale-7b.json").write_text(json.dumps(
-        {"device": "NVIDIA H100", "command": "python benchmarks/bench_gpu_scale.py --size 7b",
-         "rows": [row, {"mode": "qlora", "error": "ImportError: bitsandbytes"}]}))
+    (tmp_path / "scale-7b.json").write_text(
+        json.dumps(
+            {
+                "device": "NVIDIA H100",
+                "command": "python benchmarks/bench_gpu_scale.py --size 7b",
+                "rows": [
+                    row,
+                    {"mode": "qlora", "error": "ImportError: bitsandbytes"},
+                    {
+                        "mode": "engines",
+                        "transformers": step,
+                        "vllm": {"error": "ImportError: vllm"},
+                    },
+                ],
+            }
+        )
+    )
     (tmp_path / "scale-tiny.json").write_text(json.dumps({"device": "cpu", "rows": [row]}))
     rows = load_measurements(tmp_path)
-    assert [r["mode"] for r in rows] == ["lora", "qlora"]  # the CPU dry run is left out
+    assert [r["mode"] for r in rows] == ["lora", "qlora", "engines"]  # CPU dry run left out
+    assert rows[2]["rollout tok/s"] == 10.0 and "vllm" in rows[2]["vLLM rollout tok/s"]
     assert rows[0]["RL step peak GiB"] == 3.0 and rows[0]["command"].endswith("--size 7b")
     assert "bitsandbytes" in rows[1]["error"]
-    assert len(load_measurements(tmp_path, gpu_only=False)) == 3
+    assert len(load_measurements(tmp_path, gpu_only=False)) == 4
     assert load_measurements(tmp_path / "nothing") == []

@@ -54,9 +54,7 @@ def convs():
         ("How many red circles are there?", "Three.", "Four.", "red"),
         ("What colour is the square?", "Blue, at the left.", "Green.", "blue"),
     ]
-    return [
-        build_messages(q, a, b, images=[Image.new("RGB", (56, 56), c)]) for q, a, b, c in rows
-    ]
+    return [build_messages(q, a, b, images=[Image.new("RGB", (56, 56), c)]) for q, a, b, c in rows]
 
 
 # ------------------------------------------------------------------ engine selection (real env)
@@ -71,10 +69,24 @@ def test_vllm_without_the_package_says_how_to_install(tiny, convs):
 
 def test_auto_falls_back_to_transformers_with_the_same_records(tiny, convs):
     model, processor = tiny
-    ref = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=NEW_TOKENS,
-                   seed=3, engine="transformers")
-    auto = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=NEW_TOKENS,
-                    seed=3, engine="auto")
+    ref = generate(
+        model,
+        processor,
+        convs,
+        num_return_sequences=2,
+        max_new_tokens=NEW_TOKENS,
+        seed=3,
+        engine="transformers",
+    )
+    auto = generate(
+        model,
+        processor,
+        convs,
+        num_return_sequences=2,
+        max_new_tokens=NEW_TOKENS,
+        seed=3,
+        engine="auto",
+    )
     assert auto == ref  # model on the CPU (and no vllm here): transformers, same seed, same records
     assert all(isinstance(c, Completion) for group in auto for c in group)
     assert [len(g) for g in auto] == [2, 2]
@@ -134,8 +146,12 @@ class _FakeLLM:
             self.params.append(sp)
             images = req.get("multi_modal_data", {}).get("image")
             batch = self.processor(text=[req["prompt"]], images=images, return_tensors="pt")
-            kw = dict(max_new_tokens=sp.max_tokens, eos_token_id=sp.stop_token_ids,
-                      pad_token_id=stops[0], num_return_sequences=sp.n)
+            kw = dict(
+                max_new_tokens=sp.max_tokens,
+                eos_token_id=sp.stop_token_ids,
+                pad_token_id=stops[0],
+                num_return_sequences=sp.n,
+            )
             if sp.temperature == 0:
                 kw.update(do_sample=False)
             else:
@@ -144,15 +160,17 @@ class _FakeLLM:
                 torch.manual_seed(sp.seed if sp.seed is not None else 0)
                 seqs = self.worker.hf.generate(**batch, **kw)
             rows = []
-            for row in seqs[:, batch["input_ids"].shape[1]:].tolist():
+            for row in seqs[:, batch["input_ids"].shape[1] :].tolist():
                 cut = next((j for j, t in enumerate(row) if t in sp.stop_token_ids), None)
                 if cut is None:
-                    rows.append(SimpleNamespace(token_ids=row, finish_reason="length",
-                                                stop_reason=None))
+                    rows.append(
+                        SimpleNamespace(token_ids=row, finish_reason="length", stop_reason=None)
+                    )
                     continue
                 ids = row[:cut] if self.drop_stop_token else row[: cut + 1]
-                rows.append(SimpleNamespace(token_ids=ids, finish_reason="stop",
-                                            stop_reason=row[cut]))
+                rows.append(
+                    SimpleNamespace(token_ids=ids, finish_reason="stop", stop_reason=row[cut])
+                )
             outs.append(SimpleNamespace(outputs=rows))
         return outs
 
@@ -172,8 +190,13 @@ def fake_vllm(monkeypatch):
     module.SamplingParams = lambda **kw: SimpleNamespace(**kw)
     module.drop_stop_token = False
     monkeypatch.setitem(sys.modules, "vllm", module)
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29555",
+    }.items():
         monkeypatch.setenv(key, value)  # restored after the test (accelerate reads these)
     rollout_vllm.reset()
     yield SimpleNamespace(built=built, module=module)
@@ -181,14 +204,28 @@ def fake_vllm(monkeypatch):
 
 
 @pytest.mark.parametrize("drop_stop_token", [False, True])
-def test_greedy_records_match_the_transformers_engine(tiny_path, convs, fake_vllm,
-                                                     drop_stop_token):
+def test_greedy_records_match_the_transformers_engine(tiny_path, convs, fake_vllm, drop_stop_token):
     fake_vllm.module.drop_stop_token = drop_stop_token  # both vLLM conventions for stop tokens
     model, processor = load_model(tiny_path)
-    ref = generate(model, processor, convs, do_sample=False, num_return_sequences=3,
-                   max_new_tokens=NEW_TOKENS, batch_size=1, engine="transformers")
-    out = generate(model, processor, convs, do_sample=False, num_return_sequences=3,
-                   max_new_tokens=NEW_TOKENS, engine="vllm")
+    ref = generate(
+        model,
+        processor,
+        convs,
+        do_sample=False,
+        num_return_sequences=3,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=1,
+        engine="transformers",
+    )
+    out = generate(
+        model,
+        processor,
+        convs,
+        do_sample=False,
+        num_return_sequences=3,
+        max_new_tokens=NEW_TOKENS,
+        engine="vllm",
+    )
     assert out == ref
     (llm,) = fake_vllm.built
     assert llm.kwargs["model"] == str(tiny_path)
@@ -198,21 +235,43 @@ def test_greedy_records_match_the_transformers_engine(tiny_path, convs, fake_vll
     for req, conv in zip(llm.requests, convs, strict=True):
         assert req["multi_modal_data"]["image"][0] is not None
         assert req["prompt"].count("<|image_pad|>") == 1
-        assert req["prompt"] == processor.apply_chat_template(
-            [conv], tokenize=False, add_generation_prompt=True
-        )[0]
+        assert (
+            req["prompt"]
+            == processor.apply_chat_template([conv], tokenize=False, add_generation_prompt=True)[0]
+        )
     assert all(p.temperature == 0 and p.n == 1 for p in llm.params)
     assert all(p.repetition_penalty == 1.0 and p.top_k == -1 for p in llm.params)
 
 
 def test_sampling_seeds_are_per_request_and_reproducible(tiny_path, convs, fake_vllm):
     model, processor = load_model(tiny_path)
-    a = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=NEW_TOKENS,
-                 seed=7, engine="vllm")
-    b = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=NEW_TOKENS,
-                 seed=7, engine="vllm")
-    c = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=NEW_TOKENS,
-                 seed=8, engine="vllm")
+    a = generate(
+        model,
+        processor,
+        convs,
+        num_return_sequences=2,
+        max_new_tokens=NEW_TOKENS,
+        seed=7,
+        engine="vllm",
+    )
+    b = generate(
+        model,
+        processor,
+        convs,
+        num_return_sequences=2,
+        max_new_tokens=NEW_TOKENS,
+        seed=7,
+        engine="vllm",
+    )
+    c = generate(
+        model,
+        processor,
+        convs,
+        num_return_sequences=2,
+        max_new_tokens=NEW_TOKENS,
+        seed=8,
+        engine="vllm",
+    )
     assert a == b
     seeds = [p.seed for p in fake_vllm.built[0].params]
     assert seeds[:2] == seeds[2:4] and seeds[0] != seeds[1]  # one seed per request
@@ -226,20 +285,23 @@ def test_sampling_seeds_are_per_request_and_reproducible(tiny_path, convs, fake_
             assert x.text == processor.tokenizer.decode(x.token_ids, skip_special_tokens=True)
 
 
-def test_lora_weights_are_merged_into_vllm_and_resynced_after_an_update(tiny_path, convs,
-                                                                       fake_vllm):
+def test_lora_weights_are_merged_into_vllm_and_resynced_after_an_update(
+    tiny_path, convs, fake_vllm
+):
     policy, processor = load_model(tiny_path, lora={"r": 4, "lora_alpha": 8})
     torch.manual_seed(0)
     with torch.no_grad():  # a trained-looking adapter: B != 0, so merging changes the weights
         for name, p in policy.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    out = generate(policy, processor, convs, do_sample=False, max_new_tokens=NEW_TOKENS,
-                   engine="vllm")
+    out = generate(
+        policy, processor, convs, do_sample=False, max_new_tokens=NEW_TOKENS, engine="vllm"
+    )
     (llm,) = fake_vllm.built
     names = llm.worker.loaded
-    assert names and not any("lora_" in n or "base_layer" in n or n.startswith("base_model")
-                             for n in names)
+    assert names and not any(
+        "lora_" in n or "base_layer" in n or n.startswith("base_model") for n in names
+    )
     merged = copy.deepcopy(policy).merge_and_unload()
     expected = dict(merged.named_parameters())
     assert set(names) == set(expected)  # every weight, under the transformers names
@@ -247,8 +309,15 @@ def test_lora_weights_are_merged_into_vllm_and_resynced_after_an_update(tiny_pat
         torch.testing.assert_close(p, expected[name], msg=name)
     assert not any("lora_" in n for n, _ in policy.named_parameters() if n in expected)
     # the policy itself is unmerged again: its outputs equal the transformers engine's
-    ref = generate(policy, processor, convs, do_sample=False, max_new_tokens=NEW_TOKENS,
-                   batch_size=1, engine="transformers")
+    ref = generate(
+        policy,
+        processor,
+        convs,
+        do_sample=False,
+        max_new_tokens=NEW_TOKENS,
+        batch_size=1,
+        engine="transformers",
+    )
     assert out == ref
 
     # no update -> no sync; an optimizer step -> the next call syncs the new weights
