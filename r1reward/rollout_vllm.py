@@ -103,10 +103,12 @@ def reset() -> None:
 
 
 def _unwrap(model: Any) -> Any:
-    """Strip DDP / DeepSpeed engine wrappers (``.module``), keep peft and FSDP2 modules."""
-    while not hasattr(model, "generate") and hasattr(model, "module"):
-        model = model.module
-    return model
+    """Strip DDP / DeepSpeed-engine / torch.compile wrappers (accelerate's
+    ``extract_model_from_parallel``), keep peft and FSDP2 modules, so parameter names are the
+    model's own (a DeepSpeed engine would prefix them with ``module.``)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_torch_compile=False)
 
 
 def _is_peft(model: Any) -> bool:
