@@ -159,6 +159,10 @@ def train_scalar(
         lora=m.get("lora"),
         quantization=m.get("quantization"),
     )
+    if cfg.get("freeze_vision"):
+        from r1reward.train.sft import freeze_vision
+
+        freeze_vision(model)
     hidden = model.config.get_text_config().hidden_size
     rm = ScalarRewardModel(model, hidden)
     params = [p for p in rm.parameters() if p.requires_grad]
