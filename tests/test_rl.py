@@ -156,11 +156,16 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
     part = tmp_path / "part"
     rl.train_rl(_recipe(tiny, 2, 2), out_dir=part)
     assert [r["step"] for r in rl.read_metrics(part)] == [1, 2]
-    with (part / "metrics.jsonl").open("a") as fh:  # a step logged after the checkpoint
-        fh.write(json.dumps({"step": 3, "loss": 123.0}) + "\n")
+    assert (part / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    lines = (part / "metrics.jsonl").read_text().splitlines()
+    marked = [json.dumps({**json.loads(lines[0]), "marker": "kept"}), lines[1]]
+    # a step logged after the checkpoint, which the resumed run must drop and redo
+    marked.append(json.dumps({"step": 3, "loss": 123.0}))
+    (part / "metrics.jsonl").write_text("\n".join(marked) + "\n")
     final = rl.train_rl(_recipe(tiny, 4, 2), out_dir=part, resume=True)
     a, b = rl.read_metrics(full), rl.read_metrics(part)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert b[0].pop("marker") == "kept"  # steps 1-2 were not recomputed: it did resume
     for ra, rb in zip(a, b):
         for key in ra.keys() - VOLATILE:
             if isinstance(ra[key], float):

@@ -750,7 +750,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         if not rec["params_finite"] and cfg.stop_on_nonfinite:
             collapsed = True
             break
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+        if cfg.save_every and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.prompts_per_step * world, cfg)
     bar.close()
 
