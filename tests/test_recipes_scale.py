@@ -156,6 +156,8 @@ def test_sft_trainer_builds_on_cpu(name, tiny, tmp_path):
     else:  # full training: every language-model weight is trained
         assert any("embed_tokens" in n for n in trainable)
         assert any("layers.0.mlp" in n for n in trainable)
+    if r["sft"].get("freeze_vision"):
+        assert not any(".visual." in f".{n}" for n in trainable)
 
 
 @pytest.mark.parametrize("name", ALL)
