@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
     stamp = out / "variant.json"
     if (out / "summary.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return out
+    if out.exists():  # an older or unfinished run: start clean (stale evaluations included)
+        shutil.rmtree(out)
     train_rl(load_recipe(recipe, ovr), out_dir=out, pairs=pairs)
     stamp.write_text(json.dumps(key))
     return out
@@ -150,7 +153,8 @@ def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
         if summary["collapsed"]:
             row.update(accuracy=float("nan"), well_formed=float("nan"), length=float("nan"))
         else:
-            res = heldout_accuracy(path / "final", pairs, path / "heldout", max_new_tokens=max_new_tokens)
+            res = heldout_accuracy(path / "final", pairs, path / f"heldout-{len(pairs)}",
+                                   max_new_tokens=max_new_tokens)
             row.update({k: res[k] for k in ("accuracy", "well_formed", "length")})
         rows.append(row)
     return rows
