@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 
-def _model(path: str | None) -> str:
+def _model(path: str | None, tmp: str) -> str:
     if path:
         return path
-    from r1reward.models import build_tiny_model
+    from r1reward.models import build_tiny_model  # a fresh tiny model (seconds), built per run
 
-    return str(build_tiny_model(Path("artifacts/bench/tiny-model"), size="tiny", seed=0))
+    return str(build_tiny_model(Path(tmp) / "tiny-model", size="tiny", seed=0))
 
 
 def run_r1reward(model: str, args, out: Path) -> dict:
@@ -131,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    model = _model(args.model)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        model = _model(args.model, tmp)
         results["r1reward"] = run_r1reward(model, args, Path(tmp) / "r1reward")
         results["trl"] = run_trl(model, args, Path(tmp) / "trl")
-    print(f"model {model}; {args.prompts} prompts x {args.generations} generations per step, "
+    print(f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} generations per step, "
           f"<= {args.max_new_tokens} new tokens, {args.steps} timed steps after {args.warmup} "
           f"warm-up, torch threads {args.threads}, CPU")
     print(f"{'trainer':<12}{'s/step':>10}{'samples/s':>12}{'mean completion tokens':>26}"
