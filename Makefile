@@ -13,11 +13,20 @@ EXTRAS ?= book,dev
 STAMP := $(VENV)/.r1reward-installed
 JOBS ?= 2
 
-.PHONY: help install test test-unit test-notebooks test-book book clean lint
+JB := $(VENV)/bin/jupyter-book
+# Warnings are errors (-W), broken references too (-n); --keep-going reports them all first.
+BOOK_FLAGS := --all -W -n --keep-going
+# The ci-profile book goes to its own output folder (its execution cache lives there too), so
+# ci-profile outputs never end up in the cpu-profile book of `make book`.
+CI_BOOK := _build/ci
+
+.PHONY: help install vendor chromium test test-unit test-notebooks test-book test-browser book \
+	clean lint
 
 help:
 	@echo "make book   install everything, execute every chapter on the toy model (cpu profile), build _build/html"
-	@echo "make test   install everything, run pytest, the notebooks (ci profile, nbmake) and the book build with -W"
+	@echo "make test   install everything, run pytest, the notebooks (ci profile, nbmake), the book build with -W"
+	@echo "            (ci profile, into $(CI_BOOK)) and the headless-Chromium test of the built pages"
 	@echo "make lint   ruff check"
 
 $(STAMP): pyproject.toml
@@ -38,15 +47,40 @@ install: $(STAMP)
 lint: install
 	$(VENV)/bin/ruff check .
 
+# plotly.js (from the installed plotly), MathJax 3, RequireJS and the ipywidgets HTML manager
+# (from the npm registry, pinned) into book/_static/vendor/; idempotent.
+vendor: install
+	$(PY) tools/vendor_assets.py
+
+# Debian's chromium for the browser test (no browser download); skipped where it is installed.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+	  echo "chromium: $$(command -v chromium || command -v chromium-browser)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	elif command -v sudo >/dev/null 2>&1; then \
+	  sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else \
+	  echo "chromium is not installed and apt-get needs root: the browser test will be skipped"; \
+	fi
+
 test-unit: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not browser" tests
 
 test-notebooks: install
 	R1REWARD_PROFILE=ci $(PY) -m pytest -q --nbmake notebooks
 
-test: test-unit test-notebooks
+test-book: vendor
+	R1REWARD_PROFILE=ci $(JB) build . $(BOOK_FLAGS) --path-output $(CI_BOOK)
 
-book: install
+test-browser: test-book chromium
+	R1REWARD_BOOK_HTML=$(CI_BOOK)/_build/html $(PY) -m pytest -q -m browser tests/test_book_browser.py
+
+test: test-unit test-notebooks test-book test-browser
+
+book: vendor
+	R1REWARD_PROFILE=cpu $(JB) build . $(BOOK_FLAGS)
+	@echo "The book: _build/html/index.html"
 
 clean:
 	rm -rf _build

@@ -72,7 +72,8 @@ def _template() -> go.layout.Template:
         COLORS["neutral"],
     ]
     template.layout.font = {"family": "Helvetica, Arial, sans-serif", "size": 14}
-    template.layout.margin = {"l": 70, "r": 30, "t": 70, "b": 60}
+    template.layout.margin = {"l": 70, "r": 30, "t": 80, "b": 60}
+    template.layout.title = {"x": 0.0, "xref": "paper", "xanchor": "left", "font": {"size": 16}}
     template.layout.hovermode = "closest"
     template.layout.legend = {"bgcolor": "rgba(255,255,255,0.7)"}
     return template
@@ -242,6 +243,83 @@ def vline(
         annotation_text=text,
         annotation_position=position,
         annotation_font_color=color,
+    )
+    return fig
+
+
+Series = tuple[Any, Any]
+"""``(x, y)`` of one line: tensors, arrays or sequences of numbers."""
+
+
+def line_figure(
+    series: Mapping[str, Series],
+    *,
+    title: str,
+    x_title: str,
+    y_title: str,
+    colors: Mapping[str, str] | None = None,
+    widths: Mapping[str, float] | None = None,
+    mode: str = "lines",
+    log_y: bool = False,
+    height: int = 450,
+) -> go.Figure:
+    """One line per entry of ``series`` (legend name -> ``(x, y)``); NaN/inf become gaps.
+
+    ``colors`` and ``widths`` map legend names to a colour / line width (missing names use the
+    template's colourway / width 2).
+    """
+    fig = figure(title, x_title, y_title, height=height, log_y=log_y)
+    for name, (x, y) in series.items():
+        fig.add_scatter(
+            x=finite_or_none(x),
+            y=finite_or_none(y),
+            mode=mode,
+            name=name,
+            line_color=(colors or {}).get(name),
+            line_width=(widths or {}).get(name, 2),
+        )
+    return fig
+
+
+def panel_figure(
+    panels: Sequence[tuple[str, Mapping[str, Series]]],
+    *,
+    title: str,
+    x_title: str,
+    colors: Mapping[str, str] | None = None,
+    log_y: Sequence[bool] | None = None,
+    height: int = 450,
+) -> go.Figure:
+    """Panels side by side (``(panel title, series)`` each) sharing one legend and colours.
+
+    A name that appears in several panels gets the same colour everywhere and one legend entry.
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for t, _ in panels])
+    seen: set[str] = set()
+    for col, (_, series) in enumerate(panels, start=1):
+        for name, (x, y) in series.items():
+            fig.add_scatter(
+                x=finite_or_none(x),
+                y=finite_or_none(y),
+                mode="lines",
+                name=name,
+                legendgroup=name,
+                showlegend=name not in seen,
+                line_color=(colors or {}).get(name),
+                row=1,
+                col=col,
+            )
+            seen.add(name)
+        if log_y and log_y[col - 1]:
+            fig.update_yaxes(type="log", row=1, col=col)
+    fig.update_xaxes(title_text=x_title)
+    fig.update_layout(
+        template=TEMPLATE_NAME if TEMPLATE_NAME in pio.templates else "plotly_white",
+        title={"text": title},
+        height=height,
+        legend={"orientation": "h", "y": -0.25},
     )
     return fig
 
