@@ -361,8 +361,11 @@ def slider_figure(
             "method": "animate",
             "args": [
                 [str(label)],
-                {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
-                 "transition": {"duration": 0}},
+                {
+                    "mode": "immediate",
+                    "frame": {"duration": 0, "redraw": True},
+                    "transition": {"duration": 0},
+                },
             ],
         }
         for label, _ in steps

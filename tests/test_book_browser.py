@@ -224,7 +224,9 @@ def run_chromium(url: str, workdir: Path, *, screenshot: Path | None = None) -> 
     else:
         cmd = [*base, "--window-size=1280,2000", "--dump-dom", url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
-    assert proc.returncode == 0, f"chromium failed on {url} ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"chromium failed on {url} ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    )
     return {"dom": proc.stdout, "stderr": proc.stderr, "requests": page_requests(netlog)}
 
 

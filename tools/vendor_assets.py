@@ -65,7 +65,9 @@ def _plotly_js() -> tuple[Path, str]:
 
     path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     if not path.is_file():
-        raise SystemExit(f"vendor_assets: {path} is missing; the installed plotly has no plotly.min.js")
+        raise SystemExit(
+            f"vendor_assets: {path} is missing; the installed plotly has no plotly.min.js"
+        )
     return path, plotly.__version__
 
 
@@ -86,8 +88,17 @@ def _npm_install(prefix: Path) -> None:
         )
     prefix.mkdir(parents=True, exist_ok=True)
     specs = [f"{name}@{version}" for name, version in NPM_PACKAGES.items()]
-    cmd = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--ignore-scripts",
-           "--no-save", *specs]
+    cmd = [
+        npm,
+        "install",
+        "--prefix",
+        str(prefix),
+        "--no-audit",
+        "--no-fund",
+        "--ignore-scripts",
+        "--no-save",
+        *specs,
+    ]
     print("vendor_assets:", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -125,8 +136,11 @@ def vendor(dest: Path, npm_prefix: Path) -> bool:
     if lost:
         raise SystemExit(f"vendor_assets: after copying, {dest} still lacks: {', '.join(lost)}")
     stamp.write_text(json.dumps(wanted, indent=1) + "\n")
-    print(f"vendor_assets: vendored plotly.js {plotly_version}, "
-          + ", ".join(f"{k} {v}" for k, v in NPM_PACKAGES.items()) + f" into {dest}")
+    print(
+        f"vendor_assets: vendored plotly.js {plotly_version}, "
+        + ", ".join(f"{k} {v}" for k, v in NPM_PACKAGES.items())
+        + f" into {dest}"
+    )
     return True
 
 
@@ -137,12 +151,21 @@ def missing(dest: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vendor_assets", description=__doc__.split("\n")[0])
-    parser.add_argument("--dest", type=Path, default=ROOT / "book" / "_static" / "vendor",
-                        help="static folder to fill (default: book/_static/vendor)")
-    parser.add_argument("--npm-prefix", type=Path, default=ROOT / "_build" / ".npm",
-                        help="where npm installs the packages (default: _build/.npm)")
-    parser.add_argument("--check", action="store_true",
-                        help="only check that the assets are present; exit 1 if not")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=ROOT / "book" / "_static" / "vendor",
+        help="static folder to fill (default: book/_static/vendor)",
+    )
+    parser.add_argument(
+        "--npm-prefix",
+        type=Path,
+        default=ROOT / "_build" / ".npm",
+        help="where npm installs the packages (default: _build/.npm)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only check that the assets are present; exit 1 if not"
+    )
     args = parser.parse_args(argv)
     if args.check:
         lost = missing(args.dest)
