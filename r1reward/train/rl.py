@@ -28,6 +28,7 @@ Entry points: :func:`train_rl` (notebooks) and :func:`main` (``r1reward rl --rec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -603,6 +604,23 @@ def build(recipe: dict, cfg: RLConfig, accelerator):
     return model, ref, processor, optimizer
 
 
+@contextlib.contextmanager
+def policy_for_generation(accelerator, model):
+    """The plain policy module for ``generate``. Under DeepSpeed ZeRO-3 its parameters are
+    sharded across processes, so they are gathered for the duration of the rollout (as TRL does);
+    with DDP (and on one process) this is just ``unwrap_model``. Not exercised on the CPU test
+    machine, where DeepSpeed is not installed."""
+    unwrapped = accelerator.unwrap_model(model)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield unwrapped
+    else:
+        yield unwrapped
+
+
 def reference_logprobs(accelerator, model, ref, ro: Rollout, pad_id: int, cfg: RLConfig):
     """Log-probs under the frozen reference ``[B, T]``: the separate copy, or the LoRA model
     with its adapter disabled. ``None`` when ``kl_coef == 0`` (no reference is kept)."""
@@ -689,8 +707,9 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         # 1. rollout: this process's slice of the global batch
         chosen = batch_indices(len(pairs), step, cfg.prompts_per_step, world, rank, cfg.seed)
         batch = [pairs[i].swap() if _u(cfg.seed, step, i) < cfg.swap_prob else pairs[i] for i in chosen]
-        policy = accelerator.unwrap_model(model)
-        ro = sample_rollout(policy, processor, batch, cfg, seed=cfg.seed * 100_003 + step * world + rank)
+        with policy_for_generation(accelerator, model) as policy:
+            ro = sample_rollout(policy, processor, batch, cfg,
+                                seed=cfg.seed * 100_003 + step * world + rank)
         # 2. rewards
         parts = score(ro, judge, bool(cfg.consistency_reward))
         # 3. old and reference log-probs (policy before this step's updates)
