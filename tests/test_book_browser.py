@@ -172,6 +172,52 @@ def test_every_locally_loaded_asset_exists() -> None:
     assert not missing, "pages load files that are not in the build:\n" + "\n".join(missing)
 
 
+class _Links(HTMLParser):
+    """Collects ``<a href>`` targets and every ``id`` of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if values.get("id"):
+            self.ids.add(values["id"])
+        if tag == "a" and values.get("href"):
+            self.hrefs.append(values["href"])
+
+
+def _parse_links(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+    return parser
+
+
+@needs_book
+def test_internal_links_and_anchors_resolve() -> None:
+    """Every in-book link of every chapter page points to a built file and an existing anchor."""
+    broken: list[str] = []
+    cache: dict[Path, _Links] = {}
+    for page in toc_pages():
+        path = page_html(page)
+        for href in _parse_links(path).hrefs:
+            if is_outside(href) or href.startswith(("mailto:", "javascript:")):
+                continue
+            parsed = urlparse(href)
+            target = (path.parent / parsed.path).resolve() if parsed.path else path
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page}: {href} (no file {target})")
+                continue
+            if parsed.fragment and target.suffix == ".html":
+                links = cache.setdefault(target, _parse_links(target))
+                if parsed.fragment not in links.ids:
+                    broken.append(f"{page}: {href} (no id {parsed.fragment!r})")
+    assert not broken, "broken internal links:\n" + "\n".join(broken)
+
+
 @needs_book
 def test_vendored_libraries_are_in_the_build() -> None:
     static = BOOK / "_static" / "vendor"
