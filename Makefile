@@ -16,8 +16,9 @@ JOBS ?= 2
 JB := $(VENV)/bin/jupyter-book
 # Warnings are errors (-W), broken references too (-n); --keep-going reports them all first.
 BOOK_FLAGS := --all -W -n --keep-going
-# The ci-profile book goes to its own output folder (its execution cache lives there too), so
-# ci-profile outputs never end up in the cpu-profile book of `make book`.
+# The ci-profile book goes to its own output folder, so ci-profile outputs never end up in the
+# cpu-profile book of `make book` (nor, with execute_notebooks: cache, in its execution cache,
+# which lives under the output folder).
 CI_BOOK := _build/ci
 
 .PHONY: help install vendor chromium test test-unit test-notebooks test-book test-browser book \
