@@ -116,10 +116,16 @@ def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]
     return rows
 
 
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str | Path, *,
                      max_new_tokens: int = 128, batch_size: int = 16) -> dict[str, float]:
     """Greedy held-out judgments of a model through :func:`r1reward.evaluate.evaluate` (both
-    answer orders); returns accuracy, well-formed rate and mean response length in tokens."""
+    answer orders); returns the greedy accuracy, the accuracy of one sample at temperature 1,
+    the greedy position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict
+    ignores the content), the well-formed rate and the mean response length in tokens."""
     from r1reward.evaluate import ModelSampler, evaluate, load_records
     from r1reward.models import load_model
     from r1reward.prompt import parse_judgment
@@ -132,7 +138,9 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
     tok = processor.tokenizer
     texts = [r.get("text", "") for r in greedy]
     return {
-        "accuracy": float(summary["overall"]["greedy"]) if "overall" in summary else float("nan"),
+        "accuracy": _num(summary["overall"]["greedy"]),
+        "sampled_accuracy": _num(summary["overall"]["voting@1"]),
+        "position_bias": _num(summary["position_bias"]["greedy"]),  # None: no verdict at all
         "well_formed": sum(parse_judgment(t).well_formed for t in texts) / max(1, len(texts)),
         "length": sum(len(tok(t)["input_ids"]) for t in texts) / max(1, len(texts)),
         "summary": summary,
@@ -151,10 +159,12 @@ def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
         summary = json.loads((path / "summary.json").read_text())
         row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
         if summary["collapsed"]:
-            row.update(accuracy=float("nan"), well_formed=float("nan"), length=float("nan"))
+            row.update({k: float("nan") for k in ("accuracy", "sampled_accuracy", "position_bias",
+                                                   "well_formed", "length")})
         else:
             res = heldout_accuracy(path / "final", pairs, path / f"heldout-{len(pairs)}",
                                    max_new_tokens=max_new_tokens)
-            row.update({k: res[k] for k in ("accuracy", "well_formed", "length")})
+            row.update({k: res[k] for k in ("accuracy", "sampled_accuracy", "position_bias",
+                                            "well_formed", "length")})
         rows.append(row)
     return rows
