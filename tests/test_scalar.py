@@ -40,14 +40,29 @@ def test_encode_places_the_chosen_or_rejected_response(tiny):
     assert batch["attention_mask"][:, -1].all()  # left padded: the last column is real
 
 
-def test_short_training_lowers_the_loss_and_reports_accuracy(tiny, tmp_path):
-    r = load_recipe("toy-ci", [f"model.path={tiny}", "scalar.epochs=3", "scalar.lr=3e-3"])
-    train, held = make_pairs(16, seed=4), make_pairs(8, seed=4, split="heldout")
+@pytest.mark.slow
+def test_training_fits_a_few_pairs_and_reports_accuracy(tiny, tmp_path):
+    """Eight pairs, 25 epochs: the BT loss falls well below log 2 and the pairs are ranked right.
+
+    (The toy's text alone is at chance, so fitting even the training pairs needs the image.)
+    """
+    r = load_recipe(
+        "toy-ci",
+        [
+            f"model.path={tiny}",
+            "scalar.epochs=25",
+            "scalar.lr=1e-3",
+            "scalar.batch_size=8",
+            f"scalar.seed={seed}",
+        ],
+    )
+    train, held = make_pairs(8, seed=4), make_pairs(8, seed=4, split="heldout")
     res = train_scalar(r, out_dir=tmp_path, pairs=train, heldout=held, progress=False)
-    assert res["steps"] == 3 * 2 and len(res["log"]) == 6
+    assert res["steps"] == 25 and len(res["log"]) == 25
     assert 0.0 <= res["heldout_accuracy"] <= 1.0 and res["n_heldout"] == 8
-    first, last = res["log"][0]["loss"], res["log"][-1]["loss"]
-    assert last < first  # 16 pairs, 3 epochs: the model fits its training batches
+    last = sum(x["loss"] for x in res["log"][-5:]) / 5
+    assert last < 0.5 < res["log"][0]["loss"]
+    assert res["train_accuracy"] >= 0.75
     saved = json.loads((tmp_path / "scalar_summary.json").read_text())
     assert saved["heldout_accuracy"] == res["heldout_accuracy"]
     assert (tmp_path / "scalar_head.pt").is_file()

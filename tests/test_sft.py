@@ -65,6 +65,7 @@ def test_loss_is_on_the_completion_only(tiny, pairs, tmp_path):
         assert (ids[:first] == image_pad).any()
 
 
+@pytest.mark.slow
 def test_train_sft_writes_a_loadable_model_and_a_loss_curve(tiny, pairs, tmp_path):
     out = train_sft(
         recipe(tiny, "sft.max_steps=3", "sft.logging_steps=1"), out_dir=tmp_path, pairs=pairs
@@ -84,6 +85,7 @@ def test_train_sft_writes_a_loadable_model_and_a_loss_curve(tiny, pairs, tmp_pat
     assert changed, "SFT did not change any weight"
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_saves_a_merged_model(tiny, pairs, tmp_path):
     r = recipe(tiny, "model.lora={r: 4, lora_alpha: 8}", "sft.max_steps=2")
     trainer, _ = build_trainer(r, out_dir=tmp_path / "t", pairs=pairs, model_path=str(tiny))
