@@ -53,7 +53,6 @@ def test_training_fits_a_few_pairs_and_reports_accuracy(tiny, tmp_path):
             "scalar.epochs=25",
             "scalar.lr=1e-3",
             "scalar.batch_size=8",
-            f"scalar.seed={seed}",
         ],
     )
     train, held = make_pairs(8, seed=4), make_pairs(8, seed=4, split="heldout")
