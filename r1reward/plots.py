@@ -150,6 +150,16 @@ class OfflineRenderer(MimetypeRenderer):
         }
 
 
+def mimebundle(fig: go.Figure) -> dict[str, Any]:
+    """The offline renderer's mime bundle for ``fig``, e.g. for an ``ipywidgets.Output``.
+
+    ``Output.append_display_data(fig)`` would not work for a plotly figure: IPython calls the
+    figure's ``_ipython_display_``, which shows it in the cell instead of the widget. Use
+    ``out.outputs = ({"output_type": "display_data", "metadata": {}, "data": mimebundle(fig)},)``.
+    """
+    return OfflineRenderer().to_mimebundle(fig.to_dict())
+
+
 def setup(renderer: str = RENDERER_NAME) -> None:
     """Register and select the book's template and the offline renderer (idempotent).
 

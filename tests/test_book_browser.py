@@ -266,7 +266,7 @@ def run_chromium(url: str, workdir: Path, *, screenshot: Path | None = None) -> 
         f"--virtual-time-budget={VIRTUAL_TIME_MS}",
     ]
     if screenshot is not None:
-        cmd = [*base, "--window-size=1280,8000", f"--screenshot={screenshot}", url]
+        cmd = [*base, "--window-size=1280,16000", f"--screenshot={screenshot}", url]
     else:
         cmd = [*base, "--window-size=1280,2000", "--dump-dom", url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
@@ -326,8 +326,11 @@ def test_detection_works_on_a_control_page(workdir: Path) -> None:
 
 
 def expected_figures(html: str) -> int:
-    """Plotly figures written into the page itself (not those inside saved widget state)."""
-    return len(re.findall(r'<div id="r1reward-fig-[0-9a-f]+" class="r1reward-plotly"', html))
+    """Plotly figures in the page: written into it, plus those inside saved ipywidgets state
+    (an Output widget's figure, escaped in the state JSON, drawn once the widget renders)."""
+    static = re.findall(r'<div id="r1reward-fig-[0-9a-f]+" class="r1reward-plotly"', html)
+    in_widgets = re.findall(r'<div id=\\"r1reward-fig-[0-9a-f]+\\" class=\\"r1reward-plotly', html)
+    return len(static) + len(in_widgets)
 
 
 @needs_book

@@ -139,3 +139,11 @@ def test_vendor_check_reports_missing_files(tmp_path: Path) -> None:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x")
     assert vendor_assets.main(["--check", "--dest", str(tmp_path)]) == 0
+
+
+def test_mimebundle_is_what_the_renderer_emits() -> None:
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 2], name="in a widget"))
+    bundle = plots.mimebundle(fig)
+    assert set(bundle) == {"text/html", plots.PLOTLY_MIMETYPE}
+    assert "Plotly.newPlot" in bundle["text/html"]
+    assert bundle[plots.PLOTLY_MIMETYPE]["data"][0]["name"] == "in a widget"
