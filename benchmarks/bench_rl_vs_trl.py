@@ -6,7 +6,9 @@ the same completion budget (``--max-new-tokens``), one PPO/GRPO iteration per ba
 reference model (KL coefficient 0), sampling at temperature 1, float32 on the CPU, and the same
 reward (format + result of the R1-Reward). Both are GRPO here (r1reward ``--algo grpo``), so the
 algorithm is the same and only the machinery differs. Each runs ``--warmup`` steps that are not
-timed, then ``--steps`` timed steps; the script prints seconds per step, samples/s, the mean
+timed, then ``--steps`` timed steps, and the two alternate for ``--rounds`` rounds (the machine
+may be shared: alternating spreads outside load over both); the script prints the median
+seconds per step, samples/s, the mean
 completion length each produced (their completions are sampled, so lengths may differ a little),
 and the ratio.
 
@@ -56,9 +58,8 @@ def run_r1reward(model: str, args, out: Path) -> dict:
     }
     train_rl(recipe, out_dir=out)
     recs = read_metrics(out)[args.warmup :]
-    secs = [r["seconds"] for r in recs]
-    return {"seconds_per_step": statistics.mean(secs), "samples": recs[0]["samples"],
-            "completion_tokens": statistics.mean(r["length_mean"] for r in recs)}
+    return {"step_seconds": [r["seconds"] for r in recs], "samples": recs[0]["samples"],
+            "completion_tokens": [r["length_mean"] for r in recs]}
 
 
 def run_trl(model: str, args, out: Path) -> dict:
@@ -110,9 +111,8 @@ def run_trl(model: str, args, out: Path) -> dict:
     trainer = GRPOTrainer(model=policy, reward_funcs=[r1_reward], args=config, train_dataset=ds,
                           processing_class=processor, callbacks=[Timer()])
     trainer.train()
-    timed = times[args.warmup :]
-    return {"seconds_per_step": statistics.mean(timed), "samples": n,
-            "completion_tokens": statistics.mean(lengths[args.warmup :]) if lengths else float("nan")}
+    return {"step_seconds": times[args.warmup :], "samples": n,
+            "completion_tokens": lengths[args.warmup :]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each trainer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -131,20 +132,32 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    results = {}
+    runs: dict[str, list[dict]] = {"r1reward": [], "trl": []}
     with tempfile.TemporaryDirectory() as tmp:
         model = _model(args.model, tmp)
-        results["r1reward"] = run_r1reward(model, args, Path(tmp) / "r1reward")
-        results["trl"] = run_trl(model, args, Path(tmp) / "trl")
-    print(f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} generations per step, "
-          f"<= {args.max_new_tokens} new tokens, {args.steps} timed steps after {args.warmup} "
-          f"warm-up, torch threads {args.threads}, CPU")
-    print(f"{'trainer':<12}{'s/step':>10}{'samples/s':>12}{'mean completion tokens':>26}"
+        # alternate the two trainers so that load from other processes hits both alike
+        for k in range(args.rounds):
+            runs["r1reward"].append(run_r1reward(model, args, Path(tmp) / f"r1reward-{k}"))
+            runs["trl"].append(run_trl(model, args, Path(tmp) / f"trl-{k}"))
+    results = {}
+    for name, rs in runs.items():
+        secs = [x for r in rs for x in r["step_seconds"]]
+        toks = [x for r in rs for x in r["completion_tokens"]]
+        med = statistics.median(secs)
+        results[name] = {"median_seconds_per_step": med, "mean_seconds_per_step": statistics.mean(secs),
+                         "timed_steps": len(secs), "samples": rs[0]["samples"],
+                         "completion_tokens": statistics.mean(toks) if toks else float("nan"),
+                         "step_seconds": secs}
+    print(f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} "
+          f"generations per step, <= {args.max_new_tokens} new tokens, {args.rounds} alternating "
+          f"rounds x {args.steps} timed steps after {args.warmup} warm-up, torch threads "
+          f"{args.threads}, CPU")
+    print(f"{'trainer':<12}{'median s/step':>15}{'samples/s':>12}{'mean completion tokens':>26}"
           f"{'completion tokens/s':>22}")
     for name, r in results.items():
-        r["samples_per_s"] = r["samples"] / r["seconds_per_step"]
+        r["samples_per_s"] = r["samples"] / r["median_seconds_per_step"]
         r["tokens_per_s"] = r["samples_per_s"] * r["completion_tokens"]
-        print(f"{name:<12}{r['seconds_per_step']:>10.3f}{r['samples_per_s']:>12.2f}"
+        print(f"{name:<12}{r['median_seconds_per_step']:>15.3f}{r['samples_per_s']:>12.2f}"
               f"{r['completion_tokens']:>26.1f}{r['tokens_per_s']:>22.1f}")
     ratio = results["r1reward"]["samples_per_s"] / results["trl"]["samples_per_s"]
     tok_ratio = results["r1reward"]["tokens_per_s"] / results["trl"]["tokens_per_s"]

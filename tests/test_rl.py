@@ -201,3 +201,24 @@ def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef
     assert any(r["kl"] != 0 for r in recs[1:])  # after an update the policy has moved away
     saved = final / ("adapter_config.json" if lora else "config.json")
     assert saved.is_file()
+
+
+def test_lazy_old_logprobs_give_the_same_update(tiny):
+    """ppo_update(old_logp=None) scores the first mini-batch in the update itself; the result
+    must equal the update with every old log-prob computed beforehand."""
+    cfg = rl.RLConfig(algo="reinforce++", prompts_per_step=2, samples_per_prompt=2,
+                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=2, lr=1e-2).resolved()
+    finals = []
+    for lazy in (False, True):
+        acc, model, opt, processor, ro = _setup(tiny, cfg)
+        pad = rl._pad_id(processor)
+        old = None if lazy else rl.batched_logprobs(model, ro, pad, 1, 1.0)
+        adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
+        stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, pad,
+                              torch.Generator().manual_seed(0))
+        finals.append(([p.detach().clone() for p in model.parameters()], stats))
+    (pa, sa), (pb, sb) = finals
+    for a, b in zip(pa, pb):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert sa["loss"] == pytest.approx(sb["loss"], rel=1e-5, abs=1e-7)
+    assert sa["max_ratio"] == pytest.approx(sb["max_ratio"], rel=1e-5)

@@ -286,12 +286,15 @@ class Rollout:
         return collate([self.prompts[int(j) // self.k] for j in idx], pad_id)
 
 
-def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: float) -> torch.Tensor:
-    """Log-probs ``[B, T]`` of every sample, without gradients, in micro-batches."""
+def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: float,
+                     rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probs ``[B, T]`` of every sample (or only of ``rows``; the others stay 0), without
+    gradients, in micro-batches."""
     out = torch.zeros_like(ro.mask)
     device = next(model.parameters()).device
+    rows = torch.arange(len(ro.texts)) if rows is None else rows
     with torch.no_grad():
-        for idx in torch.arange(len(ro.texts)).split(micro):
+        for idx in rows.split(micro) if len(rows) else ():
             lp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
                                    ro.mask[idx].to(device), temperature)
             out[idx] = lp.float().cpu()
@@ -453,14 +456,17 @@ def compute_advantages(accelerator, cfg: RLConfig, reward: torch.Tensor, mask: t
 # --------------------------------------------------------------------------------------------
 
 
-def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_logp: torch.Tensor,
+def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_logp: torch.Tensor | None,
                advantages: torch.Tensor, ref_logp: torch.Tensor | None, pad_id: int,
                generator: torch.Generator) -> dict[str, float]:
     """``cfg.ppo_epochs`` passes over the rollout; each optimizer step sees ``mini_batch_size``
     samples, accumulated over micro-batches of ``micro_batch_size`` (Section 3.1, Eq. 3-4).
 
     ``old_logp``, ``advantages``, ``ref_logp``: ``[B, T]`` on the CPU, masked by ``ro.mask``.
-    Returns the step's diagnostics (mean loss, max gradient norm, max ratio, non-finite ratio
+    ``old_logp=None`` saves a forward pass: the samples of the first mini-batch of the first
+    epoch are scored before any optimizer step, so their old log-probs are the detached current
+    ones (as TRL does); only the other samples get a separate no-grad pass here. With dropout
+    active (e.g. LoRA dropout) those first ratios then carry the dropout noise. Returns the step's diagnostics (mean loss, max gradient norm, max ratio, non-finite ratio
     count, clip fraction, number of optimizer steps).
     """
     from r1reward import algorithms
@@ -474,8 +480,16 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
     device = accelerator.device
     n = len(ro.texts)
     losses, grad_norms, max_ratio, nonfinite, clip_fr, updates = [], [], 0.0, 0, [], 0
-    for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(n, generator=generator)
+    orders = [torch.randperm(n, generator=generator) for _ in range(cfg.ppo_epochs)]
+    lazy: set[int] = set()
+    if old_logp is None:  # score everything but the first mini-batch now, before any update
+        lazy = set(orders[0][: cfg.mini_batch_size].tolist())
+        was = model.training
+        model.eval()
+        old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature,
+                                    rows=orders[0][cfg.mini_batch_size :])
+        model.train(was)
+    for order in orders:
         # micro-batches in order; accelerate syncs and steps every `grad_accum` of them (one
         # mini-batch), which also drives DeepSpeed's and FSDP's own accumulation
         for idx in order.split(cfg.micro_batch_size):
@@ -483,6 +497,9 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
                 mask = ro.mask[idx].to(device)
                 logp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
                                          mask, cfg.temperature)
+                if lazy and lazy.issuperset(idx.tolist()):  # first mini-batch, first epoch
+                    old_logp[idx] = logp.detach().float().cpu() * ro.mask[idx]
+                    lazy -= set(idx.tolist())
                 loss, info = algorithms.policy_loss(
                     logp, old_logp[idx].to(device), advantages[idx].to(device), mask,
                     clip_eps=cfg.clip_eps, pre_clip=cfg.pre_clip_bounds,
@@ -712,9 +729,12 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
                                 seed=cfg.seed * 100_003 + step * world + rank)
         # 2. rewards
         parts = score(ro, judge, bool(cfg.consistency_reward))
-        # 3. old and reference log-probs (policy before this step's updates)
-        old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+        # 3. old and reference log-probs (policy before this step's updates); without a
+        # reference the old log-probs are left to ppo_update, which saves a forward pass
         ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
+        old_logp = None
+        if ref_logp is not None:
+            old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
         kl = None
         if ref_logp is not None:
             from r1reward.algorithms import kl_estimate
