@@ -24,8 +24,6 @@ from r1reward.algorithms import (
     token_rewards,
 )
 
-torch.set_num_threads(1)
-
 F32_MAX = float(torch.finfo(torch.float32).max)
 
 # ----------------------------------------------------------------------------- strategies

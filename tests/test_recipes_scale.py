@@ -37,15 +37,6 @@ def _cpu_recipe(name: str, tiny: Path, *extra: str) -> dict:
     return load_recipe(name, [f"model.path={tiny}", "model.quantization=null", *extra])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many tiny forward/backward passes: one thread is faster than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from r1reward.models import build_tiny_model

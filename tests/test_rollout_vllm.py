@@ -29,15 +29,6 @@ from r1reward.rollout import Completion, encode, generate, stop_token_ids
 NEW_TOKENS = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Short generations on a busy 2-core machine: one thread beats two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("vllm") / "tiny", seed=0)
