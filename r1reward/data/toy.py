@@ -217,6 +217,26 @@ def _task_total(rng: random.Random, d: int) -> tuple[dict, str, str, str]:
     return truth, q, str(t), str(wrong)
 
 
+def random_scene(rng: random.Random) -> dict[str, Any]:
+    """A scene with no question: the truth dict :func:`render` draws, for caption pretraining.
+
+    Half the time an object scene (``{"task": "scene", "objects": [...]}``: 1 to 4 objects in
+    distinct cells of the grid, each shape and colour drawn independently, sizes and jitter as in
+    the pair scenes), otherwise a bar chart (``{"task": "bars", "bars": [...]}``: 2 to 4 bars of
+    distinct colours and distinct heights 1..8, so the tallest and shortest bar are unique).
+    Draws only from ``rng``; callers give it a stream of their own (not a pair stream).
+    """
+    if rng.random() < 0.5:
+        k = rng.randint(1, GRID * GRID)
+        cells = sorted(_cells(rng, k))
+        objs = [_obj(rng.choice(SHAPES), rng.choice(list(COLOURS)), c, rng) for c in cells]
+        return {"task": "scene", "objects": objs}
+    n = rng.randint(2, 4)
+    cols = rng.sample(list(COLOURS), n)
+    heights = rng.sample(range(1, 9), n)
+    return {"task": "bars", "bars": [{"colour": c, "height": h} for c, h in zip(cols, heights)]}
+
+
 _TASKS = {
     "colour": _task_colour,
     "shape": _task_shape,
