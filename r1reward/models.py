@@ -30,10 +30,15 @@ __all__ = [
     "SIZES",
     "SPECIAL_TOKENS",
     "TAG_TOKENS",
+    "PRETRAIN_INSTRUCTION",
     "build_tiny_model",
+    "caption_metrics",
     "load_model",
     "load_processor",
     "tiny_config",
+    "pretrain_scene",
+    "pretrain_tiny_model",
+    "scene_caption",
     "main",
 ]
 
@@ -293,9 +298,33 @@ def _is_complete(path: Path) -> dict[str, Any] | None:
     return info
 
 
+#: Marker values of builds made before a key existed (folders without caption pretraining).
+_MARKER_DEFAULTS: dict[str, Any] = {
+    "pretrain_steps": 0,
+    "pretrain_lr": None,
+    "pretrain_batch_size": None,
+}
+
+
+def _marker_value(info: dict[str, Any], key: str) -> Any:
+    return info.get(key, _MARKER_DEFAULTS.get(key))
+
+
+def _pretrain_key(steps: int, lr: float, batch_size: int) -> dict[str, Any]:
+    """The pretraining settings a build marker records (lr/batch only matter with steps > 0)."""
+    steps = int(steps)
+    if steps == 0:
+        return {"pretrain_steps": 0, "pretrain_lr": None, "pretrain_batch_size": None}
+    return {
+        "pretrain_steps": steps,
+        "pretrain_lr": float(lr),
+        "pretrain_batch_size": int(batch_size),
+    }
+
+
 def _same_build(path: Path, wanted: dict[str, Any]) -> bool:
     info = _is_complete(path)
-    return info is not None and {k: info.get(k) for k in wanted} == wanted
+    return info is not None and {k: _marker_value(info, k) for k in wanted} == wanted
 
 
 def build_tiny_model(
@@ -304,8 +333,17 @@ def build_tiny_model(
     size: str = "tiny",
     seed: int = 0,
     corpus_pairs: int = 500,
+    pretrain_steps: int = 0,
+    pretrain_lr: float = 3e-3,
+    pretrain_batch_size: int = 16,
 ) -> Path:
-    """Write a tiny, randomly initialised Qwen2.5-VL model folder at ``path`` and return it.
+    """Write a tiny Qwen2.5-VL model folder at ``path`` and return it.
+
+    The weights are randomly initialised and then, when ``pretrain_steps > 0``, trained for
+    that many steps on captions of toy scenes (:func:`pretrain_tiny_model`, learning rate
+    ``pretrain_lr``, ``pretrain_batch_size`` scenes a step): the toy's stand-in for the
+    vision-language pretraining a real Qwen2.5-VL starts from. It never sees a Table-1 prompt,
+    a question, a response or a label.
 
     The folder holds ``config.json`` + ``model.safetensors``
     (``Qwen2_5_VLForConditionalGeneration``, :data:`SIZES`), ``tokenizer.json`` (byte-level
@@ -322,16 +360,29 @@ def build_tiny_model(
     that looks complete. Deterministic: the same arguments give byte-identical files.
     """
     path = Path(path)
-    wanted = {"size": size, "seed": seed, "corpus_pairs": corpus_pairs, "version": BUILD_VERSION}
     if size not in SIZES:
         raise ValueError(f"build_tiny_model: size={size!r}; expected one of {sorted(SIZES)}")
+    if pretrain_steps < 0 or (pretrain_steps and (pretrain_lr <= 0 or pretrain_batch_size < 1)):
+        raise ValueError(
+            f"build_tiny_model: pretrain_steps={pretrain_steps}, pretrain_lr={pretrain_lr}, "
+            f"pretrain_batch_size={pretrain_batch_size}; expected steps >= 0, and with steps > 0 "
+            "lr > 0 and batch size >= 1"
+        )
+    pretrain = _pretrain_key(pretrain_steps, pretrain_lr, pretrain_batch_size)
+    wanted = {
+        "size": size,
+        "seed": seed,
+        "corpus_pairs": corpus_pairs,
+        **pretrain,
+        "version": BUILD_VERSION,
+    }
     info = _is_complete(path)
     if info is not None:
         if _same_build(path, wanted):
             return path
-        keys = ("size", "seed", "corpus_pairs")
-        if any(info.get(k) != wanted[k] for k in keys):
-            got = {k: info.get(k) for k in keys}
+        keys = ("size", "seed", "corpus_pairs", *pretrain)
+        if any(_marker_value(info, k) != wanted[k] for k in keys):
+            got = {k: _marker_value(info, k) for k in keys}
             raise FileExistsError(
                 f"{path}: a tiny model built with {got} already exists; asked for "
                 f"{ {k: wanted[k] for k in keys} }. Use another folder or delete this one."
@@ -346,12 +397,22 @@ def build_tiny_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        _write_tiny_folder(tmp, size=size, seed=seed, corpus_pairs=corpus_pairs)
+        report = _write_tiny_folder(
+            tmp,
+            size=size,
+            seed=seed,
+            corpus_pairs=corpus_pairs,
+            pretrain_steps=pretrain_steps,
+            pretrain_lr=pretrain_lr,
+            pretrain_batch_size=pretrain_batch_size,
+        )
         marker = dict(
             wanted,
             n_params=_count_parameters(tmp),
             build_seconds=round(time.perf_counter() - t0, 3),
         )
+        if report:
+            marker["pretrain_report"] = {k: v for k, v in report.items() if k != "log"}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if path.exists():
             if _same_build(path, wanted):  # another process finished the same build first
@@ -385,7 +446,16 @@ def _count_parameters(folder: Path) -> int:
     return total
 
 
-def _write_tiny_folder(tmp: Path, *, size: str, seed: int, corpus_pairs: int) -> None:
+def _write_tiny_folder(
+    tmp: Path,
+    *,
+    size: str,
+    seed: int,
+    corpus_pairs: int,
+    pretrain_steps: int = 0,
+    pretrain_lr: float = 3e-3,
+    pretrain_batch_size: int = 16,
+) -> dict[str, Any] | None:
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 
@@ -413,11 +483,23 @@ def _write_tiny_folder(tmp: Path, *, size: str, seed: int, corpus_pairs: int) ->
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.bos_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(tmp)
-
     processor = _make_processor(hf_tok)
+    # saved before pretraining: encoding batches leaves padding state in the fast tokenizer,
+    # which would otherwise be written into tokenizer.json
     processor.save_pretrained(tmp)
     _finish_processor_files(tmp)
+    report = None
+    if pretrain_steps > 0:
+        report = pretrain_tiny_model(
+            model,
+            processor,
+            steps=pretrain_steps,
+            lr=pretrain_lr,
+            batch_size=pretrain_batch_size,
+            seed=seed,
+        )
+    model.save_pretrained(tmp)
+    return report
 
 
 def _processor_without_video(processor_cls: type) -> type:
@@ -561,6 +643,317 @@ def load_processor(path_or_hub_id: str | os.PathLike[str], **kwargs: Any):
     if not isinstance(cls, type) or "video_processor" not in cls.get_attributes():
         return AutoProcessor.from_pretrained(src, **kwargs)
     return _processor_without_video(cls).from_pretrained(src, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# caption pretraining
+# --------------------------------------------------------------------------------------------
+
+#: The only instruction caption pretraining shows the model (never the Table-1 prompt).
+PRETRAIN_INSTRUCTION = "Describe the image."
+
+
+def scene_caption(truth: dict[str, Any]) -> str:
+    """The caption of a toy scene: every visual fact the toy questions ask about.
+
+    Object scenes: the objects as ``shape colour`` ordered by shape (then colour), the same
+    objects as ``colour shape`` ordered by colour (then shape), and the count of each shape;
+    e.g. ``"circle green, circle red, square blue. blue square, red circle, green circle.
+    2 circles, 1 square."`` (shapes in the order of ``toy.SHAPES``, colours in the order of
+    ``toy.COLOURS``). Bar charts: the bars from the tallest to the shortest with colour and
+    height in eighths of the plot, then the tallest and the shortest bar; e.g. ``"3 bars:
+    green 7, red 5, blue 2. tallest: green. shortest: blue."``.
+
+    Every fact is addressed by content (which shape is which colour, which colour which shape,
+    which bar is taller), never by place in the image: with captions in reading order
+    ("cell 1: red circle") the tiny model learnt shapes, heights and occupancy in 1200 steps but
+    stayed at chance on colours, which it would have to fetch from a given cell. The toy
+    questions are all content-addressed too ("what colour is the circle?").
+    """
+    from r1reward.data import toy
+
+    if truth["task"] == "bars":
+        bars = sorted(truth["bars"], key=lambda b: -b["height"])
+        listed = ", ".join(f"{b['colour']} {b['height']}" for b in bars)
+        top, low = bars[0]["colour"], bars[-1]["colour"]
+        return f"{len(bars)} bars: {listed}. tallest: {top}. shortest: {low}."
+    shape_rank = {s: i for i, s in enumerate(toy.SHAPES)}
+    colour_rank = {c: i for i, c in enumerate(toy.COLOURS)}
+    objs = truth["objects"]
+    by_shape = sorted(objs, key=lambda o: (shape_rank[o["shape"]], colour_rank[o["colour"]]))
+    by_colour = sorted(objs, key=lambda o: (colour_rank[o["colour"]], shape_rank[o["shape"]]))
+    counts = [
+        f"{n} {toy.PLURAL[s] if n > 1 else s}"
+        for s in toy.SHAPES
+        if (n := sum(o["shape"] == s for o in objs))
+    ]
+    return (
+        ", ".join(f"{o['shape']} {o['colour']}" for o in by_shape)
+        + ". "
+        + ", ".join(f"{o['colour']} {o['shape']}" for o in by_colour)
+        + ". "
+        + ", ".join(counts)
+        + "."
+    )
+
+
+def _scene_rng(stream: str, seed: int, index: int):
+    import hashlib
+    import random
+
+    h = hashlib.sha256(f"r1reward-pretrain|{stream}|{seed}|{index}".encode()).digest()
+    return random.Random(int.from_bytes(h[:8], "big"))
+
+
+def pretrain_scene(
+    index: int, *, seed: int = 0, stream: str = "train", image_size: int = TOY_IMAGE_SIZE
+) -> tuple[Any, str, dict[str, Any]]:
+    """Scene ``index`` of a caption-pretraining stream: ``(PIL image, caption, truth)``.
+
+    Scenes come from :func:`r1reward.data.toy.random_scene` with a generator seeded from
+    ``("r1reward-pretrain", stream, seed, index)``, a stream no preference pair is drawn from
+    (pairs use ``"r1reward-toy"``). ``stream="train"`` is what pretraining reads,
+    ``stream="eval"`` the held-out scenes its caption accuracy is measured on.
+
+    The background is an off-white tint (each channel 232..255, never pure white) drawn per
+    scene, while every toy pair image has a pure white background: a pretraining image can
+    therefore never equal a train or held-out pair image, pixel for pixel (pair images can
+    coincide by chance across splits; these cannot), and the model also learns not to care
+    about the exact background.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from r1reward.data import toy
+
+    if stream not in ("train", "eval"):
+        raise ValueError(f"pretrain_scene: stream={stream!r}; expected 'train' or 'eval'")
+    rng = _scene_rng(stream, seed, index)
+    truth = toy.random_scene(rng)
+    while True:
+        bg = tuple(rng.randint(232, 255) for _ in range(3))
+        if bg != (255, 255, 255):
+            break
+    pixels = np.array(toy.render(truth, image_size))
+    white = (pixels == 255).all(axis=-1)
+    pixels[white] = bg
+    return Image.fromarray(pixels), scene_caption(truth), truth
+
+
+def _caption_batch(processor: Any, scenes: list[tuple[Any, str, Any]]) -> tuple[Any, Any]:
+    """``build_batch`` tensors for ``[Describe the image.] -> caption<|im_end|>`` rows."""
+    from r1reward.rollout import build_batch
+
+    tok = getattr(processor, "tokenizer", processor)
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    convs = [
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image", "image": img},
+                    {"type": "text", "text": PRETRAIN_INSTRUCTION},
+                ],
+            }
+        ]
+        for img, _, _ in scenes
+    ]
+    targets = [tok.encode(cap, add_special_tokens=False) + [end] for _, cap, _ in scenes]
+    return build_batch(processor, convs, targets)
+
+
+def _caption_loss(model: Any, batch: Any, mask: Any, facts: Any = None) -> tuple[Any, Any, Any]:
+    """Mean next-token cross-entropy over caption tokens, and argmax hits and token counts per
+    row ``(B,)``; with ``facts`` (a 1-D tensor of token ids) hits and counts are pairs
+    ``(all caption tokens, fact tokens)``. ``batch``: ``input_ids``/``attention_mask``
+    ``(B, T)`` + image tensors; ``mask`` ``(B, T)`` 1 on caption tokens."""
+    import torch
+
+    first = int(mask.any(dim=0).nonzero()[0])
+    keep = mask.shape[1] - first + 1
+    logits = model(**batch, logits_to_keep=keep).logits[:, :-1].float()  # (B, T-first, V)
+    targets = batch["input_ids"][:, first:]
+    m = mask[:, first:].float()
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), targets, reduction="none"
+    )  # (B, T-first)
+    loss = (nll * m).sum() / m.sum()
+    right = (logits.argmax(-1) == targets).float()
+    if facts is None:
+        return loss, (right * m).sum(dim=1), m.sum(dim=1)
+    mf = m * torch.isin(targets, facts.to(targets.device)).float()
+    return loss, ((right * m).sum(1), (right * mf).sum(1)), (m.sum(1), mf.sum(1))
+
+
+def caption_metrics(
+    model: Any,
+    processor: Any,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    image_size: int = TOY_IMAGE_SIZE,
+    batch_size: int = 32,
+) -> dict[str, float]:
+    """Teacher-forced caption loss and accuracy on ``n`` held-out pretraining scenes.
+
+    Returns ``{"loss", "token_accuracy", "fact_accuracy", "caption_accuracy"}``: mean
+    cross-entropy per caption token, share of caption tokens whose argmax is right, the same
+    share over the *fact* tokens only (colour and shape words, digits: what a model that does
+    not read the image can only guess; the caption's fixed wording is easy), and share of
+    captions whose every token is right (``stream="eval"`` scenes, never trained on).
+    """
+    import torch
+
+    scenes = [pretrain_scene(i, seed=seed, stream="eval", image_size=image_size) for i in range(n)]
+    facts = torch.tensor(sorted(_fact_token_ids(processor)))
+    was_training = model.training
+    model.eval()
+    tot_loss = tot_tok = tot_hit = exact = fact_hit = fact_tok = 0.0
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                chunk = scenes[start : start + batch_size]
+                batch, mask = _caption_batch(processor, chunk)
+                batch = batch.to(model.device)
+                mask = mask.to(model.device)
+                loss, hits, count = _caption_loss(model, batch, mask, facts=facts)
+                tot_loss += float(loss) * float(count[0].sum())
+                tot_tok += float(count[0].sum())
+                tot_hit += float(hits[0].sum())
+                exact += float((hits[0] == count[0]).sum())
+                fact_hit += float(hits[1].sum())
+                fact_tok += float(count[1].sum())
+    finally:
+        model.train(was_training)
+    return {
+        "loss": tot_loss / tot_tok,
+        "token_accuracy": tot_hit / tot_tok,
+        "fact_accuracy": fact_hit / max(fact_tok, 1.0),
+        "caption_accuracy": exact / n,
+    }
+
+
+def _fact_token_ids(processor: Any) -> set[int]:
+    """Vocabulary ids whose text (spaces stripped) is a toy colour, shape (or plural) or digit."""
+    from r1reward.data import toy
+
+    tok = getattr(processor, "tokenizer", processor)
+    words = set(toy.COLOURS) | set(toy.SHAPES) | set(toy.PLURAL.values()) | set("0123456789")
+    return {
+        i for t, i in tok.get_vocab().items() if tok.convert_tokens_to_string([t]).strip() in words
+    }
+
+
+def pretrain_tiny_model(
+    model: Any,
+    processor: Any,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    image_size: int = TOY_IMAGE_SIZE,
+    progress: bool = False,
+    eval_scenes: int = 64,
+    vision_lr_scale: float = 0.0,
+) -> dict[str, Any]:
+    """Caption pretraining of the tiny model, in place: the toy's vision-language pretraining.
+
+    A real Qwen2.5-VL is pretrained on image-text data before anyone fine-tunes it into a
+    reward model; a randomly initialised tiny one is not, and SFT on the Table-1 task alone
+    settles on ignoring the image. This stage gives it the same start at toy scale: for
+    ``steps`` steps, ``batch_size`` fresh scenes of the ``stream="train"`` pretraining stream
+    (:func:`pretrain_scene`, disjoint from every preference pair) are shown in a chat turn
+    ``[image] Describe the image.`` and the model (vision tower and language model) learns the
+    caption (:func:`scene_caption`) followed by ``<|im_end|>``; the loss is the mean
+    cross-entropy over those caption tokens only (prompt tokens carry no loss). AdamW, linear
+    warm-up over the first 5 % of steps then cosine decay to 10 % of ``lr``, gradient norm
+    clipped at 1. Deterministic for a given ``seed`` and thread count.
+
+    Returns:
+        ``{"steps", "seconds", "first_loss", "last_loss", "log": [{"step", "loss"}, ...],
+        "heldout": caption_metrics(...) before and after}`` (``"heldout_before"``,
+        ``"heldout"``).
+    """
+    import math
+
+    import torch
+
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(
+            f"pretrain_tiny_model: steps={steps}, batch_size={batch_size}, lr={lr}; expected "
+            "steps >= 1, batch_size >= 1, lr > 0"
+        )
+    t0 = time.perf_counter()
+    before = caption_metrics(model, processor, n=eval_scenes, seed=seed, image_size=image_size)
+    vision, text = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (vision if ".visual." in f".{name}" else text).append(p)
+    frozen = vision if vision_lr_scale == 0 else []
+    params = text + (vision if vision_lr_scale > 0 else [])
+    groups = [{"params": text, "lr": lr}]
+    if vision_lr_scale > 0:
+        groups.append({"params": vision, "lr": lr * vision_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = (step - warm) / max(1, steps - warm)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    log: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc="caption pretraining", unit="step")
+    was_training = model.training
+    model.train()
+    device = next(model.parameters()).device
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for step in range(steps):
+                scenes = [
+                    pretrain_scene(step * batch_size + i, seed=seed, image_size=image_size)
+                    for i in range(batch_size)
+                ]
+                batch, mask = _caption_batch(processor, scenes)
+                loss, _, _ = _caption_loss(model, batch.to(device), mask.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                log.append({"step": step + 1, "loss": round(float(loss.detach()), 5)})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=log[-1]["loss"])
+    finally:
+        model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(True)
+        if bar is not None:
+            bar.close()
+    after = caption_metrics(model, processor, n=eval_scenes, seed=seed, image_size=image_size)
+    tail = log[-max(1, steps // 10) :]
+    return {
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "first_loss": log[0]["loss"],
+        "last_loss": round(sum(r["loss"] for r in tail) / len(tail), 5),
+        "heldout_before": before,
+        "heldout": after,
+        "log": log,
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -315,3 +315,107 @@ def test_processor_saved_alone_loads_back(tiny, tmp_path):
     assert again.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
     assert again.image_processor.size == processor.image_processor.size
     assert again.chat_template == processor.chat_template
+
+
+# --------------------------------------------------------------------------------------------
+# caption pretraining
+# --------------------------------------------------------------------------------------------
+
+
+def test_scene_caption_names_every_object_both_ways_counts_and_bars():
+    obj = dict(size=0.8, dx=0.0, dy=0.0)
+    scene = {
+        "task": "scene",
+        "objects": [
+            {"shape": "square", "colour": "blue", "cell": 3, **obj},
+            {"shape": "circle", "colour": "red", "cell": 0, **obj},
+            {"shape": "circle", "colour": "green", "cell": 2, **obj},
+        ],
+    }
+    assert models.scene_caption(scene) == (
+        "circle red, circle green, square blue. red circle, green circle, blue square. "
+        "2 circles, 1 square."
+    )
+    bars = {
+        "task": "bars",
+        "bars": [{"colour": c, "height": h} for c, h in (("red", 5), ("blue", 2), ("green", 7))],
+    }
+    assert models.scene_caption(bars) == (
+        "3 bars: green 7, red 5, blue 2. tallest: green. shortest: blue."
+    )
+
+
+def test_pretraining_prompt_is_only_the_instruction(tiny):
+    _, processor = tiny
+    scenes = [models.pretrain_scene(i) for i in range(3)]
+    batch, mask = models._caption_batch(processor, scenes)
+    tok = processor.tokenizer
+    for row, m, (_, caption, _) in zip(batch["input_ids"], mask, scenes):
+        prompt = tok.decode(row[m == 0], skip_special_tokens=True)
+        assert models.PRETRAIN_INSTRUCTION in prompt
+        assert "Response" not in prompt and "<think>" not in prompt  # never the Table-1 task
+        assert tok.decode(row[m == 1], skip_special_tokens=True) == caption
+
+
+def test_pretraining_lowers_heldout_caption_loss(tiny_dir):
+    model, processor = load_model(tiny_dir)  # a fresh copy: pretraining changes it in place
+    before = models.caption_metrics(model, processor, n=16)
+    report = models.pretrain_tiny_model(
+        model, processor, steps=10, lr=3e-3, batch_size=8, seed=0, eval_scenes=16
+    )
+    after = models.caption_metrics(model, processor, n=16)
+    assert report["heldout_before"] == pytest.approx(before)
+    assert report["heldout"] == pytest.approx(after)
+    assert after["loss"] < before["loss"] - 1.0  # random init: ~log(vocab); a few steps: far less
+    assert after["token_accuracy"] > before["token_accuracy"]
+    assert len(report["log"]) == 10 and report["log"][-1]["loss"] < report["log"][0]["loss"]
+
+
+def test_marker_records_pretraining_and_a_different_value_is_another_build(tiny_dir, tmp_path):
+    folder = build_tiny_model(
+        tmp_path / "pre", seed=0, pretrain_steps=2, pretrain_lr=1e-3, pretrain_batch_size=4
+    )
+    info = json.loads((folder / MARKER).read_text())
+    assert (info["pretrain_steps"], info["pretrain_lr"], info["pretrain_batch_size"]) == (
+        2,
+        1e-3,
+        4,
+    )
+    assert info["pretrain_report"]["steps"] == 2
+    raw = json.loads((tiny_dir / MARKER).read_text())
+    assert raw["pretrain_steps"] == 0 and "pretrain_report" not in raw
+    digest, raw_digest = _digest(folder), _digest(tiny_dir)
+    assert digest["tokenizer.json"] == raw_digest["tokenizer.json"]  # same tokenizer
+    assert digest["model.safetensors"] != raw_digest["model.safetensors"]  # trained weights
+    assert (
+        build_tiny_model(folder, seed=0, pretrain_steps=2, pretrain_lr=1e-3, pretrain_batch_size=4)
+        == folder
+    )  # reused
+    with pytest.raises(FileExistsError, match="pretrain_steps"):
+        build_tiny_model(folder, seed=0, pretrain_steps=3, pretrain_lr=1e-3, pretrain_batch_size=4)
+    with pytest.raises(FileExistsError, match="already exists"):
+        build_tiny_model(tiny_dir, seed=0, pretrain_steps=2)
+    with pytest.raises(ValueError, match="pretrain_steps=-1"):
+        build_tiny_model(tmp_path / "bad", pretrain_steps=-1)
+
+
+def test_pretraining_scenes_are_never_pair_images():
+    from r1reward.data import toy
+
+    def digest(img: Image.Image) -> str:
+        return hashlib.sha256(img.convert("RGB").tobytes()).hexdigest()
+
+    def has_white(img: Image.Image) -> bool:
+        return (255, 255, 255) in {c for _, c in img.getcolors(56 * 56)}
+
+    pretrain = [
+        models.pretrain_scene(i, stream=s)[0] for s in ("train", "eval") for i in range(200)
+    ]
+    pairs = [p.images[0] for split in toy.SPLITS for p in toy.make_pairs(200, seed=0, split=split)]
+    pairs += [p.images[0] for p in toy.make_pairs(100, seed=1, split="train")]
+    assert not {digest(i) for i in pretrain} & {digest(i) for i in pairs}
+    # why, by construction: every pair image shows pure white, no pretraining image does
+    assert all(has_white(i) for i in pairs) and not any(has_white(i) for i in pretrain)
+    assert len({digest(i) for i in pretrain}) > 390  # scenes vary
+    tasks = {models.pretrain_scene(i)[2]["task"] for i in range(20)}
+    assert tasks == {"scene", "bars"}
