@@ -28,6 +28,7 @@ __all__ = [
     "recipe_hash",
     "resolve_model_path",
     "build_tiny_cached",
+    "tiny_pretrain_kwargs",
 ]
 
 RECIPE_DIR = Path(__file__).resolve().parent
@@ -135,7 +136,8 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     """The model path or hub id of a recipe; builds the tiny model when ``model.path`` is null.
 
     With ``model.path: null`` and ``model.tiny: {size, seed}``, the tiny Qwen2.5-VL is built once
-    by :func:`r1reward.models.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``.
+    by :func:`r1reward.models.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``
+    (``-pt{steps}`` appended when ``model.tiny.pretrain_steps`` asks for caption pretraining).
     """
     model = recipe.get("model") or {}
     if model.get("path"):
@@ -144,14 +146,25 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     if not tiny:
         raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
     size, seed = tiny.get("size", "tiny"), int(tiny.get("seed", 0))
-    return str(build_tiny_cached(Path(cache_dir) / f"tiny-{size}-seed{seed}", size=size, seed=seed))
+    pretrain = tiny_pretrain_kwargs(tiny)
+    name = f"tiny-{size}-seed{seed}" + (f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
+    return str(build_tiny_cached(Path(cache_dir) / name, size=size, seed=seed, **pretrain))
 
 
-def build_tiny_cached(folder: str | Path, *, size: str, seed: int) -> Path:
+def tiny_pretrain_kwargs(tiny: dict) -> dict[str, Any]:
+    """The caption-pretraining keywords of a recipe's ``model.tiny`` for ``build_tiny_model``
+    (``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``); empty when there are none."""
+    casts = {"pretrain_steps": int, "pretrain_lr": float, "pretrain_batch_size": int}
+    out = {k: cast(tiny[k]) for k, cast in casts.items() if tiny.get(k) is not None}
+    return out if out.get("pretrain_steps") else {}
+
+
+def build_tiny_cached(folder: str | Path, *, size: str, seed: int, **pretrain: Any) -> Path:
     """:func:`r1reward.models.build_tiny_model` into a cache folder that this package owns.
 
     A complete tiny-model folder built with other settings (e.g. an older default corpus) is a
     stale cache entry here: it is removed and rebuilt instead of raising ``FileExistsError``.
+    ``pretrain`` holds the caption-pretraining keywords (:func:`tiny_pretrain_kwargs`).
     """
     import shutil
 
@@ -159,9 +172,9 @@ def build_tiny_cached(folder: str | Path, *, size: str, seed: int) -> Path:
 
     folder = Path(folder)
     try:
-        return build_tiny_model(folder, size=size, seed=seed)
+        return build_tiny_model(folder, size=size, seed=seed, **pretrain)
     except FileExistsError:
         if not (folder / MARKER).is_file():
             raise  # not a tiny-model folder: never delete what we did not build
         shutil.rmtree(folder)
-        return build_tiny_model(folder, size=size, seed=seed)
+        return build_tiny_model(folder, size=size, seed=seed, **pretrain)
