@@ -100,13 +100,16 @@ def _tiny_spec(recipe: dict) -> dict:
 
 def tiny_model(profile: str) -> Path:
     """The tiny Qwen2.5-VL folder of ``profile`` (``artifacts/<profile>/tiny-model``)."""
-    from r1reward.recipes import build_tiny_cached
+    from r1reward.recipes import build_tiny_cached, tiny_pretrain_kwargs
 
     spec = _tiny_spec(recipe_for(profile))
     folder = artifacts_dir(profile) / "tiny-model"
     with _lock(folder.parent, folder.name):
         return build_tiny_cached(
-            folder, size=spec.get("size", "tiny"), seed=int(spec.get("seed", 0))
+            folder,
+            size=spec.get("size", "tiny"),
+            seed=int(spec.get("seed", 0)),
+            **tiny_pretrain_kwargs(spec),
         )
 
 
