@@ -170,6 +170,33 @@ def setup(renderer: str = RENDERER_NAME) -> None:
     pio.templates.default = TEMPLATE_NAME
     pio.renderers[RENDERER_NAME] = OfflineRenderer()
     pio.renderers.default = renderer
+    _plain_numpy_scalars()
+
+
+def _plain_numpy_scalars() -> None:
+    """Show numpy scalars as plain numbers (``0.5``, not ``np.float64(0.5)``) in notebooks.
+
+    numpy 2 changed the repr of its scalars, and myst-nb's ``{glue:text}`name:.1f``` parses the
+    glued value's text/plain output back into a float: a glued ``np.float64`` then fails to
+    format (a warning, fatal under ``-W``). Registering the plain repr fixes every chapter's glue
+    at once. Outside IPython this does nothing.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the book extra
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    import numpy as np
+
+    plain = shell.display_formatter.formatters["text/plain"]
+    # concrete types too: IPython registers its own printer for np.float64, which would win
+    kinds = {t for t in np.sctypeDict.values() if issubclass(t, (np.floating, np.integer))}
+    for kind in kinds | {np.floating, np.integer}:
+        cast = float if issubclass(kind, np.floating) else int
+        plain.for_type(kind, lambda x, p, cycle, cast=cast: p.text(repr(cast(x))))
+    plain.for_type(np.bool_, lambda x, p, cycle: p.text(repr(bool(x))))
 
 
 def plotly_js_path() -> Path:

@@ -147,3 +147,20 @@ def test_mimebundle_is_what_the_renderer_emits() -> None:
     assert set(bundle) == {"text/html", plots.PLOTLY_MIMETYPE}
     assert "Plotly.newPlot" in bundle["text/html"]
     assert bundle[plots.PLOTLY_MIMETYPE]["data"][0]["name"] == "in a widget"
+
+
+def test_setup_shows_numpy_scalars_as_plain_numbers():
+    """Glued numpy scalars must format as numbers: myst-nb parses text/plain back into a float."""
+    import numpy as np
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        plots.setup()
+        fmt = shell.display_formatter.formatters["text/plain"]
+        assert fmt(np.float64(130.3)) == "130.3"
+        assert float(fmt(np.float64("nan")).strip()) != float(fmt(np.float64("nan")).strip())
+        assert fmt(np.int64(7)) == "7"
+        assert fmt(np.bool_(True)) == "True"
+    finally:
+        InteractiveShell.clear_instance()
