@@ -1109,7 +1109,7 @@ def load_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``r1reward build-tiny --out DIR [--size tiny|small] [--seed N]``."""
+    """``r1reward build-tiny --out DIR [--size tiny|small] [--seed N] [--pretrain-steps N]``."""
     parser = argparse.ArgumentParser(
         prog="r1reward build-tiny",
         description=(
@@ -1127,10 +1127,25 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny: about 0.9M parameters (tests, ci); small: about 3M (cpu profile)",
     )
     parser.add_argument("--seed", type=int, default=0, help="weights and corpus seed")
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        help="steps of caption pretraining on toy scenes after initialisation (default 0: none)",
+    )
+    parser.add_argument("--pretrain-lr", type=float, default=3e-3, help="its learning rate")
+    parser.add_argument("--pretrain-batch-size", type=int, default=16, help="scenes per step")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        out = build_tiny_model(args.out, size=args.size, seed=args.seed)
+        out = build_tiny_model(
+            args.out,
+            size=args.size,
+            seed=args.seed,
+            pretrain_steps=args.pretrain_steps,
+            pretrain_lr=args.pretrain_lr,
+            pretrain_batch_size=args.pretrain_batch_size,
+        )
     except FileExistsError as err:
         print(f"r1reward build-tiny: {err}", file=sys.stderr)
         return 1
@@ -1139,4 +1154,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{out}: {info.get('n_params', 0):,} parameters, size={args.size}, seed={args.seed} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
+    held = (info.get("pretrain_report") or {}).get("heldout")
+    if held:
+        print(
+            f"caption pretraining, {args.pretrain_steps} steps: held-out caption loss "
+            f"{held['loss']:.3f}, token accuracy {held['token_accuracy']:.3f}, fact accuracy "
+            f"{held['fact_accuracy']:.3f}"
+        )
     return 0
