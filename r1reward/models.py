@@ -7,6 +7,13 @@ template, and the Qwen2-VL image processor with pixel bounds matching the 56x56 
 (16 patches of 14 px, merged 2x2 into 4 visual tokens). It is saved as an ordinary Hugging Face
 folder, so ``load_model(folder)`` and ``load_model("Qwen/Qwen2.5-VL-7B-Instruct")`` run the same
 code.
+
+A real Qwen2.5-VL starts pretrained on image-text data; a randomly initialised tiny one does
+not, and fine-tuning it on the Table-1 task alone settles on ignoring the image.
+``build_tiny_model(..., pretrain_steps=N)`` therefore runs a short, deterministic caption
+pretraining (:func:`pretrain_tiny_model`) on toy scenes that no preference pair uses
+(:func:`pretrain_scene`, :func:`scene_caption`), with the fixed instruction "Describe the
+image." and never a question, response or label.
 """
 
 from __future__ import annotations
