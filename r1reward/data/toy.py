@@ -336,7 +336,7 @@ def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
     """A Table-1 analysis (text inside ``<think>``, no tags) that argues for response ``verdict``.
 
     Fixed phrasing, about 25-35 words: what the image shows (as the argued-for response claims it),
-    what each response says, and the closing sentence ``"Response {verdict} is better."`` — the
+    what each response says and whether that is right, and the closing sentence ``"Response {verdict} is better."`` — the
     sentence :func:`analysis_verdict` reads. With ``verdict != pair.preferred`` this is a fluent but
     wrong trace (the noisy teacher of the cold-start chapter uses it).
     """
@@ -345,9 +345,18 @@ def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
     truth = pair.meta["truth"]
     c1, c2 = _claims(pair)
     cv = c1 if verdict == 1 else c2
+
+    # each response is judged right or wrong where its claim is quoted, so the verdict only has to
+    # read which one was called right: with a single "Only Response k matches" after both quotes,
+    # the tiny model learnt to copy the claims but its verdict stayed at chance (54.5 % held-out
+    # after 3,000 SFT steps, against 59.5 % with "which matches / does not match the image" in
+    # this place; 200 pairs each). "right" / "wrong" is the shorter wording of that structure.
+    def mark(k: int) -> str:
+        return "right" if k == verdict else "wrong"
+
     return (
-        f"{_observation(truth, cv)} Response 1 says {c1}. Response 2 says {c2}. "
-        f"Only Response {verdict} matches the image. Response {verdict} is better."
+        f"{_observation(truth, cv)} Response 1 says {c1}, which is {mark(1)}. "
+        f"Response 2 says {c2}, which is {mark(2)}. Response {verdict} is better."
     )
 
 
