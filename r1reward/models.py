@@ -375,6 +375,8 @@ def build_tiny_model(
             f"pretrain_batch_size={pretrain_batch_size}; expected steps >= 0, and with steps > 0 "
             "lr > 0 and batch size >= 1"
         )
+    from r1reward.data.toy import TOY_VERSION
+
     pretrain = _pretrain_key(pretrain_steps, pretrain_lr, pretrain_batch_size)
     wanted = {
         "size": size,
@@ -382,6 +384,7 @@ def build_tiny_model(
         "corpus_pairs": corpus_pairs,
         **pretrain,
         "version": BUILD_VERSION,
+        "toy_version": TOY_VERSION,  # the tokenizer corpus and pretraining scenes come from the toy
     }
     info = _is_complete(path)
     if info is not None:

@@ -123,7 +123,9 @@ def _tiny_build_info(profile: str, recipe: dict) -> Any:
 
 
 def _curation_path(profile: str, recipe: dict) -> Path:
-    return artifacts_dir(profile) / f"curated-{recipe_hash(recipe['data'])}.jsonl"
+    from r1reward.data.toy import TOY_VERSION
+
+    return artifacts_dir(profile) / f"curated-{recipe_hash(recipe['data'], TOY_VERSION)}.jsonl"
 
 
 def curated_pairs(profile: str) -> list[Any]:

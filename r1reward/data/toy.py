@@ -64,6 +64,9 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "reasoning": ("bars", "total"),
 }
 SPLITS = ("train", "heldout")
+#: Bump when a seed no longer gives the same pairs or texts, so caches built from the toy (the
+#: tiny tokenizer, curated traces) are rebuilt. 2: the 2x2 grid and the judged-in-place analysis.
+TOY_VERSION = 2
 GRID = 2  # objects sit in the cells of a GRID x GRID grid (one merged visual token each)
 _VERDICT = re.compile(r"Response ([12]) is better\.?\s*$")
 
