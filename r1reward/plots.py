@@ -171,6 +171,11 @@ def setup(renderer: str = RENDERER_NAME) -> None:
     pio.renderers[RENDERER_NAME] = OfflineRenderer()
     pio.renderers.default = renderer
     _plain_numpy_scalars()
+    # a chapter loads the tiny model dozens of times: transformers' per-load "Loading weights"
+    # bar would fill the page with identical progress bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _plain_numpy_scalars() -> None:
