@@ -142,10 +142,15 @@ VOLATILE = {"seconds", "samples_per_s"}
 
 def _text_reward(ro, judge, use_consistency):
     """Stands in for the R1-Reward on an untrained model (which never answers well-formed and
-    would get 0 everywhere): a deterministic function of the sampled text, so updates happen."""
+    would get 0 everywhere): a deterministic function of the sampled text, so updates happen.
+
+    The total grows with the text's length, so four samples practically never tie: with a binary
+    reward all four could be equal for two steps running (it happened after the tiny tokenizer
+    changed), the advantages were all 0, the policy never moved and the KL test saw no KL."""
     r = torch.tensor([float(len(t) % 3 == 0) for t in ro.texts])
     z = torch.zeros_like(r)
-    return {"format": z, "result": r, "consistency": z, "total": r}
+    total = r + torch.tensor([len(t) / 100.0 for t in ro.texts])
+    return {"format": z, "result": r, "consistency": z, "total": total}
 
 
 def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
