@@ -1055,6 +1055,23 @@ def _lora_config(lora: Any) -> Any:
         raise TypeError(f"lora={lora!r}: not valid LoraConfig fields ({err})") from err
 
 
+def resolve_attn_implementation(choice: str | None, dtype: Any) -> str | None:
+    """``"auto"`` -> ``"flash_attention_2"`` where it can run (package, CUDA, 16-bit), else None."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    import torch
+
+    if (
+        importlib.util.find_spec("flash_attn") is not None
+        and torch.cuda.is_available()
+        and dtype in (torch.bfloat16, torch.float16)
+    ):
+        return "flash_attention_2"
+    return None
+
+
 def load_model(
     path_or_hub_id: str | os.PathLike[str],
     *,
@@ -1062,6 +1079,7 @@ def load_model(
     device_map: Any = None,
     lora: Any = None,
     quantization: Any = None,
+    attn_implementation: str | None = "auto",
 ):
     """Load a Qwen2.5-VL-style model and its processor: ``(model, processor)``.
 
@@ -1080,6 +1098,11 @@ def load_model(
         quantization: ``"4bit"`` (NF4, QLoRA-style), ``"8bit"`` or a ``BitsAndBytesConfig``;
             needs bitsandbytes and CUDA, otherwise raises ``ImportError``/``RuntimeError``
             saying so. With ``lora`` the model is first prepared for k-bit training.
+        attn_implementation: ``"auto"`` (default) picks FlashAttention-2 when the
+            ``flash_attn`` package is installed, a CUDA GPU is visible and the dtype is 16-bit,
+            and transformers' default (SDPA) otherwise; any other value (``"sdpa"``,
+            ``"eager"``, ``"flash_attention_2"``) is passed to ``from_pretrained``; None leaves
+            the choice to transformers.
 
     Returns:
         ``(model, processor)``; the model is a ``Qwen2_5_VLForConditionalGeneration`` (or a
@@ -1106,6 +1129,9 @@ def load_model(
         model_kwargs["dtype"] = dtype
     if device_map is not None:
         model_kwargs["device_map"] = device_map
+    attn = resolve_attn_implementation(attn_implementation, dtype)
+    if attn is not None:
+        model_kwargs["attn_implementation"] = attn
     processor = load_processor(src, **kwargs)
     model = AutoModelForImageTextToText.from_pretrained(src, **model_kwargs)
     if lora is not None:

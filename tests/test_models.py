@@ -419,3 +419,32 @@ def test_pretraining_scenes_are_never_pair_images():
     assert len({digest(i) for i in pretrain}) > 390  # scenes vary
     tasks = {models.pretrain_scene(i)[2]["task"] for i in range(20)}
     assert tasks == {"scene", "bars"}
+
+
+def test_attention_implementation_auto_and_explicit(tiny_dir, monkeypatch):
+    """'auto' asks for FlashAttention-2 only where it can run; an explicit choice is passed on."""
+    resolve = models.resolve_attn_implementation
+    assert resolve("eager", torch.float32) == "eager"
+    assert resolve(None, torch.bfloat16) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "flash_attn" else real_find_spec(name, *a),
+    )
+    assert resolve("auto", torch.bfloat16) is None  # no flash_attn package
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a),
+    )
+    assert resolve("auto", torch.bfloat16) == "flash_attention_2"
+    assert resolve("auto", torch.float32) is None  # FlashAttention-2 needs a 16-bit dtype
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve("auto", torch.bfloat16) is None  # no GPU
+    monkeypatch.undo()
+    model, _ = load_model(tiny_dir, attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
+    model, _ = load_model(tiny_dir)  # auto on CPU: transformers' default, not flash
+    assert model.config._attn_implementation != "flash_attention_2"
