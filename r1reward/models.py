@@ -53,7 +53,7 @@ __all__ = [
 #: looks complete).
 MARKER = "r1reward_tiny.json"
 #: Bump when the folder layout/tokenizer recipe changes, so old cached folders get rebuilt.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 
 #: Qwen2.5-VL's special tokens, in the order of their ids in the real tokenizer (151643 ...).
 #: The tiny tokenizer gives them ids 0..len-1 in the same order.
@@ -310,6 +310,7 @@ _MARKER_DEFAULTS: dict[str, Any] = {
     "pretrain_steps": 0,
     "pretrain_lr": None,
     "pretrain_batch_size": None,
+    "pretrain_text_batch_size": None,
 }
 
 
@@ -317,15 +318,23 @@ def _marker_value(info: dict[str, Any], key: str) -> Any:
     return info.get(key, _MARKER_DEFAULTS.get(key))
 
 
-def _pretrain_key(steps: int, lr: float, batch_size: int) -> dict[str, Any]:
-    """The pretraining settings a build marker records (lr/batch only matter with steps > 0)."""
+def _pretrain_key(
+    steps: int, lr: float, batch_size: int, text_batch_size: int = 0
+) -> dict[str, Any]:
+    """The pretraining settings a build marker records (lr/batches only matter with steps > 0)."""
     steps = int(steps)
     if steps == 0:
-        return {"pretrain_steps": 0, "pretrain_lr": None, "pretrain_batch_size": None}
+        return {
+            "pretrain_steps": 0,
+            "pretrain_lr": None,
+            "pretrain_batch_size": None,
+            "pretrain_text_batch_size": None,
+        }
     return {
         "pretrain_steps": steps,
         "pretrain_lr": float(lr),
         "pretrain_batch_size": int(batch_size),
+        "pretrain_text_batch_size": int(text_batch_size),
     }
 
 
@@ -343,6 +352,7 @@ def build_tiny_model(
     pretrain_steps: int = 0,
     pretrain_lr: float = 3e-3,
     pretrain_batch_size: int = 16,
+    pretrain_text_batch_size: int = 0,
 ) -> Path:
     """Write a tiny Qwen2.5-VL model folder at ``path`` and return it.
 
@@ -369,15 +379,22 @@ def build_tiny_model(
     path = Path(path)
     if size not in SIZES:
         raise ValueError(f"build_tiny_model: size={size!r}; expected one of {sorted(SIZES)}")
-    if pretrain_steps < 0 or (pretrain_steps and (pretrain_lr <= 0 or pretrain_batch_size < 1)):
+    if (
+        pretrain_steps < 0
+        or pretrain_text_batch_size < 0
+        or (pretrain_steps and (pretrain_lr <= 0 or pretrain_batch_size < 1))
+    ):
         raise ValueError(
             f"build_tiny_model: pretrain_steps={pretrain_steps}, pretrain_lr={pretrain_lr}, "
-            f"pretrain_batch_size={pretrain_batch_size}; expected steps >= 0, and with steps > 0 "
-            "lr > 0 and batch size >= 1"
+            f"pretrain_batch_size={pretrain_batch_size}, pretrain_text_batch_size="
+            f"{pretrain_text_batch_size}; expected steps >= 0, text batch size >= 0, and with "
+            "steps > 0 lr > 0 and batch size >= 1"
         )
     from r1reward.data.toy import TOY_VERSION
 
-    pretrain = _pretrain_key(pretrain_steps, pretrain_lr, pretrain_batch_size)
+    pretrain = _pretrain_key(
+        pretrain_steps, pretrain_lr, pretrain_batch_size, pretrain_text_batch_size
+    )
     wanted = {
         "size": size,
         "seed": seed,
@@ -415,6 +432,7 @@ def build_tiny_model(
             pretrain_steps=pretrain_steps,
             pretrain_lr=pretrain_lr,
             pretrain_batch_size=pretrain_batch_size,
+            pretrain_text_batch_size=pretrain_text_batch_size,
         )
         marker = dict(
             wanted,
@@ -465,6 +483,7 @@ def _write_tiny_folder(
     pretrain_steps: int = 0,
     pretrain_lr: float = 3e-3,
     pretrain_batch_size: int = 16,
+    pretrain_text_batch_size: int = 0,
 ) -> dict[str, Any] | None:
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
@@ -507,6 +526,7 @@ def _write_tiny_folder(
             lr=pretrain_lr,
             batch_size=pretrain_batch_size,
             seed=seed,
+            text_batch_size=pretrain_text_batch_size,
         )
     model.save_pretrained(tmp)
     return report
@@ -854,6 +874,91 @@ def _fact_token_ids(processor: Any) -> set[int]:
     }
 
 
+def _text_batch(processor: Any, seed: int, index: int, n: int) -> tuple[Any, Any]:
+    """``(input_ids, mask)`` ``(n, T)`` for ``n`` analysis texts of the text stream (right-padded;
+    ``mask`` 1 on real tokens). Stream ``("r1reward-pretrain-text", seed, index)``: no pair."""
+    import random
+
+    import torch
+
+    from r1reward.data import toy
+
+    tok = getattr(processor, "tokenizer", processor)
+    rng = random.Random(f"r1reward-pretrain-text|{seed}|{index}")
+    rows = [tok.encode(toy.random_analysis(rng), add_special_tokens=False) for _ in range(n)]
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def _text_loss(model: Any, ids: Any, mask: Any) -> Any:
+    """Mean next-token cross-entropy over the real tokens of a text batch (no image)."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    m = mask[:, 1:].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    return (nll * m).sum() / m.sum()
+
+
+def reading_metrics(model: Any, processor: Any, *, n: int = 256, seed: int = 0) -> dict[str, float]:
+    """How well the model reads an analysis: on ``n`` held-out texts of the text stream
+    (:func:`r1reward.data.toy.random_analysis`, indices never trained on), the teacher-forced
+    argmax accuracy of its decision words, which follow from the words before them.
+
+    ``first_mark_accuracy`` is the one that needs reading: "right"/"wrong" after Response 1's
+    claim, i.e. whether that claim equals the observation (chance 0.5). The second mark is the
+    opposite of the first, and the verdict digit names the response called right.
+
+    Returns ``{"first_mark_accuracy", "second_mark_accuracy", "verdict_accuracy", "n"}``.
+    """
+    import random
+
+    import torch
+
+    from r1reward.data import toy
+
+    tok = getattr(processor, "tokenizer", processor)
+    rng = random.Random(f"r1reward-pretrain-text-eval|{seed}")
+    marks = {tok.encode(f" {w}", add_special_tokens=False)[0] for w in ("right", "wrong")}
+    digits = {tok.encode(f" {d}", add_special_tokens=False)[0] for d in "12"}
+    hits = [0, 0, 0]
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for start in range(0, n, 64):
+                texts = [toy.random_analysis(rng) for _ in range(min(64, n - start))]
+                rows = [tok.encode(t, add_special_tokens=False) for t in texts]
+                width = max(len(r) for r in rows)
+                ids = torch.zeros((len(rows), width), dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for i, r in enumerate(rows):
+                    ids[i, : len(r)] = torch.tensor(r)
+                    mask[i, : len(r)] = 1
+                logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+                pred = logits[:, :-1].argmax(-1).cpu()
+                for i, r in enumerate(rows):
+                    mark_pos = [t for t in range(1, len(r)) if r[t] in marks][:2]
+                    verdict_pos = max(t for t in range(1, len(r)) if r[t] in digits)
+                    for k, t in enumerate([*mark_pos, verdict_pos]):
+                        hits[k] += int(pred[i, t - 1] == r[t])
+    finally:
+        model.train(was_training)
+    return {
+        "first_mark_accuracy": hits[0] / n,
+        "second_mark_accuracy": hits[1] / n,
+        "verdict_accuracy": hits[2] / n,
+        "n": n,
+    }
+
+
 def pretrain_tiny_model(
     model: Any,
     processor: Any,
@@ -866,6 +971,7 @@ def pretrain_tiny_model(
     progress: bool = False,
     eval_scenes: int = 64,
     vision_lr_scale: float = 0.0,
+    text_batch_size: int = 0,
 ) -> dict[str, Any]:
     """Caption pretraining of the tiny model, in place: the toy's vision-language pretraining.
 
@@ -880,10 +986,18 @@ def pretrain_tiny_model(
     warm-up over the first 5 % of steps then cosine decay to 10 % of ``lr``, gradient norm
     clipped at 1. Deterministic for a given ``seed`` and thread count.
 
+    With ``text_batch_size > 0`` every step also reads that many analysis-shaped texts
+    (:func:`r1reward.data.toy.random_analysis`: no image, no preference pair of any split) with
+    the language-modelling loss on every token, added to the caption loss: the toy's stand-in for
+    the text a real model reads in pretraining, where it learns to compare two words and copy a
+    conclusion. The SFT pairs alone did not teach the tiny model that step (its "right"/"wrong"
+    stayed near chance even after a correct observation; see the cold-start chapter).
+
     Returns:
         ``{"steps", "seconds", "first_loss", "last_loss", "log": [{"step", "loss"}, ...],
         "heldout": caption_metrics(...) before and after}`` (``"heldout_before"``,
-        ``"heldout"``).
+        ``"heldout"``); with text, ``"reading_before"``/``"reading"`` too
+        (:func:`reading_metrics`).
     """
     import math
 
@@ -896,6 +1010,7 @@ def pretrain_tiny_model(
         )
     t0 = time.perf_counter()
     before = caption_metrics(model, processor, n=eval_scenes, seed=seed, image_size=image_size)
+    reading_before = reading_metrics(model, processor, seed=seed) if text_batch_size else None
     vision, text = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -936,6 +1051,9 @@ def pretrain_tiny_model(
                 ]
                 batch, mask = _caption_batch(processor, scenes)
                 loss, _, _ = _caption_loss(model, batch.to(device), mask.to(device))
+                if text_batch_size:
+                    ids, tmask = _text_batch(processor, seed, step, text_batch_size)
+                    loss = loss + _text_loss(model, ids.to(device), tmask.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -953,6 +1071,11 @@ def pretrain_tiny_model(
             bar.close()
     after = caption_metrics(model, processor, n=eval_scenes, seed=seed, image_size=image_size)
     tail = log[-max(1, steps // 10) :]
+    reading = (
+        {"reading_before": reading_before, "reading": reading_metrics(model, processor, seed=seed)}
+        if text_batch_size
+        else {}
+    )
     return {
         "steps": steps,
         "lr": lr,
@@ -962,6 +1085,8 @@ def pretrain_tiny_model(
         "last_loss": round(sum(r["loss"] for r in tail) / len(tail), 5),
         "heldout_before": before,
         "heldout": after,
+        **reading,
+        "text_batch_size": int(text_batch_size),
         "log": log,
     }
 
@@ -1171,6 +1296,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pretrain-lr", type=float, default=3e-3, help="its learning rate")
     parser.add_argument("--pretrain-batch-size", type=int, default=16, help="scenes per step")
+    parser.add_argument(
+        "--pretrain-text-batch-size",
+        type=int,
+        default=0,
+        help="analysis-shaped texts per step read alongside the captions (default 0: none; the "
+        "cpu recipe uses 32)",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -1181,6 +1313,7 @@ def main(argv: list[str] | None = None) -> int:
             pretrain_steps=args.pretrain_steps,
             pretrain_lr=args.pretrain_lr,
             pretrain_batch_size=args.pretrain_batch_size,
+            pretrain_text_batch_size=args.pretrain_text_batch_size,
         )
     except FileExistsError as err:
         print(f"r1reward build-tiny: {err}", file=sys.stderr)
@@ -1196,5 +1329,11 @@ def main(argv: list[str] | None = None) -> int:
             f"caption pretraining, {args.pretrain_steps} steps: held-out caption loss "
             f"{held['loss']:.3f}, token accuracy {held['token_accuracy']:.3f}, fact accuracy "
             f"{held['fact_accuracy']:.3f}"
+        )
+    reading = (info.get("pretrain_report") or {}).get("reading")
+    if reading:
+        print(
+            f"reading analysis text: first right/wrong {reading['first_mark_accuracy']:.3f} "
+            f"(chance 0.5), verdict {reading['verdict_accuracy']:.3f}"
         )
     return 0

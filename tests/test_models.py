@@ -369,6 +369,27 @@ def test_pretraining_lowers_heldout_caption_loss(tiny_dir):
     assert after["loss"] < before["loss"] - 1.0  # random init: ~log(vocab); a few steps: far less
     assert after["token_accuracy"] > before["token_accuracy"]
     assert len(report["log"]) == 10 and report["log"][-1]["loss"] < report["log"][0]["loss"]
+    assert "reading" not in report and report["text_batch_size"] == 0
+
+
+def test_pretraining_with_text_reports_reading(tiny_dir):
+    model, processor = load_model(tiny_dir)
+    report = models.pretrain_tiny_model(
+        model, processor, steps=3, lr=3e-3, batch_size=2, seed=0, eval_scenes=4, text_batch_size=4
+    )
+    for key in ("reading_before", "reading"):
+        r = report[key]
+        assert r["n"] == 256 and set(r) == {
+            "first_mark_accuracy",
+            "second_mark_accuracy",
+            "verdict_accuracy",
+            "n",
+        }
+        assert all(0.0 <= r[k] <= 1.0 for k in r if k != "n")
+    ids, mask = models._text_batch(processor, 0, 0, 4)
+    assert ids.shape[0] == 4 and mask.sum(1).min() > 20  # whole analyses, right-padded
+    again, _ = models._text_batch(processor, 0, 0, 4)
+    assert (again == ids).all()  # the text stream is deterministic
 
 
 def test_marker_records_pretraining_and_a_different_value_is_another_build(tiny_dir, tmp_path):
@@ -397,6 +418,15 @@ def test_marker_records_pretraining_and_a_different_value_is_another_build(tiny_
         build_tiny_model(tiny_dir, seed=0, pretrain_steps=2)
     with pytest.raises(ValueError, match="pretrain_steps=-1"):
         build_tiny_model(tmp_path / "bad", pretrain_steps=-1)
+    with pytest.raises(FileExistsError, match="pretrain_text_batch_size"):
+        build_tiny_model(
+            folder,
+            seed=0,
+            pretrain_steps=2,
+            pretrain_lr=1e-3,
+            pretrain_batch_size=4,
+            pretrain_text_batch_size=2,
+        )
 
 
 def test_pretraining_scenes_are_never_pair_images():

@@ -145,3 +145,36 @@ def test_cli_writes_loadable_pairs(tmp_path):
     assert [p.response_1 for p in pairs] == [p.response_1 for p in ref]
     assert all(toy.oracle_answer(p) == p.preferred for p in pairs)
     assert toy.target_text(pairs[0]) == toy.target_text(ref[0])
+
+
+def test_observation_ends_with_the_claim_it_argues_for(heldout):
+    # the first right/wrong compares the claim with the observed value a fixed few words back
+    for p in heldout[:300]:
+        c1, c2 = toy._claims(p)
+        claim = c1 if p.preferred == 1 else c2
+        first = p.meta["teacher_analysis"].split(" Response 1 says ")[0]
+        assert first.endswith(f" {claim}."), (first, claim)
+
+
+def test_random_analysis_is_consistent_deterministic_and_no_pair():
+    import random
+
+    texts = [toy.random_analysis(random.Random(i), with_prompt=False) for i in range(300)]
+    assert texts == [toy.random_analysis(random.Random(i), with_prompt=False) for i in range(300)]
+    seen_tasks = set()
+    for text in texts:
+        obs, rest = text.split(" Response 1 says ", 1)
+        c1, rest = rest.split(", which is ", 1)
+        mark1, rest = rest.split(". Response 2 says ", 1)
+        c2, rest = rest.split(", which is ", 1)
+        mark2 = rest.split(".")[0]
+        # right exactly where the quoted claim is the observed value; the verdict follows it
+        assert (mark1 == "right") == obs.endswith(f" {c1}.") and {mark1, mark2} == {
+            "right",
+            "wrong",
+        }
+        assert toy.analysis_verdict(text) == (1 if mark1 == "right" else 2)
+        seen_tasks.add(obs.split()[1])
+    assert len(seen_tasks) >= 4
+    prompted = toy.random_analysis(random.Random(0))
+    assert "[Response 1]:" in prompted and prompted.endswith(texts[0])

@@ -66,7 +66,8 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 SPLITS = ("train", "heldout")
 #: Bump when a seed no longer gives the same pairs or texts, so caches built from the toy (the
 #: tiny tokenizer, curated traces) are rebuilt. 2: the 2x2 grid and the judged-in-place analysis.
-TOY_VERSION = 2
+#: 3: every observation sentence ends with the observed value.
+TOY_VERSION = 3
 GRID = 2  # objects sit in the cells of a GRID x GRID grid (one merged visual token each)
 _VERDICT = re.compile(r"Response ([12]) is better\.?\s*$")
 
@@ -316,44 +317,57 @@ def _claims(pair: PreferencePair) -> tuple[str, str]:
 
 
 def _observation(truth: dict[str, Any], claim: str) -> str:
-    """What the analysis says it sees, consistent with ``claim`` (the fact it argues for)."""
+    """What the analysis says it sees, consistent with ``claim`` (the fact it argues for).
+
+    Every task's sentence ends with the claim, so in the analysis the observed value always sits
+    the same few words before the first "which is right/wrong": a comparison at a fixed distance,
+    which the tiny model learns (with the observed value in different places per task it did not).
+    """
     task = truth["task"]
     if task == "colour":
         return f"The {truth['target']} in the image is {claim}."
     if task == "shape":
         return f"The {truth['target']} object in the image is {_article(claim)} {claim}."
     if task == "count":
-        return f"I count {claim} {PLURAL[truth['target']]} in the image."
+        return f"The number of {PLURAL[truth['target']]} in the image is {claim}."
     if task == "exists":
         col, shp = truth["shared"]
         return f"The image shows {_article(col)} {col} {shp} and {_article(claim)} {claim}."
     if task == "bars":
-        return f"The {claim} bar is the {truth['which']} of the {len(truth['bars'])} bars."
+        return f"The {truth['which']} of the {len(truth['bars'])} bars is {claim}."
     if task == "total":
         s1, s2 = truth["target"]
-        return f"I count {claim} {PLURAL[s1]} and {PLURAL[s2]} in the image."
+        return f"The number of {PLURAL[s1]} and {PLURAL[s2]} in the image is {claim}."
     raise ValueError(f"unknown toy task {task!r}")
 
 
 def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
     """A Table-1 analysis (text inside ``<think>``, no tags) that argues for response ``verdict``.
 
-    Fixed phrasing, about 25-35 words: what the image shows (as the argued-for response claims it),
-    what each response says and whether that is right, and the closing sentence ``"Response {verdict} is better."`` — the
-    sentence :func:`analysis_verdict` reads. With ``verdict != pair.preferred`` this is a fluent but
-    wrong trace (the noisy teacher of the cold-start chapter uses it).
+    Fixed phrasing, about 25-35 words (:func:`analysis_text`): what the image shows (as the
+    argued-for response claims it), what each response says and whether that is right, and the
+    closing sentence ``"Response {verdict} is better."`` -- the sentence :func:`analysis_verdict`
+    reads. With ``verdict != pair.preferred`` this is a fluent but wrong trace (the noisy teacher of
+    the cold-start chapter uses it).
     """
     if verdict not in (1, 2):
         raise ValueError(f"verdict must be 1 or 2, got {verdict!r}")
-    truth = pair.meta["truth"]
     c1, c2 = _claims(pair)
+    return analysis_text(pair.meta["truth"], c1, c2, verdict)
+
+
+def analysis_text(truth: dict[str, Any], c1: str, c2: str, verdict: int) -> str:
+    """The analysis of :func:`teacher_analysis` from a scene's truth and the two claims.
+
+    Each response is judged right or wrong where its claim is quoted, so the verdict only has to
+    read which one was called right. Deciding "right" or "wrong" is a comparison of two words of
+    the text (the claim and the observation); the tiny model learns it in caption pretraining
+    from analysis-shaped text (:func:`random_analysis`), not from the SFT pairs alone: with SFT
+    alone its marks stayed near chance even when its observation was right (see the cold-start
+    chapter).
+    """
     cv = c1 if verdict == 1 else c2
 
-    # each response is judged right or wrong where its claim is quoted, so the verdict only has to
-    # read which one was called right: with a single "Only Response k matches" after both quotes,
-    # the tiny model learnt to copy the claims but its verdict stayed at chance (54.5 % held-out
-    # after 3,000 SFT steps, against 59.5 % with "which matches / does not match the image" in
-    # this place; 200 pairs each). "right" / "wrong" is the shorter wording of that structure.
     def mark(k: int) -> str:
         return "right" if k == verdict else "wrong"
 
@@ -361,6 +375,30 @@ def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
         f"{_observation(truth, cv)} Response 1 says {c1}, which is {mark(1)}. "
         f"Response 2 says {c2}, which is {mark(2)}. Response {verdict} is better."
     )
+
+
+def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
+    """A consistent analysis of a random toy task, as text only (no image, no pair).
+
+    The text half of the tiny model's pretraining (:func:`r1reward.models.pretrain_tiny_model`):
+    a task and difficulty drawn from ``rng``, its true and false claim in a random order, and
+    :func:`analysis_text` for the true one; ``with_prompt`` puts the Table-1 prompt (question
+    and both responses, :func:`r1reward.prompt.build_prompt`) before it, so the claims also
+    appear earlier in the text, as they do in a real judgment. Nothing here is a preference pair
+    of any split; the observation in the text is the scene's truth, so right/wrong and the
+    verdict follow from the words alone.
+    """
+    task = rng.choice(sorted(_TASKS))
+    truth, _question, true_c, false_c = _TASKS[task](rng, rng.randint(1, 3))
+    verdict = rng.choice((1, 2))
+    c1, c2 = (true_c, false_c) if verdict == 1 else (false_c, true_c)
+    analysis = analysis_text(truth, c1, c2, verdict)
+    if not with_prompt:
+        return analysis
+    from r1reward.prompt import build_prompt
+
+    r1, r2 = (response_text(truth, c) for c in (c1, c2))
+    return f"{build_prompt(_question, r1, r2)}\n{analysis}"
 
 
 def analysis_verdict(analysis: str) -> int | None:

@@ -153,8 +153,14 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
 
 def tiny_pretrain_kwargs(tiny: dict) -> dict[str, Any]:
     """The caption-pretraining keywords of a recipe's ``model.tiny`` for ``build_tiny_model``
-    (``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``); empty when there are none."""
-    casts = {"pretrain_steps": int, "pretrain_lr": float, "pretrain_batch_size": int}
+    (``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``, ``pretrain_text_batch_size``);
+    empty when there are none."""
+    casts = {
+        "pretrain_steps": int,
+        "pretrain_lr": float,
+        "pretrain_batch_size": int,
+        "pretrain_text_batch_size": int,
+    }
     out = {k: cast(tiny[k]) for k, cast in casts.items() if tiny.get(k) is not None}
     return out if out.get("pretrain_steps") else {}
 
