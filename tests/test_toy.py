@@ -178,3 +178,36 @@ def test_random_analysis_is_consistent_deterministic_and_no_pair():
     assert len(seen_tasks) >= 4
     prompted = toy.random_analysis(random.Random(0))
     assert "[Response 1]:" in prompted and prompted.endswith(texts[0])
+
+
+def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
+    pairs = heldout[:50]
+    right = [
+        f"<think>{p.meta['teacher_analysis']}</think><answer>{p.preferred}</answer>" for p in pairs
+    ]
+    wrong = [
+        f"<think>{toy.teacher_analysis(p, 3 - p.preferred)}</think><answer>{3 - p.preferred}</answer>"
+        for p in pairs
+    ]
+    assert toy.judgment_breakdown(pairs, right) == {
+        "observation_right": 1.0,
+        "marks_follow_observation": 1.0,
+        "verdict_follows_marks": 1.0,
+        "accuracy": 1.0,
+        "n": 50,
+    }
+    # a fluent wrong trace: wrong observation, but marks and verdict follow it
+    b = toy.judgment_breakdown(pairs, wrong)
+    assert b["observation_right"] == 0.0 and b["accuracy"] == 0.0
+    assert b["marks_follow_observation"] == 1.0 and b["verdict_follows_marks"] == 1.0
+    # right observation, marks swapped (the failure the cold-start chapter diagnoses)
+    swapped = [
+        t.replace("which is right", "which is X")
+        .replace("which is wrong", "which is right")
+        .replace("which is X", "which is wrong")
+        for t in right
+    ]
+    s = toy.judgment_breakdown(pairs, swapped)
+    assert s["observation_right"] == 1.0 and s["marks_follow_observation"] == 0.0
+    assert s["verdict_follows_marks"] == 0.0 and s["accuracy"] == 1.0  # answer tag kept
+    assert toy.judgment_breakdown(pairs, ["no analysis"] * 50)["accuracy"] == 0.0

@@ -401,6 +401,53 @@ def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
     return f"{build_prompt(_question, r1, r2)}\n{analysis}"
 
 
+def judgment_breakdown(pairs: list[PreferencePair], texts: list[str]) -> dict[str, float]:
+    """Where a judge's toy analyses go right or wrong, step by step (shares of ``len(pairs)``).
+
+    For each pair and the judge's output text (``<think>analysis</think><answer>k</answer>`` or
+    just the analysis), with the analysis in the toy teacher's phrasing:
+
+    - ``observation_right``: its first sentence is the teacher's, i.e. it states the image's true
+      fact (the one the preferred response claims);
+    - ``marks_follow_observation``: both "which is right/wrong" marks are those that the
+      analysis's *own* observation implies (whatever it observed);
+    - ``verdict_follows_marks``: the closing "Response N is better." names the response it
+      called right;
+    - ``accuracy``: the ``<answer>`` (else the closing sentence) equals the label.
+
+    Texts in another phrasing count as not following (the shares are then low, not wrong).
+    """
+    n = max(1, len(pairs))
+    obs = marks = verdict = acc = 0
+    for pair, text in zip(pairs, texts):
+        body = text.split("<think>")[-1].split("</think>")[0].strip()
+        good = teacher_analysis(pair, pair.preferred)
+        first = body.split(" Response 1 says ")[0]
+        obs += first == good.split(" Response 1 says ")[0]
+        m = re.search(
+            r"Response 1 says (.+), which is (right|wrong)\. Response 2 says (.+), which is "
+            r"(right|wrong)\.",
+            body,
+        )
+        if m:
+            c1, m1, c2, m2 = m.groups()
+            implied = ("right" if first.endswith(f" {c}.") else "wrong" for c in (c1, c2))
+            marks += (m1, m2) == tuple(implied)
+            said = analysis_verdict(body)
+            called = [k for k, mk in ((1, m1), (2, m2)) if mk == "right"]
+            verdict += said is not None and called == [said]
+        ans = re.search(r"<answer>\s*([12])\s*</answer>", text)
+        final = int(ans.group(1)) if ans else analysis_verdict(body)
+        acc += final == pair.preferred
+    return {
+        "observation_right": obs / n,
+        "marks_follow_observation": marks / n,
+        "verdict_follows_marks": verdict / n,
+        "accuracy": acc / n,
+        "n": len(pairs),
+    }
+
+
 def analysis_verdict(analysis: str) -> int | None:
     """Which response an analysis says is better: the N of a final "Response N is better.", else None."""
     m = _VERDICT.search(analysis.strip())

@@ -110,6 +110,7 @@ class RLConfig:
     quantization: str | None = None  # None -> model.quantization ("4bit": bitsandbytes QLoRA)
     gradient_checkpointing: bool = False
     dtype: str | None = None  # None -> model.dtype
+    freeze_vision: bool = True  # train the language model on frozen visual features (as SFT does)
     # run
     seed: int = 0
     save_every: int = 0  # 0 -> only at the end
@@ -607,6 +608,13 @@ def build(recipe: dict, cfg: RLConfig, accelerator):
     dtype_name = cfg.dtype or section.get("dtype")
     dtype = getattr(torch, dtype_name) if dtype_name else None
     model, processor = load_model(str(path), dtype=dtype, lora=lora, quantization=quant)
+    if cfg.freeze_vision:
+        # the visual features the cold start was trained on stay as they are; on the toy,
+        # training the (randomly initialised, frozen since pretraining) vision tower with the
+        # policy took a 73 % SFT model to 50 % held-out in 12 StableReinforce steps
+        from r1reward.train.sft import freeze_vision
+
+        freeze_vision(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         if hasattr(model, "enable_input_require_grads"):
