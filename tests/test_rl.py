@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +25,10 @@ def test_presets_and_single_switch_ablations():
     # each switch alone, the others stay as the preset says
     no_filter = rl.RLConfig(algo="stable-reinforce", advantage_filter=False).resolved()
     assert (no_filter.pre_clip, no_filter.advantage_filter, no_filter.consistency_reward) == (
-        True, False, True)
+        True,
+        False,
+        True,
+    )
     no_clip = rl.RLConfig(algo="stable-reinforce", pre_clip=False).resolved()
     assert (no_clip.pre_clip, no_clip.advantage_filter) == (False, True)
 
@@ -49,7 +53,9 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
         seen += parts[0] + parts[1]
     for epoch in range(3):
         assert sorted(seen[epoch * n : (epoch + 1) * n]) == list(range(n))
-    assert rl.batch_indices(n, 3, per, world, 1, seed=1) == rl.batch_indices(n, 3, per, world, 1, seed=1)
+    assert rl.batch_indices(n, 3, per, world, 1, seed=1) == rl.batch_indices(
+        n, 3, per, world, 1, seed=1
+    )
     assert rl.batch_indices(n, 0, per, 1, 0, seed=1) != rl.batch_indices(n, 0, per, 1, 0, seed=2)
 
 
@@ -78,11 +84,19 @@ def _setup(tiny, cfg: rl.RLConfig):
     return acc, model, opt, processor, ro
 
 
-@pytest.mark.parametrize("rewards", [[1.0, 1.0, 1.0, 1.0], [1.5, 0.0, 0.0, 2.0]],
-                         ids=["all-equal", "mixed"])
+@pytest.mark.parametrize(
+    "rewards", [[1.0, 1.0, 1.0, 1.0], [1.5, 0.0, 0.0, 2.0]], ids=["all-equal", "mixed"]
+)
 def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
-    cfg = rl.RLConfig(algo="stable-reinforce", prompts_per_step=2, samples_per_prompt=2,
-                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=2, lr=1e-2).resolved()
+    cfg = rl.RLConfig(
+        algo="stable-reinforce",
+        prompts_per_step=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        micro_batch_size=1,
+        ppo_epochs=2,
+        lr=1e-2,
+    ).resolved()
     acc, model, opt, processor, ro = _setup(tiny, cfg)
     assert ro.mask[2].sum() == 0 and ro.mask[0].sum() == 6
     before = [p.detach().clone() for p in model.parameters()]
@@ -94,8 +108,18 @@ def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
     assert torch.isfinite(adv).all()
     if len(set(rewards)) == 1:
         assert adv.abs().max() == 0  # all-equal rewards: nothing to learn, and no NaN
-    stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, rl._pad_id(processor),
-                          torch.Generator().manual_seed(0))
+    stats = rl.ppo_update(
+        acc,
+        model,
+        opt,
+        cfg,
+        ro,
+        old,
+        adv,
+        None,
+        rl._pad_id(processor),
+        torch.Generator().manual_seed(0),
+    )
     assert stats["optimizer_steps"] == cfg.ppo_epochs * 4 // cfg.mini_batch_size
     assert math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
     assert stats["max_ratio"] <= 1e3 * (1 + 1e-4)  # Pre-Clip bounds the ratio
@@ -109,14 +133,31 @@ def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
 def test_same_step_without_preclip_overflows(tiny):
     """The control: Reinforce++'s plain exp() on the same inputs gives a non-finite loss or
     parameters -- so the test above can fail."""
-    cfg = rl.RLConfig(algo="reinforce++", prompts_per_step=2, samples_per_prompt=2,
-                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=1, lr=1e-2).resolved()
+    cfg = rl.RLConfig(
+        algo="reinforce++",
+        prompts_per_step=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        micro_batch_size=1,
+        ppo_epochs=1,
+        lr=1e-2,
+    ).resolved()
     acc, model, opt, processor, ro = _setup(tiny, cfg)
     real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
     old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
     adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
-    stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, rl._pad_id(processor),
-                          torch.Generator().manual_seed(0))
+    stats = rl.ppo_update(
+        acc,
+        model,
+        opt,
+        cfg,
+        ro,
+        old,
+        adv,
+        None,
+        rl._pad_id(processor),
+        torch.Generator().manual_seed(0),
+    )
     bad_params = not all(torch.isfinite(p).all() for p in model.parameters())
     assert stats["nonfinite_ratios"] > 0
     assert bad_params or not math.isfinite(stats["loss"])
@@ -129,10 +170,19 @@ def _recipe(tiny, steps: int, save_every: int) -> dict:
         "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 12, "seed": 0, "image_size": 56},
         "rl": {
-            "algo": "stable-reinforce", "steps": steps, "prompts_per_step": 4,
-            "mini_batch_size": 2, "micro_batch_size": 1, "ppo_epochs": 2, "lr": 3e-3,
-            "max_new_tokens": 12, "rollout_batch_size": 4, "save_every": save_every,
-            "kl_coef": 0.01, "seed": 3, "progress": False,
+            "algo": "stable-reinforce",
+            "steps": steps,
+            "prompts_per_step": 4,
+            "mini_batch_size": 2,
+            "micro_batch_size": 1,
+            "ppo_epochs": 2,
+            "lr": 3e-3,
+            "max_new_tokens": 12,
+            "rollout_batch_size": 4,
+            "save_every": save_every,
+            "kl_coef": 0.01,
+            "seed": 3,
+            "progress": False,
         },
     }
 
@@ -188,16 +238,43 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("algo,lora,kl_coef", [("grpo", {"r": 4, "lora_alpha": 8}, 0.05),
-                                               ("reinforce++", None, 0.05)])
+@pytest.mark.parametrize("freeze", [True, False])
+def test_vision_tower_stays_frozen_unless_asked(tiny, tmp_path, monkeypatch, freeze):
+    """rl.freeze_vision (default true): the policy update leaves every vision weight as the cold
+    start had it and still trains the language model; false trains both."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(rl, "score", _text_reward)
+    recipe = _recipe(tiny, 2, 0)
+    recipe["rl"]["freeze_vision"] = freeze
+    final = rl.train_rl(recipe, out_dir=tmp_path / "run")
+    before = load_file(str(Path(tiny) / "model.safetensors"))
+    after = load_file(str(final / "model.safetensors"))
+    vision = [k for k in after if ".visual." in f".{k}"]
+    text = [k for k in after if k not in vision and k in before]
+    assert vision and text
+    changed = lambda keys: any(not torch.equal(before[k], after[k]) for k in keys)  # noqa: E731
+    assert changed(vision) is (not freeze)
+    assert changed(text)
+
+
+@pytest.mark.parametrize(
+    "algo,lora,kl_coef", [("grpo", {"r": 4, "lora_alpha": 8}, 0.05), ("reinforce++", None, 0.05)]
+)
 def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef):
     """GRPO with a LoRA adapter (reference = adapter off, KL in the loss) and Reinforce++ with a
     separate frozen reference (KL in the reward) both train and save."""
     monkeypatch.setattr(rl, "score", _text_reward)
     recipe = _recipe(tiny, 3, 0)
     recipe["model"]["lora"] = lora
-    recipe["rl"].update(algo=algo, kl_coef=kl_coef, prompts_per_step=4, mini_batch_size=4,
-                        micro_batch_size=2, samples_per_prompt=4 if algo == "grpo" else None)
+    recipe["rl"].update(
+        algo=algo,
+        kl_coef=kl_coef,
+        prompts_per_step=4,
+        mini_batch_size=4,
+        micro_batch_size=2,
+        samples_per_prompt=4 if algo == "grpo" else None,
+    )
     final = rl.train_rl(recipe, out_dir=tmp_path / algo)
     recs = rl.read_metrics(tmp_path / algo)
     assert [r["step"] for r in recs] == [1, 2, 3] and all(r["params_finite"] for r in recs)
@@ -211,16 +288,26 @@ def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef
 def test_lazy_old_logprobs_give_the_same_update(tiny):
     """ppo_update(old_logp=None) scores the first mini-batch in the update itself; the result
     must equal the update with every old log-prob computed beforehand."""
-    cfg = rl.RLConfig(algo="reinforce++", prompts_per_step=2, samples_per_prompt=2,
-                      mini_batch_size=2, micro_batch_size=1, ppo_epochs=2, lr=1e-2).resolved()
+    cfg = rl.RLConfig(
+        algo="reinforce++",
+        prompts_per_step=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        micro_batch_size=1,
+        ppo_epochs=2,
+        lr=1e-2,
+    ).resolved()
     finals = []
     for lazy in (False, True):
         acc, model, opt, processor, ro = _setup(tiny, cfg)
         pad = rl._pad_id(processor)
         old = None if lazy else rl.batched_logprobs(model, ro, pad, 1, 1.0)
-        adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
-        stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, None, pad,
-                              torch.Generator().manual_seed(0))
+        adv, _ = rl.compute_advantages(
+            acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None
+        )
+        stats = rl.ppo_update(
+            acc, model, opt, cfg, ro, old, adv, None, pad, torch.Generator().manual_seed(0)
+        )
         finals.append(([p.detach().clone() for p in model.parameters()], stats))
     (pa, sa), (pb, sb) = finals
     for a, b in zip(pa, pb):
