@@ -176,7 +176,10 @@ def sft_model(profile: str) -> Path:
     key = recipe_hash(recipe["model"], recipe["data"], recipe["sft"], info)
     pairs = curated_pairs(profile)
     folder = artifacts_dir(profile) / f"sft-{key}"
-    return _cached(folder, key, lambda out: train_sft(recipe, out_dir=out, pairs=pairs))
+    # in a notebook, transformers' progress callback prints one HTML table row per logging step
+    # (about 300 rows in the cpu profile) into the chapter; the loss curve is plotted instead
+    quiet = {**recipe, "sft": {**recipe["sft"], "disable_tqdm": True}}
+    return _cached(folder, key, lambda out: train_sft(quiet, out_dir=out, pairs=pairs))
 
 
 def sft_report(profile: str) -> dict[str, Any]:
