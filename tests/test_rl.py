@@ -238,6 +238,34 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
+def test_both_orders_shows_every_pair_both_ways(tiny, tmp_path, monkeypatch):
+    """rl.both_orders: each step reads prompts_per_step / 2 pairs and shows each in both orders,
+    so the labels of every batch are half 1 and half 2; an odd prompts_per_step is refused."""
+    with pytest.raises(ValueError, match="both_orders"):
+        rl.RLConfig(
+            both_orders=True, prompts_per_step=3, mini_batch_size=1, micro_batch_size=1
+        ).resolved()
+    assert rl.RLConfig(both_orders=True, prompts_per_step=4).pairs_per_step == 2
+    seen = []
+
+    def spy(ro, judge, use_consistency):
+        seen.append((list(ro.pair_ids), list(ro.labels)))
+        return _text_reward(ro, judge, use_consistency)
+
+    monkeypatch.setattr(rl, "score", spy)
+    recipe = _recipe(tiny, 2, 1)
+    recipe["rl"]["both_orders"] = True
+    rl.train_rl(recipe, out_dir=tmp_path / "run")
+    assert len(seen) == 2
+    for ids, labels in seen:
+        assert len(ids) == 4 and ids[0::2] == ids[1::2]  # each pair twice, side by side
+        assert [a + b for a, b in zip(labels[0::2], labels[1::2])] == [3, 3]  # swapped label
+    state = json.loads(
+        (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json").read_text()
+    )
+    assert state["data_position"] == 2 * 2  # two steps of two pairs
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_vision_tower_stays_frozen_unless_asked(tiny, tmp_path, monkeypatch, freeze):
     """rl.freeze_vision (default true): the policy update leaves every vision weight as the cold

@@ -105,6 +105,7 @@ class RLConfig:
     data: dict | None = None  # None -> the recipe's `data` section (toy train split or a file)
     min_difficulty: int | None = None  # keep pairs with difficulty >= this (the "hard" subset)
     swap_prob: float = 0.5  # present each pair in the swapped order with this probability
+    both_orders: bool = False  # each step: prompts_per_step / 2 pairs, each in both orders
     # model
     lora: dict | None = None  # None -> model.lora of the recipe (peft LoRA settings)
     quantization: str | None = None  # None -> model.quantization ("4bit": bitsandbytes QLoRA)
@@ -136,9 +137,18 @@ class RLConfig:
                 f" = {n}) must be a multiple of mini_batch_size={out.mini_batch_size}, itself a"
                 f" multiple of micro_batch_size={out.micro_batch_size}"
             )
+        if out.both_orders and out.prompts_per_step % 2:
+            raise ValueError(
+                f"rl.both_orders needs an even prompts_per_step, got {out.prompts_per_step}"
+            )
         if self.algo == "grpo" and out.samples_per_prompt < 2:
             raise ValueError("rl.samples_per_prompt must be >= 2 for grpo (group statistics)")
         return out
+
+    @property
+    def pairs_per_step(self) -> int:
+        """Distinct pairs a process reads per step (half the prompts with ``both_orders``)."""
+        return self.prompts_per_step // 2 if self.both_orders else self.prompts_per_step
 
     @property
     def samples_per_step(self) -> int:
@@ -712,9 +722,9 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         accelerator.load_state(str(last))
         state = json.loads((last / "trainer_state.json").read_text())
         start = int(state["step"])
-        assert state["data_position"] == start * cfg.prompts_per_step * world, (
+        assert state["data_position"] == start * cfg.pairs_per_step * world, (
             f"{last}: data position {state['data_position']} does not match step {start} with "
-            f"{world} processes x {cfg.prompts_per_step} prompts"
+            f"{world} processes x {cfg.pairs_per_step} pairs"
         )
         if accelerator.is_main_process:
             _truncate_metrics(metrics_path, start)
@@ -730,8 +740,12 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     for step in bar:
         t0 = time.perf_counter()
         # 1. rollout: this process's slice of the global batch
-        chosen = batch_indices(len(pairs), step, cfg.prompts_per_step, world, rank, cfg.seed)
-        batch = [pairs[i].swap() if _u(cfg.seed, step, i) < cfg.swap_prob else pairs[i] for i in chosen]
+        chosen = batch_indices(len(pairs), step, cfg.pairs_per_step, world, rank, cfg.seed)
+        if cfg.both_orders:  # no batch can then teach a preference for a position
+            batch = [q for i in chosen for q in (pairs[i], pairs[i].swap())]
+        else:
+            batch = [pairs[i].swap() if _u(cfg.seed, step, i) < cfg.swap_prob else pairs[i]
+                     for i in chosen]
         with policy_for_generation(accelerator, model) as policy:
             ro = sample_rollout(policy, processor, batch, cfg,
                                 seed=cfg.seed * 100_003 + step * world + rank)
@@ -798,7 +812,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             collapsed = True
             break
         if cfg.save_every and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.prompts_per_step * world, cfg)
+            save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.pairs_per_step * world, cfg)
     bar.close()
 
     final = out_dir / "final"
