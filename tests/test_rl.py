@@ -84,6 +84,22 @@ def _setup(tiny, cfg: rl.RLConfig):
     return acc, model, opt, processor, ro
 
 
+def _update(acc, model, opt, cfg, ro, old, adv, processor):
+    """One ppo_update without a reference model, with a fixed mini-batch order."""
+    return rl.ppo_update(
+        acc,
+        model,
+        opt,
+        cfg,
+        ro,
+        old,
+        adv,
+        None,
+        rl._pad_id(processor),
+        torch.Generator().manual_seed(0),
+    )
+
+
 @pytest.mark.parametrize(
     "rewards", [[1.0, 1.0, 1.0, 1.0], [1.5, 0.0, 0.0, 2.0]], ids=["all-equal", "mixed"]
 )
@@ -108,18 +124,7 @@ def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
     assert torch.isfinite(adv).all()
     if len(set(rewards)) == 1:
         assert adv.abs().max() == 0  # all-equal rewards: nothing to learn, and no NaN
-    stats = rl.ppo_update(
-        acc,
-        model,
-        opt,
-        cfg,
-        ro,
-        old,
-        adv,
-        None,
-        rl._pad_id(processor),
-        torch.Generator().manual_seed(0),
-    )
+    stats = _update(acc, model, opt, cfg, ro, old, adv, processor)
     assert stats["optimizer_steps"] == cfg.ppo_epochs * 4 // cfg.mini_batch_size
     assert math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
     assert stats["max_ratio"] <= 1e3 * (1 + 1e-4)  # Pre-Clip bounds the ratio
@@ -146,18 +151,7 @@ def test_same_step_without_preclip_overflows(tiny):
     real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
     old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
     adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
-    stats = rl.ppo_update(
-        acc,
-        model,
-        opt,
-        cfg,
-        ro,
-        old,
-        adv,
-        None,
-        rl._pad_id(processor),
-        torch.Generator().manual_seed(0),
-    )
+    stats = _update(acc, model, opt, cfg, ro, old, adv, processor)
     bad_params = not all(torch.isfinite(p).all() for p in model.parameters())
     assert stats["nonfinite_ratios"] > 0
     assert bad_params or not math.isfinite(stats["loss"])
