@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -879,21 +879,28 @@ def _text_batch(processor: Any, seed: int, index: int, n: int) -> tuple[Any, Any
     ``mask`` 1 on real tokens). Stream ``("r1reward-pretrain-text", seed, index)``: no pair."""
     import random
 
-    import torch
-
     from r1reward.data import toy
 
-    tok = getattr(processor, "tokenizer", processor)
     rng = random.Random(f"r1reward-pretrain-text|{seed}|{index}")
-    rows = [tok.encode(toy.random_analysis(rng), add_special_tokens=False) for _ in range(n)]
+    _, ids, mask = _encode_texts(processor, [toy.random_analysis(rng) for _ in range(n)])
+    return ids, mask
+
+
+def _encode_texts(processor: Any, texts: Sequence[str]) -> tuple[list[list[int]], Any, Any]:
+    """Token ids of ``texts`` (no special tokens) and the right-padded ``(ids, mask)``
+    ``(len(texts), T)`` tensors, ``mask`` 1 on real tokens."""
+    import torch
+
+    tok = getattr(processor, "tokenizer", processor)
+    rows = [tok.encode(t, add_special_tokens=False) for t in texts]
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-    return ids, mask
+    return rows, ids, mask
 
 
 def _text_loss(model: Any, ids: Any, mask: Any) -> Any:
@@ -935,13 +942,7 @@ def reading_metrics(model: Any, processor: Any, *, n: int = 256, seed: int = 0) 
         with torch.no_grad():
             for start in range(0, n, 64):
                 texts = [toy.random_analysis(rng) for _ in range(min(64, n - start))]
-                rows = [tok.encode(t, add_special_tokens=False) for t in texts]
-                width = max(len(r) for r in rows)
-                ids = torch.zeros((len(rows), width), dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for i, r in enumerate(rows):
-                    ids[i, : len(r)] = torch.tensor(r)
-                    mask[i, : len(r)] = 1
+                rows, ids, mask = _encode_texts(processor, texts)
                 logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
                 pred = logits[:, :-1].argmax(-1).cpu()
                 for i, r in enumerate(rows):
