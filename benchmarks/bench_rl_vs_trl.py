@@ -8,9 +8,13 @@ reward (format + result of the R1-Reward). Both are GRPO here (r1reward ``--algo
 algorithm is the same and only the machinery differs. Each runs ``--warmup`` steps that are not
 timed, then ``--steps`` timed steps, and the two alternate for ``--rounds`` rounds (the machine
 may be shared: alternating spreads outside load over both); the script prints the median
-seconds per step, samples/s, the mean
-completion length each produced (their completions are sampled, so lengths may differ a little),
-and the ratio.
+seconds per step, samples/s, the mean completion length each produced, and the ratios.
+
+By default every completion of both trainers is exactly ``--max-new-tokens`` long: one patch of
+``GenerationMixin.generate``, which both trainers call, adds ``min_new_tokens`` (the stop tokens
+are masked until then) and suppresses the vision tokens. Without it the two sample different lengths from an untrained model
+(their random streams differ), and samples/s would compare different amounts of work;
+``--free-length`` turns the patch off.
 
     .venv/bin/python benchmarks/bench_rl_vs_trl.py                   # defaults: 4 x 2, 64 tokens
     .venv/bin/python benchmarks/bench_rl_vs_trl.py --model artifacts/cpu/sft-... --steps 6
@@ -37,6 +41,27 @@ def _model(path: str | None, tmp: str) -> str:
     from r1reward.models import build_tiny_model  # a fresh tiny model (seconds), built per run
 
     return str(build_tiny_model(Path(tmp) / "tiny-model", size="tiny", seed=0))
+
+
+VISION_TOKENS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def _fix_length(n: int) -> None:
+    """Make every ``generate`` call produce exactly ``n`` new tokens (both trainers call it):
+    the stop tokens are masked until ``n`` (``min_new_tokens``) and the vision tokens always
+    (``suppress_tokens``; TRL suppresses the image token itself, r1reward cuts a completion
+    before a sampled vision token, so an untrained model's completions would be cut short)."""
+    from transformers import GenerationMixin
+
+    original = GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        vision = [getattr(self.config, k) for k in VISION_TOKENS
+                  if getattr(self.config, k, None) is not None]
+        kwargs.update(min_new_tokens=n, suppress_tokens=vision)
+        return original(self, *args, **kwargs)
+
+    GenerationMixin.generate = generate
 
 
 def run_r1reward(model: str, args, out: Path) -> dict:
@@ -126,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each trainer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
+    parser.add_argument("--free-length", action="store_true",
+                        help="let completions stop at a stop token (default: all exactly "
+                             "--max-new-tokens long in both trainers)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if not args.free_length:
+        _fix_length(args.max_new_tokens)
     runs: dict[str, list[dict]] = {"r1reward": [], "trl": []}
     with tempfile.TemporaryDirectory() as tmp:
         model = _model(args.model, tmp)
@@ -149,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                          "completion_tokens": statistics.mean(toks) if toks else float("nan"),
                          "step_seconds": secs}
     print(f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} "
-          f"generations per step, <= {args.max_new_tokens} new tokens, {args.rounds} alternating "
+          f"generations per step, {'<=' if args.free_length else 'exactly'} {args.max_new_tokens} new tokens, {args.rounds} alternating "
           f"rounds x {args.steps} timed steps after {args.warmup} warm-up, torch threads "
           f"{args.threads}, CPU")
     print(f"{'trainer':<12}{'median s/step':>15}{'samples/s':>12}{'mean completion tokens':>26}"
