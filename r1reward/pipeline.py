@@ -150,11 +150,19 @@ def curation_records(profile: str) -> dict[str, dict]:
     return read_records(_curation_path(profile, recipe_for(profile)))
 
 
-def heldout_pairs(profile: str) -> list[Any]:
-    """The held-out toy pairs of ``profile`` (disjoint from every training pair)."""
+def heldout_pairs(profile: str, n: int | None = None) -> list[Any]:
+    """The held-out pairs of ``profile`` (disjoint from every training pair): the recipe's
+    ``data.heldout_pairs`` of them, or the first ``n`` of the same stream (a toy split is
+    prefix-stable, so ``heldout_pairs(p, 500)[:200] == heldout_pairs(p)`` when the recipe
+    holds out 200)."""
     from r1reward.train.sft import load_pairs
 
-    return load_pairs(recipe_for(profile)["data"], "heldout")
+    data = dict(recipe_for(profile)["data"])
+    if n is not None:
+        if n < 0:
+            raise ValueError(f"n={n}: expected >= 0")
+        data["heldout_pairs"] = n
+    return load_pairs(data, "heldout")
 
 
 def _model_overrides(profile: str, recipe: dict) -> list[str]:

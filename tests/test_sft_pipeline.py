@@ -56,3 +56,13 @@ def test_a_crashed_build_never_looks_complete(tmp_path):
     pipeline._cached(folder, "k", lambda out: built.append(out))
     assert built and not (folder / "half-written").exists()  # rebuilt from scratch
     assert (folder / pipeline.MARKER).is_file()
+
+
+def test_heldout_pairs_extend_the_recipes_split():
+    base = pipeline.heldout_pairs("ci")
+    more = pipeline.heldout_pairs("ci", len(base) + 3)
+    assert len(more) == len(base) + 3
+    assert [p.id for p in more[: len(base)]] == [p.id for p in base]
+    assert all(p.meta["split"] == "heldout" for p in more)
+    with pytest.raises(ValueError, match="n=-1"):
+        pipeline.heldout_pairs("ci", -1)

@@ -35,7 +35,8 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
     """Train one ``variant`` with ``seed`` from ``init_model``; return its run folder.
 
     A folder whose ``summary.json`` exists and whose ``variant.json`` records the same settings
-    is returned as is (the run is not repeated)."""
+    (the whole resolved recipe, so an edited recipe file is not mistaken for the old one) is
+    returned as is (the run is not repeated)."""
     from r1reward.recipes import load_recipe
     from r1reward.train.rl import train_rl
 
@@ -44,29 +45,70 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
     out = Path(root) / f"{variant}-seed{seed}"
     ovr = [*VARIANTS[variant], *overrides, f"rl.seed={seed}", f"rl.init_model={init_model}",
            "rl.progress=false"]
-    key = {"recipe": recipe, "overrides": ovr, "n_pairs": None if pairs is None else len(pairs)}
+    resolved = load_recipe(recipe, ovr)
+    key = {"recipe": recipe, "overrides": ovr, "n_pairs": None if pairs is None else len(pairs),
+           "resolved": json.loads(json.dumps(resolved, sort_keys=True, default=str))}
     stamp = out / "variant.json"
     if (out / "summary.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return out
     if out.exists():  # an older or unfinished run: start clean (stale evaluations included)
         shutil.rmtree(out)
-    train_rl(load_recipe(recipe, ovr), out_dir=out, pairs=pairs)
+    train_rl(resolved, out_dir=out, pairs=pairs)
     stamp.write_text(json.dumps(key))
     return out
 
 
-def run_grid(recipe: str, variants: Sequence[str], seeds: Sequence[int], root: str | Path, *,
-             init_model: str | Path, overrides: Sequence[str] = (),
-             pairs: Sequence[Any] | None = None) -> dict[tuple[str, int], Path]:
-    """:func:`run_variant` for every (variant, seed); returns their folders."""
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _pool(workers: int):
+    """A pool of ``workers`` fresh processes with one torch thread each: on a small CPU machine
+    two single-threaded runs side by side finish sooner than one after the other on two threads
+    (30 toy-cpu steps: about 55 s a run two at a time, 100 s a run alone on two threads)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_thread)
+
+
+def _map(fn, jobs: list[tuple], workers: int, desc: str) -> list:
+    """``[fn(*job) for job in jobs]``, in ``workers`` processes when ``workers > 1``, with a bar."""
     from tqdm.auto import tqdm
 
+    if workers < 1:
+        raise ValueError(f"workers={workers}: expected >= 1")
+    if workers == 1 or len(jobs) < 2:
+        return [fn(*job) for job in tqdm(jobs, desc=desc)]
+    from concurrent.futures import as_completed
+
+    with _pool(min(workers, len(jobs))) as pool:
+        futures = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        results: list = [None] * len(jobs)
+        for f in tqdm(as_completed(futures), total=len(jobs), desc=desc):
+            results[futures[f]] = f.result()  # a failed run raises here, in the caller
+    return results
+
+
+def _run_job(recipe, variant, seed, root, init_model, overrides, pairs) -> Path:
+    return run_variant(recipe, variant, seed, root, init_model=init_model, overrides=overrides,
+                       pairs=pairs)
+
+
+def run_grid(recipe: str, variants: Sequence[str], seeds: Sequence[int], root: str | Path, *,
+             init_model: str | Path, overrides: Sequence[str] = (),
+             pairs: Sequence[Any] | None = None, workers: int = 1) -> dict[tuple[str, int], Path]:
+    """:func:`run_variant` for every (variant, seed), ``workers`` at a time in separate
+    processes (one torch thread each; 1: one after the other here); returns their folders.
+    Every run is seeded, so the folders hold the same metrics either way (test_rl_experiments)."""
     jobs = [(v, s) for v in variants for s in seeds]
-    return {
-        (v, s): run_variant(recipe, v, s, root, init_model=init_model, overrides=overrides,
-                            pairs=pairs)
-        for v, s in tqdm(jobs, desc="RL runs")
-    }
+    paths = _map(_run_job, [(recipe, v, s, str(root), str(init_model), tuple(overrides),
+                             None if pairs is None else list(pairs)) for v, s in jobs],
+                 workers, "RL runs")
+    return dict(zip(jobs, paths))
 
 
 def metrics_table(runs: dict[tuple[str, int], Path]) -> list[dict]:
@@ -147,24 +189,44 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
     }
 
 
-def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
-                  max_new_tokens: int = 128) -> list[dict]:
-    """Held-out greedy accuracy, well-formed rate and length of every run's final model
-    (:func:`heldout_accuracy`, cached in ``<run>/heldout``); a run that collapsed has no final
-    model and gets NaN with ``collapsed=True``."""
-    from tqdm.auto import tqdm
+def _eval_job(variant, seed, path, pairs, max_new_tokens) -> dict:
+    summary = json.loads((Path(path) / "summary.json").read_text())
+    row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
+    if summary["collapsed"]:
+        row.update({k: float("nan") for k in ("accuracy", "sampled_accuracy", "position_bias",
+                                               "well_formed", "length")})
+    else:
+        res = heldout_accuracy(Path(path) / "final", pairs, Path(path) / f"heldout-{len(pairs)}",
+                               max_new_tokens=max_new_tokens)
+        row.update({k: res[k] for k in ("accuracy", "sampled_accuracy", "position_bias",
+                                        "well_formed", "length")})
+    return row
 
-    rows = []
-    for (variant, seed), path in tqdm(list(runs.items()), desc="held-out evaluation"):
-        summary = json.loads((path / "summary.json").read_text())
-        row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
-        if summary["collapsed"]:
-            row.update({k: float("nan") for k in ("accuracy", "sampled_accuracy", "position_bias",
-                                                   "well_formed", "length")})
-        else:
-            res = heldout_accuracy(path / "final", pairs, path / f"heldout-{len(pairs)}",
-                                   max_new_tokens=max_new_tokens)
-            row.update({k: res[k] for k in ("accuracy", "sampled_accuracy", "position_bias",
-                                            "well_formed", "length")})
-        rows.append(row)
-    return rows
+
+def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
+                  max_new_tokens: int = 128, workers: int = 1) -> list[dict]:
+    """Held-out greedy accuracy, well-formed rate and length of every run's final model
+    (:func:`heldout_accuracy`, cached in ``<run>/heldout-<n>``), ``workers`` models at a time;
+    a run that collapsed has no final model and gets NaN with ``collapsed=True``."""
+    jobs = [(v, s, str(path), list(pairs), max_new_tokens) for (v, s), path in runs.items()]
+    return _map(_eval_job, jobs, workers, "held-out evaluation")
+
+
+def accuracy_by(results_dir: str | Path, pairs: Sequence[Any], by: str = "difficulty") -> dict:
+    """Greedy accuracy of one evaluation (``results_dir/results.jsonl``, both orders) per value
+    of a pair attribute (``difficulty``, ``category``) or, failing that, of ``pair.meta[by]``
+    (``task`` in the toy): ``{value: (accuracy, judgments)}``, values sorted."""
+    from r1reward.evaluate import load_records
+
+    def value(p):
+        v = getattr(p, by, None)
+        return v if v is not None else (p.meta or {}).get(by)
+
+    of = {p.id: value(p) for p in pairs}
+    tally: dict[Any, list[int]] = {}
+    for r in load_records(Path(results_dir) / "results.jsonl"):
+        if r.get("sample") == "greedy" and r["pair_id"] in of:
+            tally.setdefault(of[r["pair_id"]], []).append(bool(r.get("correct")))
+    if not tally:
+        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+    return {k: (sum(v) / len(v), len(v)) for k, v in sorted(tally.items(), key=lambda kv: str(kv[0]))}

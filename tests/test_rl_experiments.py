@@ -1,0 +1,93 @@
+"""The book's seeded RL grids (r1reward.train.rl_experiments): runs side by side in worker
+processes equal the same runs one after the other, and a finished run is reused only while its
+resolved recipe is unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from r1reward.train import rl_experiments as rx
+from r1reward.train.rl import read_metrics
+
+VOLATILE = {"seconds", "samples_per_s"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from r1reward.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
+
+
+def _write_recipe(path, tiny, lr: float) -> str:
+    recipe = {
+        "name": "grid-test",
+        "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
+        "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
+        "rl": {"algo": "stable-reinforce", "steps": 2, "prompts_per_step": 2, "mini_batch_size": 2,
+               "micro_batch_size": 1, "ppo_epochs": 1, "lr": lr, "max_new_tokens": 8,
+               "rollout_batch_size": 2, "save_every": 0, "seed": 0, "progress": True,
+               "init_model": None, "pre_clip": None, "advantage_filter": None},
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def _metrics(run) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_metrics(run)]
+
+
+def test_parallel_grid_equals_serial_and_reuses_finished_runs(tiny, tmp_path):
+    recipe = _write_recipe(tmp_path / "recipe.yaml", tiny, lr=1e-3)
+    jobs = (["stable-reinforce", "reinforce++"], [0])
+    serial = rx.run_grid(recipe, *jobs, tmp_path / "serial", init_model=tiny)
+    parallel = rx.run_grid(recipe, *jobs, tmp_path / "parallel", init_model=tiny, workers=2)
+    assert list(serial) == list(parallel) == [("stable-reinforce", 0), ("reinforce++", 0)]
+    for key in serial:
+        a, b = _metrics(serial[key]), _metrics(parallel[key])
+        assert len(a) == 2 and a == b, key
+    assert _metrics(serial[("stable-reinforce", 0)]) != _metrics(serial[("reinforce++", 0)])
+
+    # a finished run with the same resolved recipe is returned as it is ...
+    log = parallel[("reinforce++", 0)] / "metrics.jsonl"
+    before = log.stat().st_mtime_ns
+    again = rx.run_grid(recipe, ["reinforce++"], [0], tmp_path / "parallel", init_model=tiny)
+    assert again[("reinforce++", 0)] == parallel[("reinforce++", 0)]
+    assert log.stat().st_mtime_ns == before
+    # ... but editing the recipe file (same name, same overrides) trains it again
+    _write_recipe(tmp_path / "recipe.yaml", tiny, lr=2e-3)
+    rx.run_grid(recipe, ["reinforce++"], [0], tmp_path / "parallel", init_model=tiny)
+    stamp = json.loads((parallel[("reinforce++", 0)] / "variant.json").read_text())
+    assert stamp["resolved"]["rl"]["lr"] == 2e-3
+    assert log.stat().st_mtime_ns != before
+
+
+def test_workers_must_be_positive(tiny, tmp_path):
+    with pytest.raises(ValueError, match="workers=0"):
+        rx.run_grid(_write_recipe(tmp_path / "r.yaml", tiny, 1e-3), ["reinforce++"], [0],
+                    tmp_path / "runs", init_model=tiny, workers=0)
+
+
+def test_accuracy_by_groups_greedy_judgments(tmp_path):
+    from r1reward.data.toy import make_pairs
+
+    pairs = make_pairs(3, split="heldout")
+    rows = []
+    for p, verdicts in zip(pairs, [(True, True), (True, False), (False, False)]):
+        for order, ok in zip(("chosen-first", "chosen-second"), verdicts):
+            rows.append({"pair_id": p.id, "order": order, "sample": "greedy", "correct": ok})
+            rows.append({"pair_id": p.id, "order": order, "sample": 0, "correct": not ok})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    by_pair = {p.id: ok for p, ok in zip(pairs, (1.0, 0.5, 0.0))}
+    for key in ("difficulty", "task"):
+        got = rx.accuracy_by(tmp_path, pairs, key)
+        assert sum(n for _, n in got.values()) == 6
+        for value, (acc, n) in got.items():
+            members = [p for p in pairs if (getattr(p, key, None) or p.meta[key]) == value]
+            assert n == 2 * len(members)
+            assert acc == pytest.approx(sum(by_pair[p.id] for p in members) / len(members))
+    with pytest.raises(ValueError, match="no greedy judgment"):
+        rx.accuracy_by(tmp_path, make_pairs(1, split="train"), "difficulty")
