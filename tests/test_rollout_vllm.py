@@ -364,3 +364,49 @@ def test_vllm_and_transformers_give_the_same_records_on_the_same_seed(tiny_path,
     s2 = generate(model, processor, convs, seed=5, max_new_tokens=32, engine="vllm")
     assert s1 == s2
     rollout_vllm.reset()
+
+
+def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(tiny_path, fake_vllm,
+                                                                     tmp_path, monkeypatch):
+    from r1reward.train import rl
+    from r1reward.train.rl import read_metrics, train_rl
+
+    def text_reward(ro, judge, use_consistency):  # the untrained model earns no R1-Reward
+        total = torch.tensor([len(t) / 10.0 for t in ro.texts])
+        z = torch.zeros_like(total)
+        return {"format": z, "result": z, "consistency": z, "total": total}
+
+    monkeypatch.setattr(rl, "score", text_reward)
+
+    recipe = {
+        "name": "vllm-rl",
+        "model": {"path": str(tiny_path), "dtype": "float32", "lora": None, "quantization": None},
+        "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
+        "rl": {"algo": "grpo", "samples_per_prompt": 2, "steps": 2, "prompts_per_step": 2,
+               "mini_batch_size": 4, "micro_batch_size": 2, "ppo_epochs": 1, "lr": 1e-2,
+               "max_new_tokens": 8, "rollout_batch_size": 2, "seed": 0, "progress": False,
+               "engine": "vllm", "vllm": {"gpu_memory_utilization": 0.25}},
+    }
+    train_rl(recipe, out_dir=tmp_path / "run")
+    (llm,) = fake_vllm.built  # one engine, built with the recipe's extra arguments
+    assert llm.kwargs["gpu_memory_utilization"] == 0.25
+    assert len(llm.requests) == 2 * 2  # steps x prompts, each request asking for 2 samples
+    assert {sp.n for sp in llm.params} == {2}
+    assert all(req["multi_modal_data"]["image"] for req in llm.requests)
+    n_weights = len(dict(llm.worker.hf.named_parameters()))
+    # step 1 syncs the initial weights, step 2 the weights step 1's update changed
+    recs = read_metrics(tmp_path / "run")
+    assert len(recs) == 2 and recs[0]["grad_norm"] > 0
+    assert len(llm.worker.loaded) == 2 * n_weights
+    start, _ = load_model(tiny_path)  # what vLLM holds now is step 1's update, not the start
+    moved = [n for n, p in start.named_parameters() if not torch.equal(p, llm.worker.params[n])]
+    assert moved and all(torch.isfinite(llm.worker.params[n]).all() for n in moved)
+
+
+def test_rl_engine_is_checked():
+    from r1reward.train.rl import RLConfig
+
+    with pytest.raises(ValueError, match="rl.engine='vlm'"):
+        RLConfig(engine="vlm").resolved()
+    with pytest.raises(ValueError, match="rl.vllm="):
+        RLConfig(engine="vllm", vllm=0.3).resolved()

@@ -101,6 +101,10 @@ class RLConfig:
     top_p: float = 1.0
     max_new_tokens: int = 64
     rollout_batch_size: int = 8  # prompts per generate() call
+    # "transformers" (generate), "vllm" (colocated engine with weight sync, r1reward.rollout_vllm;
+    # CUDA + the vllm package) or "auto" (vLLM when importable and the policy is on CUDA)
+    engine: str = "transformers"
+    vllm: dict | None = None  # extra vllm.LLM arguments, e.g. {gpu_memory_utilization: 0.3}
     # data
     data: dict | None = None  # None -> the recipe's `data` section (toy train split or a file)
     min_difficulty: int | None = None  # keep pairs with difficulty >= this (the "hard" subset)
@@ -141,6 +145,12 @@ class RLConfig:
             raise ValueError(
                 f"rl.both_orders needs an even prompts_per_step, got {out.prompts_per_step}"
             )
+        if out.engine not in ("transformers", "vllm", "auto"):
+            raise ValueError(
+                f"rl.engine={out.engine!r}: expected 'transformers', 'vllm' or 'auto'"
+            )
+        if out.vllm is not None and not isinstance(out.vllm, dict):
+            raise ValueError(f"rl.vllm={out.vllm!r}: expected a mapping of vllm.LLM arguments")
         if self.algo == "grpo" and out.samples_per_prompt < 2:
             raise ValueError("rl.samples_per_prompt must be >= 2 for grpo (group statistics)")
         return out
@@ -347,7 +357,7 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
     groups = generate(
         model, processor, convs, num_return_sequences=k, do_sample=True,
         temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.rollout_batch_size, seed=seed,
+        batch_size=cfg.rollout_batch_size, seed=seed, engine=cfg.engine,
     )
     model.train(was_training)
 
@@ -699,6 +709,10 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     out_dir = Path(out_dir)
     accelerator = make_accelerator(cfg, out_dir)
     set_seed(cfg.seed)
+    if cfg.vllm and cfg.engine != "transformers":
+        from r1reward import rollout_vllm
+
+        rollout_vllm.configure(**cfg.vllm)
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
