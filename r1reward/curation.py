@@ -400,6 +400,10 @@ def _append(fh: Any, record: dict) -> None:
 
 def _apply(pair: Any, rec: dict) -> Any:
     meta = dict(pair.meta or {})
+    # `difficulty` becomes the number of tries; the pair's own level stays where ToyTeacher.level
+    # (and any analysis by level) looks for it
+    if pair.difficulty is not None:
+        meta.setdefault("level", pair.difficulty)
     meta["teacher_analysis"] = rec.get("analysis")
     meta["curation"] = {"teacher": rec.get("teacher"), "tries": len(rec.get("attempts", []))}
     return dataclasses.replace(pair, difficulty=rec["difficulty"], meta=meta)
@@ -434,8 +438,10 @@ def curate(
     line is dropped and its pair redone.
 
     Returns:
-        The curated pairs (status ``done``), in input order, as copies with ``difficulty`` set and
-        ``meta["teacher_analysis"]`` = the accepted analysis (``None`` for difficulty 4).
+        The curated pairs (status ``done``), in input order, as copies with ``difficulty`` set,
+        ``meta["teacher_analysis"]`` = the accepted analysis (``None`` for difficulty 4) and
+        ``meta["level"]`` = the pair's difficulty before curation, when it had one (the toy's
+        own level).
 
     Raises:
         ValueError: duplicate pair ids, or ``max_tries < 1``.

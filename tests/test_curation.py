@@ -439,6 +439,9 @@ def test_toy_teacher_end_to_end_is_deterministic_and_harder_for_harder_pairs(tmp
         for a in wrong
     )
 
+    assert [p.meta["level"] for p in out] == [raw.difficulty for raw in pairs]
+    assert [teacher.level(p) for p in out] == [teacher.level(raw) for raw in pairs]
+
     def mean_tries(level):
         sub = [p for p, raw in zip(out, pairs) if raw.difficulty == level]
         return sum(p.difficulty for p in sub) / len(sub)
