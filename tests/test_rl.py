@@ -100,19 +100,17 @@ def _update(acc, model, opt, cfg, ro, old, adv, processor):
     )
 
 
+def _adversarial_cfg(algo: str, ppo_epochs: int) -> rl.RLConfig:
+    """The step both adversarial tests take: 2 prompts x 2 samples, mini-batches of 2."""
+    return rl.RLConfig(algo=algo, prompts_per_step=2, samples_per_prompt=2, mini_batch_size=2,
+                       micro_batch_size=1, ppo_epochs=ppo_epochs, lr=1e-2).resolved()
+
+
 @pytest.mark.parametrize(
     "rewards", [[1.0, 1.0, 1.0, 1.0], [1.5, 0.0, 0.0, 2.0]], ids=["all-equal", "mixed"]
 )
 def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
-    cfg = rl.RLConfig(
-        algo="stable-reinforce",
-        prompts_per_step=2,
-        samples_per_prompt=2,
-        mini_batch_size=2,
-        micro_batch_size=1,
-        ppo_epochs=2,
-        lr=1e-2,
-    ).resolved()
+    cfg = _adversarial_cfg("stable-reinforce", ppo_epochs=2)
     acc, model, opt, processor, ro = _setup(tiny, cfg)
     assert ro.mask[2].sum() == 0 and ro.mask[0].sum() == 6
     before = [p.detach().clone() for p in model.parameters()]
@@ -138,15 +136,7 @@ def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
 def test_same_step_without_preclip_overflows(tiny):
     """The control: Reinforce++'s plain exp() on the same inputs gives a non-finite loss or
     parameters -- so the test above can fail."""
-    cfg = rl.RLConfig(
-        algo="reinforce++",
-        prompts_per_step=2,
-        samples_per_prompt=2,
-        mini_batch_size=2,
-        micro_batch_size=1,
-        ppo_epochs=1,
-        lr=1e-2,
-    ).resolved()
+    cfg = _adversarial_cfg("reinforce++", ppo_epochs=1)
     acc, model, opt, processor, ro = _setup(tiny, cfg)
     real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
     old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
