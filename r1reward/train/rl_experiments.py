@@ -189,17 +189,18 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
     }
 
 
+EVAL_COLUMNS = ("accuracy", "sampled_accuracy", "position_bias", "well_formed", "length")
+
+
 def _eval_job(variant, seed, path, pairs, max_new_tokens) -> dict:
     summary = json.loads((Path(path) / "summary.json").read_text())
     row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
     if summary["collapsed"]:
-        row.update({k: float("nan") for k in ("accuracy", "sampled_accuracy", "position_bias",
-                                               "well_formed", "length")})
+        row.update(dict.fromkeys(EVAL_COLUMNS, float("nan")))
     else:
         res = heldout_accuracy(Path(path) / "final", pairs, Path(path) / f"heldout-{len(pairs)}",
                                max_new_tokens=max_new_tokens)
-        row.update({k: res[k] for k in ("accuracy", "sampled_accuracy", "position_bias",
-                                        "well_formed", "length")})
+        row.update({k: res[k] for k in EVAL_COLUMNS})
     return row
 
 
