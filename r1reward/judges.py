@@ -12,8 +12,9 @@ the reward model's own analysis (the text inside ``<think>...</think>``) and the
 
 Every judge implements :class:`Judge`: ``judge(analyses, answers, images=None) -> list[int]``.
 
-* :class:`RuleJudge` - the toy world; reads which response the analysis calls better with
-  :func:`r1reward.data.toy.analysis_verdict`. Deterministic, no model.
+* :class:`RuleJudge` - the toy world; checks the analysis's steps (observation -> marks ->
+  closing sentence, :func:`r1reward.data.toy.analysis_chain`) and that the closing sentence
+  names the verdict. Deterministic, no model.
 * :class:`TransformersJudge` - a local chat model (text or vision-language) loaded with
   :func:`r1reward.models.load_model`, batched through :func:`r1reward.rollout.generate`.
 * :class:`OpenAIJudge` - any OpenAI-compatible server (vLLM, SGLang, TGI, OpenAI, ``r1reward
@@ -163,17 +164,26 @@ def reply_to_consistency(value: int | None) -> int:
 
 # ------------------------------------------------------------------------------------ RuleJudge
 class RuleJudge:
-    """The toy world's judge: the analysis's own conclusion against the verdict.
+    """The toy world's judge: does the analysis's own chain of reasoning lead to the verdict?
 
-    Toy analyses end with a fixed sentence such as "Response 2 is better.", which
-    :func:`r1reward.data.toy.analysis_verdict` reads. Returns 1 when it equals the verdict, -1 when
-    it names the other response, 0 when the analysis names none or the verdict is ``None``.
+    A toy analysis states an observation, marks each response right or wrong, and closes with
+    "Response N is better." (:func:`r1reward.data.toy.analysis_text`). Returns 1 when the closing
+    sentence equals the verdict *and* every step follows from the one before
+    (:func:`r1reward.data.toy.analysis_chain`): the marks from the observation, the closing
+    sentence from the marks. Returns -1 when the closing sentence names the other response, or
+    when the analysis contradicts itself on the way ("the image shows 3 circles ... Response 1
+    says 2, which is right"): such an analysis does not support any verdict, which is what the
+    paper's judge model is asked. Returns 0 when the analysis names no response or the verdict is
+    ``None``. Text that is not in the toy phrasing is judged by its closing sentence alone. Like
+    the paper's judge, it reads only the text: it does not know the image, so a consistent
+    analysis of a misread image is still consistent.
     """
 
     def __init__(self) -> None:
         from r1reward.data import toy  # imported here: the toy world is only needed by this judge
 
         self._verdict = toy.analysis_verdict
+        self._chain = toy.analysis_chain
 
     def judge(
         self,
@@ -188,7 +198,12 @@ class RuleJudge:
                 out.append(0)
                 continue
             said = self._verdict(analysis)
-            out.append(0 if said is None else (1 if said == answer else -1))
+            if said is None:
+                out.append(0)
+                continue
+            chain = self._chain(analysis)
+            follows = chain is None or all(chain.values())
+            out.append(1 if said == answer and follows else -1)
         return out
 
 

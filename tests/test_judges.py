@@ -115,6 +115,28 @@ def test_rule_judge_on_toy_teacher_analyses() -> None:
     assert judge.judge(misleading, right) == [-1] * len(pairs)
 
 
+def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
+    toy = pytest.importorskip("r1reward.data.toy")
+    pair = toy.make_pairs(1, seed=11)[0]
+    right = pair.preferred
+    honest = toy.teacher_analysis(pair, right)
+    # the same observation and closing sentence, with the two marks swapped
+    contradicts = (
+        honest.replace("which is right", "WAS").replace("which is wrong", "which is right")
+        .replace("WAS", "which is wrong")
+    )
+    assert toy.analysis_chain(honest) == {
+        "marks_follow_observation": True, "verdict_follows_marks": True
+    }
+    assert toy.analysis_chain(contradicts) == {
+        "marks_follow_observation": False, "verdict_follows_marks": False
+    }
+    assert toy.analysis_chain("Response 2 is better.") is None
+    judge = RuleJudge()
+    # the closing sentence names the right response, but the marks contradict the observation
+    assert judge.judge([honest, contradicts], [right, right]) == [1, -1]
+
+
 def test_consistency_rewards_from_raw_outputs() -> None:
     toy = pytest.importorskip("r1reward.data.toy")
     from r1reward.judges import consistency_rewards

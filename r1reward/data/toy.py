@@ -422,20 +422,11 @@ def judgment_breakdown(pairs: list[PreferencePair], texts: list[str]) -> dict[st
     for pair, text in zip(pairs, texts):
         body = text.split("<think>")[-1].split("</think>")[0].strip()
         good = teacher_analysis(pair, pair.preferred)
-        first = body.split(" Response 1 says ")[0]
-        obs += first == good.split(" Response 1 says ")[0]
-        m = re.search(
-            r"Response 1 says (.+), which is (right|wrong)\. Response 2 says (.+), which is "
-            r"(right|wrong)\.",
-            body,
-        )
-        if m:
-            c1, m1, c2, m2 = m.groups()
-            implied = ("right" if first.endswith(f" {c}.") else "wrong" for c in (c1, c2))
-            marks += (m1, m2) == tuple(implied)
-            said = analysis_verdict(body)
-            called = [k for k, mk in ((1, m1), (2, m2)) if mk == "right"]
-            verdict += said is not None and called == [said]
+        chain = analysis_chain(body)
+        obs += body.split(" Response 1 says ")[0] == good.split(" Response 1 says ")[0]
+        if chain is not None:
+            marks += chain["marks_follow_observation"]
+            verdict += chain["verdict_follows_marks"]
         ans = re.search(r"<answer>\s*([12])\s*</answer>", text)
         final = int(ans.group(1)) if ans else analysis_verdict(body)
         acc += final == pair.preferred
@@ -445,6 +436,41 @@ def judgment_breakdown(pairs: list[PreferencePair], texts: list[str]) -> dict[st
         "verdict_follows_marks": verdict / n,
         "accuracy": acc / n,
         "n": len(pairs),
+    }
+
+
+_MARKS = re.compile(
+    r"Response 1 says (.+), which is (right|wrong)\. Response 2 says (.+), which is (right|wrong)\."
+)
+
+
+def analysis_chain(analysis: str) -> dict[str, bool] | None:
+    """Whether each step of a toy analysis follows from the one before (None: not toy phrasing).
+
+    A toy analysis (:func:`analysis_text`) states an observation, marks each response's claim
+    right or wrong, and names the better response. Without knowing the image, the text alone says
+    whether
+
+    - ``marks_follow_observation``: each claim is marked "right" exactly when the observation
+      sentence (the text before "Response 1 says") ends with that claim;
+    - ``verdict_follows_marks``: the closing "Response N is better." names the one response
+      marked right.
+
+    ``"The number of circles in the image is 3. Response 1 says 2, which is right. ..."``
+    contradicts itself in the first step whatever it concludes.
+    """
+    body = analysis.strip()
+    m = _MARKS.search(body)
+    if not m:
+        return None
+    c1, m1, c2, m2 = m.groups()
+    first = body.split(" Response 1 says ")[0]
+    implied = tuple("right" if first.endswith(f" {c}.") else "wrong" for c in (c1, c2))
+    said = analysis_verdict(body)
+    called = [k for k, mk in ((1, m1), (2, m2)) if mk == "right"]
+    return {
+        "marks_follow_observation": (m1, m2) == implied,
+        "verdict_follows_marks": said is not None and called == [said],
     }
 
 
