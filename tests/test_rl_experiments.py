@@ -89,5 +89,11 @@ def test_accuracy_by_groups_greedy_judgments(tmp_path):
             members = [p for p in pairs if (getattr(p, key, None) or p.meta[key]) == value]
             assert n == 2 * len(members)
             assert acc == pytest.approx(sum(by_pair[p.id] for p in members) / len(members))
+    both = rx.accuracy_by(tmp_path, pairs, ("task", "difficulty"))
+    for (task, level), (acc, n) in both.items():
+        members = [p for p in pairs if p.meta["task"] == task and p.difficulty == level]
+        assert n == 2 * len(members)
+        assert acc == pytest.approx(sum(by_pair[p.id] for p in members) / len(members))
+    assert sum(n for _, n in both.values()) == 6
     with pytest.raises(ValueError, match="no greedy judgment"):
         rx.accuracy_by(tmp_path, make_pairs(1, split="train"), "difficulty")

@@ -213,15 +213,20 @@ def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
     return _map(_eval_job, jobs, workers, "held-out evaluation")
 
 
-def accuracy_by(results_dir: str | Path, pairs: Sequence[Any], by: str = "difficulty") -> dict:
+def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
+                by: str | Sequence[str] = "difficulty") -> dict:
     """Greedy accuracy of one evaluation (``results_dir/results.jsonl``, both orders) per value
     of a pair attribute (``difficulty``, ``category``) or, failing that, of ``pair.meta[by]``
-    (``task`` in the toy): ``{value: (accuracy, judgments)}``, values sorted."""
+    (``task`` in the toy): ``{value: (accuracy, judgments)}``, values sorted. With several
+    names (``("task", "difficulty")``) the keys are tuples of their values."""
     from r1reward.evaluate import load_records
 
+    def one(p, name):
+        v = getattr(p, name, None)
+        return v if v is not None else (p.meta or {}).get(name)
+
     def value(p):
-        v = getattr(p, by, None)
-        return v if v is not None else (p.meta or {}).get(by)
+        return one(p, by) if isinstance(by, str) else tuple(one(p, name) for name in by)
 
     of = {p.id: value(p) for p in pairs}
     tally: dict[Any, list[int]] = {}
