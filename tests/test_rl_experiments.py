@@ -4,6 +4,7 @@ resolved recipe is unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -97,3 +98,26 @@ def test_accuracy_by_groups_greedy_judgments(tmp_path):
     assert sum(n for _, n in both.values()) == 6
     with pytest.raises(ValueError, match="no greedy judgment"):
         rx.accuracy_by(tmp_path, make_pairs(1, split="train"), "difficulty")
+
+
+def test_analysis_breakdown_checks_each_judgment_in_its_order(tmp_path):
+    from r1reward.data import toy
+
+    pairs = toy.make_pairs(2, split="heldout")
+    rows = []
+    for p in pairs:
+        for order in ("chosen-first", "chosen-second"):
+            shown_right = 1 if order == "chosen-first" else 2
+            # the analysis of the pair as shown: the right one in one order, a wrong one in the other
+            r1, r2 = (p.chosen, p.rejected) if order == "chosen-first" else (p.rejected, p.chosen)
+            q = dataclasses.replace(p, response_1=r1, response_2=r2, preferred=shown_right)
+            verdict = shown_right if order == "chosen-first" else 3 - shown_right
+            text = f"<think>{toy.teacher_analysis(q, verdict)}</think><answer>{verdict}</answer>"
+            rows.append({"pair_id": p.id, "order": order, "sample": "greedy", "text": text})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = rx.analysis_breakdown(tmp_path, pairs)
+    # every analysis is the teacher's, so its steps follow; half argue for the wrong response
+    assert got == {"observation_right": 0.5, "marks_follow_observation": 1.0,
+                   "verdict_follows_marks": 1.0, "accuracy": 0.5, "n": 4}
+    with pytest.raises(ValueError, match="no greedy judgment"):
+        rx.analysis_breakdown(tmp_path, toy.make_pairs(1, split="train"))

@@ -213,6 +213,29 @@ def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
     return _map(_eval_job, jobs, workers, "held-out evaluation")
 
 
+def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[str, float]:
+    """:func:`r1reward.data.toy.judgment_breakdown` of the greedy judgments of one evaluation
+    (``results_dir/results.jsonl``, both orders) of toy ``pairs``: the shares of analyses whose
+    observation is right, whose marks follow their own observation, whose closing sentence follows
+    the marks, and the accuracy. Each judgment is checked against the pair *as shown* (its order)."""
+    import dataclasses
+
+    from r1reward.data import toy
+    from r1reward.evaluate import _displayed, load_records
+
+    by_id = {p.id: p for p in pairs}
+    shown, texts = [], []
+    for r in load_records(Path(results_dir) / "results.jsonl"):
+        if r.get("sample") == "greedy" and r["pair_id"] in by_id:
+            pair = by_id[r["pair_id"]]
+            r1, r2, right = _displayed(pair, r["order"])
+            shown.append(dataclasses.replace(pair, response_1=r1, response_2=r2, preferred=right))
+            texts.append(r.get("text") or "")
+    if not shown:
+        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+    return toy.judgment_breakdown(shown, texts)
+
+
 def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
                 by: str | Sequence[str] = "difficulty") -> dict:
     """Greedy accuracy of one evaluation (``results_dir/results.jsonl``, both orders) per value
