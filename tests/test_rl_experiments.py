@@ -121,3 +121,21 @@ def test_analysis_breakdown_checks_each_judgment_in_its_order(tmp_path):
                    "verdict_follows_marks": 1.0, "accuracy": 0.5, "n": 4}
     with pytest.raises(ValueError, match="no greedy judgment"):
         rx.analysis_breakdown(tmp_path, toy.make_pairs(1, split="train"))
+
+
+def test_evaluate_runs_keeps_each_pair_set_in_its_own_folder(tiny, tmp_path):
+    from r1reward.data.toy import make_pairs
+    from r1reward.evaluate import load_records
+
+    recipe = _write_recipe(tmp_path / "recipe.yaml", tiny, lr=1e-3)
+    runs = rx.run_grid(recipe, ["stable-reinforce"], [0], tmp_path / "runs", init_model=tiny)
+    stream = make_pairs(4, split="heldout")
+    first, fresh = stream[:2], stream[2:]
+    a = rx.evaluate_runs(runs, first, max_new_tokens=8)
+    b = rx.evaluate_runs(runs, fresh, max_new_tokens=8, tag="fresh")
+    run = runs[("stable-reinforce", 0)]
+    for folder, pairs in ((run / "heldout-2", first), (run / "fresh-2", fresh)):
+        seen = {r["pair_id"] for r in load_records(folder / "results.jsonl")}
+        assert seen == {p.id for p in pairs}
+    assert [r["seed"] for r in a + b] == [0, 0]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in a + b)

@@ -192,24 +192,25 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
 EVAL_COLUMNS = ("accuracy", "sampled_accuracy", "position_bias", "well_formed", "length")
 
 
-def _eval_job(variant, seed, path, pairs, max_new_tokens) -> dict:
+def _eval_job(variant, seed, path, pairs, max_new_tokens, tag="heldout") -> dict:
     summary = json.loads((Path(path) / "summary.json").read_text())
     row = {"variant": variant, "seed": seed, "collapsed": bool(summary["collapsed"])}
     if summary["collapsed"]:
         row.update(dict.fromkeys(EVAL_COLUMNS, float("nan")))
     else:
-        res = heldout_accuracy(Path(path) / "final", pairs, Path(path) / f"heldout-{len(pairs)}",
+        res = heldout_accuracy(Path(path) / "final", pairs, Path(path) / f"{tag}-{len(pairs)}",
                                max_new_tokens=max_new_tokens)
         row.update({k: res[k] for k in EVAL_COLUMNS})
     return row
 
 
 def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
-                  max_new_tokens: int = 128, workers: int = 1) -> list[dict]:
+                  max_new_tokens: int = 128, workers: int = 1, tag: str = "heldout") -> list[dict]:
     """Held-out greedy accuracy, well-formed rate and length of every run's final model
-    (:func:`heldout_accuracy`, cached in ``<run>/heldout-<n>``), ``workers`` models at a time;
-    a run that collapsed has no final model and gets NaN with ``collapsed=True``."""
-    jobs = [(v, s, str(path), list(pairs), max_new_tokens) for (v, s), path in runs.items()]
+    (:func:`heldout_accuracy`, cached in ``<run>/<tag>-<n>``: give another ``tag`` for another
+    set of as many pairs), ``workers`` models at a time; a run that collapsed has no final model
+    and gets NaN with ``collapsed=True``."""
+    jobs = [(v, s, str(path), list(pairs), max_new_tokens, tag) for (v, s), path in runs.items()]
     return _map(_eval_job, jobs, workers, "held-out evaluation")
 
 
