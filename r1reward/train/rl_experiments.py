@@ -214,6 +214,19 @@ def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
     return _map(_eval_job, jobs, workers, "held-out evaluation")
 
 
+def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tuple[Any, dict]]:
+    """(pair, record) for every greedy record of ``results_dir/results.jsonl`` that judges one of
+    ``pairs``; raises ``ValueError`` when there is none."""
+    from r1reward.evaluate import load_records
+
+    by_id = {p.id: p for p in pairs}
+    out = [(by_id[r["pair_id"]], r) for r in load_records(Path(results_dir) / "results.jsonl")
+           if r.get("sample") == "greedy" and r["pair_id"] in by_id]
+    if not out:
+        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+    return out
+
+
 def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[str, float]:
     """:func:`r1reward.data.toy.judgment_breakdown` of the greedy judgments of one evaluation
     (``results_dir/results.jsonl``, both orders) of toy ``pairs``: the shares of analyses whose
@@ -222,18 +235,13 @@ def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[st
     import dataclasses
 
     from r1reward.data import toy
-    from r1reward.evaluate import _displayed, load_records
+    from r1reward.evaluate import _displayed
 
-    by_id = {p.id: p for p in pairs}
     shown, texts = [], []
-    for r in load_records(Path(results_dir) / "results.jsonl"):
-        if r.get("sample") == "greedy" and r["pair_id"] in by_id:
-            pair = by_id[r["pair_id"]]
-            r1, r2, right = _displayed(pair, r["order"])
-            shown.append(dataclasses.replace(pair, response_1=r1, response_2=r2, preferred=right))
-            texts.append(r.get("text") or "")
-    if not shown:
-        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+    for pair, r in _greedy_judgments(results_dir, pairs):
+        r1, r2, right = _displayed(pair, r["order"])
+        shown.append(dataclasses.replace(pair, response_1=r1, response_2=r2, preferred=right))
+        texts.append(r.get("text") or "")
     return toy.judgment_breakdown(shown, texts)
 
 
@@ -243,8 +251,6 @@ def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
     of a pair attribute (``difficulty``, ``category``) or, failing that, of ``pair.meta[by]``
     (``task`` in the toy): ``{value: (accuracy, judgments)}``, values sorted. With several
     names (``("task", "difficulty")``) the keys are tuples of their values."""
-    from r1reward.evaluate import load_records
-
     def one(p, name):
         v = getattr(p, name, None)
         return v if v is not None else (p.meta or {}).get(name)
@@ -252,11 +258,7 @@ def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
     def value(p):
         return one(p, by) if isinstance(by, str) else tuple(one(p, name) for name in by)
 
-    of = {p.id: value(p) for p in pairs}
     tally: dict[Any, list[int]] = {}
-    for r in load_records(Path(results_dir) / "results.jsonl"):
-        if r.get("sample") == "greedy" and r["pair_id"] in of:
-            tally.setdefault(of[r["pair_id"]], []).append(bool(r.get("correct")))
-    if not tally:
-        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+    for pair, r in _greedy_judgments(results_dir, pairs):
+        tally.setdefault(value(pair), []).append(bool(r.get("correct")))
     return {k: (sum(v) / len(v), len(v)) for k, v in sorted(tally.items(), key=lambda kv: str(kv[0]))}
