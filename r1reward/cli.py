@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("r1reward.train.sft", "cold-start long-CoT supervised fine-tuning"),
     "scalar": ("r1reward.train.scalar", "Bradley-Terry scalar reward model baseline"),
     "rl": ("r1reward.train.rl", "StableReinforce / Reinforce++ / GRPO training"),
+    "lab": ("r1reward.lab", "the collapse lab: RL variants x learning rates x seeds, measured"),
     "eval": ("r1reward.evaluate", "benchmarks in both answer orders, Voting@K, Any-correct@K"),
     "serve": ("r1reward.serve", "HTTP service: OpenAI-compatible chat + /v1/reward"),
 }

@@ -173,9 +173,9 @@ def setup(renderer: str = RENDERER_NAME) -> None:
     _plain_numpy_scalars()
     # a chapter loads the tiny model dozens of times: transformers' per-load "Loading weights"
     # bar would fill the page with identical progress bars
-    from transformers.utils import logging as hf_logging
+    from r1reward.profile import quiet_libraries
 
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def _plain_numpy_scalars() -> None:
@@ -331,6 +331,7 @@ def panel_figure(
     colors: Mapping[str, str] | None = None,
     log_y: Sequence[bool] | None = None,
     height: int = 450,
+    mode: str = "lines",
 ) -> go.Figure:
     """Panels side by side (``(panel title, series)`` each) sharing one legend and colours.
 
@@ -345,7 +346,7 @@ def panel_figure(
             fig.add_scatter(
                 x=finite_or_none(x),
                 y=finite_or_none(y),
-                mode="lines",
+                mode=mode,
                 name=name,
                 legendgroup=name,
                 showlegend=name not in seen,
@@ -438,3 +439,69 @@ def finite_or_none(values: Any) -> list[float | None]:
         f = float(v)
         out.append(f if f == f and f not in (float("inf"), float("-inf")) else None)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The collapse lab (chapter 8): accuracy against learning rate, the collapse map
+# --------------------------------------------------------------------------------------------
+
+#: A colour for each lab variant.
+VARIANT_COLORS: dict[str, str] = {
+    "reinforce++": COLORS["reinforce_pp"],
+    "stable-reinforce": COLORS["stable"],
+    "no-preclip": COLORS["bfloat16"],
+    "no-filter": COLORS["float16"],
+    "no-consistency": COLORS["float32"],
+    "grpo": COLORS["grpo"],
+}
+
+
+def lab_lr_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "heldout_accuracy",
+                  title: str = "Held-out accuracy against learning rate",
+                  y_title: str = "held-out accuracy (%)", references: Mapping[str, float] = {},
+                  ) -> go.Figure:
+    """One line per variant through the mean over seeds at each learning rate (log x), each seed
+    as a marker, in the shape of Wortsman et al.'s LR-vs-loss curves; ``references`` are dashed
+    horizontal lines (e.g. the cold-start model, chance), in the metric's units (0-1)."""
+    fig = figure(title, "learning rate", y_title, log_x=True, height=460)
+    by: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        by.setdefault(str(r["variant"]), {}).setdefault(float(r["lr"]), []).append(float(r[metric]))
+    for variant, per in by.items():
+        color = VARIANT_COLORS.get(variant, COLORS["neutral"])
+        lrs = sorted(per)
+        means = [sum(per[lr]) / len(per[lr]) for lr in lrs]
+        fig.add_scatter(x=lrs, y=[100 * m for m in means], mode="lines", name=variant,
+                        line_color=color, legendgroup=variant)
+        xs = [lr for lr in lrs for _ in per[lr]]
+        ys = [100 * v for lr in lrs for v in per[lr]]
+        fig.add_scatter(x=xs, y=ys, mode="markers", name=f"{variant} (seeds)", marker_color=color,
+                        marker_size=7, opacity=0.6, legendgroup=variant, showlegend=False)
+    for text, value in references.items():
+        hline(fig, 100 * value, text)
+    return fig
+
+
+def collapse_map(rows: Sequence[Mapping[str, Any]], *, steps: int,
+                 title: str = "Collapse map: step of collapse") -> go.Figure:
+    """Variant x learning rate, coloured by the earliest step at which a seed collapsed (no
+    collapse: the run length, pale); each cell says how many seeds collapsed."""
+    variants = list(dict.fromkeys(str(r["variant"]) for r in rows))
+    lrs = sorted({float(r["lr"]) for r in rows})
+    z, text = [], []
+    for v in variants:
+        zrow, trow = [], []
+        for lr in lrs:
+            cell = [r for r in rows if r["variant"] == v and float(r["lr"]) == lr]
+            hit = [int(r["collapse_step"]) for r in cell if r["collapsed"]]
+            zrow.append(min(hit) if hit else None)
+            trow.append(f"{len(hit)}/{len(cell)}" + (f"<br>step {min(hit)}" if hit else ""))
+        z.append(zrow)
+        text.append(trow)
+    fig = figure(title, "learning rate", "variant", height=120 + 45 * len(variants))
+    fig.add_heatmap(x=[f"{lr:.0e}" for lr in lrs], y=variants, z=z, text=text,
+                    texttemplate="%{text}", zmin=1, zmax=steps, colorscale="Reds_r",
+                    colorbar_title="step", hoverongaps=False, xgap=2, ygap=2)
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(autorange="reversed")
+    return fig

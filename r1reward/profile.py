@@ -19,3 +19,21 @@ def get_profile(default: str = DEFAULT) -> str:
     if name not in PROFILES:
         raise ValueError(f"{ENV_VAR}={name!r} is not a profile; expected one of {', '.join(PROFILES)}")
     return name
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter out of a chapter's page: transformers' per-load "Loading weights" and
+    "Writing model shards" bars and its warnings (e.g. "Removed shared tensor ... while saving"),
+    accelerate's logs and Hub download bars. Called by ``plots.setup()`` in the notebook and by
+    the worker processes that run the chapters' trainings; the package's own progress bars stay."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*shared tensor.*")

@@ -155,6 +155,37 @@ def test_built_html_loads_nothing_from_outside_hosts() -> None:
     assert not offenders, "the built book refers to outside hosts:\n" + "\n".join(offenders)
 
 
+#: Library chatter that must not reach a reader: weight loading/saving bars and warnings of the
+#: libraries the chapters call, warnings in general, and tracebacks.
+NOISE = re.compile(
+    r"Removed shared tensor|\[RANK \d+\]|Loading weights|Loading checkpoint shards|"
+    r"Writing model shards|UserWarning|FutureWarning|DeprecationWarning|RuntimeWarning|"
+    r"Traceback \(most recent call last\)"
+)
+
+
+def noise_lines(html: str) -> list[str]:
+    """The lines of a built page (its text and the widget state it embeds) that are library noise."""
+    return [ln.strip()[:160] for ln in html.splitlines() if NOISE.search(ln)]
+
+
+def test_noise_detection_works_on_a_control_text() -> None:
+    control = "ok\n[RANK 0] Removed shared tensor {'lm_head.weight'} while saving\n" \
+              '{"description": "Loading weights"}\nlab runs: 100%\n'
+    assert len(noise_lines(control)) == 2
+    assert noise_lines("lab runs: 40/40 [00:10<00:00]\nRL step 3") == []
+
+
+@needs_book
+def test_no_page_shows_library_noise() -> None:
+    found = []
+    for page in toc_pages():
+        path = page_html(page)
+        if path.is_file():
+            found += [f"{page}: {ln}" for ln in noise_lines(path.read_text(encoding="utf-8", errors="replace"))]
+    assert not found, f"{len(found)} lines of library noise in the book:\n" + "\n".join(found[:40])
+
+
 @needs_book
 def test_every_locally_loaded_asset_exists() -> None:
     missing: list[str] = []

@@ -10,7 +10,9 @@ Variants (Table 6 of the paper, the RL rows):
 - ``stable-reinforce``: Pre-Clip + Advantage Filter + consistency reward;
 - ``no-filter``: StableReinforce without the Advantage Filter;
 - ``no-preclip``: StableReinforce without Pre-Clip;
-- ``reinforce++``: plain ratio, no filter, no consistency reward.
+- ``reinforce++``: plain ratio, no filter, no consistency reward;
+- ``no-consistency``: StableReinforce without the consistency reward;
+- ``grpo``: GRPO (group-normalised advantages over several samples per prompt).
 """
 
 from __future__ import annotations
@@ -27,22 +29,26 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "no-filter": ("rl.algo=stable-reinforce", "rl.advantage_filter=false"),
     "no-preclip": ("rl.algo=stable-reinforce", "rl.pre_clip=false"),
     "reinforce++": ("rl.algo=reinforce++",),
+    "no-consistency": ("rl.algo=stable-reinforce", "rl.consistency_reward=false"),
+    "grpo": ("rl.algo=grpo",),
 }
 
 
 def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_model: str | Path,
-                overrides: Sequence[str] = (), pairs: Sequence[Any] | None = None) -> Path:
+                overrides: Sequence[str] = (), pairs: Sequence[Any] | None = None,
+                name: str | None = None) -> Path:
     """Train one ``variant`` with ``seed`` from ``init_model``; return its run folder.
 
     A folder whose ``summary.json`` exists and whose ``variant.json`` records the same settings
     (the whole resolved recipe, so an edited recipe file is not mistaken for the old one) is
-    returned as is (the run is not repeated)."""
+    returned as is (the run is not repeated). ``name`` replaces the folder name
+    ``<variant>-seed<seed>``."""
     from r1reward.recipes import load_recipe
     from r1reward.train.rl import train_rl
 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANTS)}")
-    out = Path(root) / f"{variant}-seed{seed}"
+    out = Path(root) / (name or f"{variant}-seed{seed}")
     ovr = [*VARIANTS[variant], *overrides, f"rl.seed={seed}", f"rl.init_model={init_model}",
            "rl.progress=false"]
     resolved = load_recipe(recipe, ovr)
@@ -61,7 +67,10 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
 def _one_thread() -> None:
     import torch
 
+    from r1reward.profile import quiet_libraries
+
     torch.set_num_threads(1)
+    quiet_libraries()  # the workers' weight-loading bars and save warnings reach the page
 
 
 def _pool(workers: int):
@@ -75,9 +84,13 @@ def _pool(workers: int):
                                initializer=_one_thread)
 
 
-def _map(fn, jobs: list[tuple], workers: int, desc: str) -> list:
+def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool = True) -> list:
     """``[fn(*job) for job in jobs]``, in ``workers`` processes when ``workers > 1``, with a bar."""
-    from tqdm.auto import tqdm
+    from functools import partial
+
+    from tqdm.auto import tqdm as _tqdm
+
+    tqdm = partial(_tqdm, disable=not progress)
 
     if workers < 1:
         raise ValueError(f"workers={workers}: expected >= 1")

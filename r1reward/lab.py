@@ -1,0 +1,500 @@
+"""The collapse lab: where Reinforce++ breaks and StableReinforce holds, measured as a grid.
+
+Large-model training instabilities can be reproduced in small models by pushing the settings
+that drive them (Wortsman et al. 2023, *Small-scale proxies for large-scale Transformer training
+instabilities*, arXiv 2309.14322): sweep the learning rate over orders of magnitude, plot the
+final quality against it, and summarise each method by its **learning-rate sensitivity**. The
+lab does that for RL of the reward model (paper Sec. 3.1: Reinforce++ collapses late in training,
+when nearly every sample is right and batch normalisation turns the few wrong ones into
+``-sqrt(B-1)``-sized advantages).
+
+The grid is declared in the recipe's ``lab:`` section (:class:`LabConfig`) *before* any run, and
+every variant gets the same data, seeds, batch and steps; only the algorithm switches differ.
+One call, :func:`run_lab`, trains every (variant, learning rate, seed) from the same cold-start
+model, evaluates each final model on held-out pairs in both answer orders (the evaluator of
+chapter 6) and writes
+
+- ``lab.jsonl`` -- one line per run (:data:`ROW_FIELDS`);
+- ``summary.md`` -- held-out accuracy by variant x learning rate, collapses and each variant's
+  learning-rate sensitivity.
+
+Each run lives in its own folder under ``runs/`` and is reused when complete (same resolved
+recipe), so a killed lab reruns only what is missing. The CLI is ``r1reward lab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LabConfig",
+    "ROW_FIELDS",
+    "collapse_step",
+    "late_regime_pairs",
+    "lr_sensitivity",
+    "run_dir",
+    "run_lab",
+    "read_lab",
+    "separates",
+    "showcase",
+    "summary_markdown",
+]
+
+#: The accuracy a run with no usable model is given in the sensitivity (a coin flip): Wortsman
+#: et al. cap a diverged run's loss at the loss of the initial model; a judge has a natural floor
+#: instead, chance.
+CHANCE = 0.5
+
+#: The fields of one ``lab.jsonl`` line, in order.
+ROW_FIELDS = (
+    "variant", "lr", "seed", "steps_done", "heldout_accuracy", "heldout_well_formed",
+    "heldout_length", "position_bias", "collapsed", "collapse_step", "collapse_reason",
+    "params_finite", "max_ratio", "nonfinite_ratios", "filtered_fraction_max",
+    "filtered_fraction_mean", "adv_min", "kl_mean", "train_accuracy_first",
+    "train_accuracy_last", "well_formed_min", "length_max_mean", "seconds",
+)
+
+
+@dataclass
+class LabConfig:
+    """The ``lab:`` section of a recipe: the declared grid and the run shape (every variant the
+    same). ``rl`` holds extra ``rl.*`` overrides applied to every run (e.g. ``kl_coef=0``)."""
+
+    variants: list[str] = field(default_factory=lambda: ["reinforce++", "stable-reinforce"])
+    lrs: list[float] = field(default_factory=lambda: [1e-4])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # which training pairs: "late" -- pairs the cold-start model already judges right (greedy, both
+    # orders), the late-training regime of Sec. 3.1; "hard" -- the curated hard pairs (Sec. 4.1);
+    # "all" -- every training pair given
+    regime: str = "late"
+    candidate_pairs: int = 256  # training pairs the late regime picks from
+    steps: int = 16
+    samples_per_step: int = 32  # per process; prompts = samples_per_step / samples_per_prompt
+    rl: dict[str, Any] = field(default_factory=dict)  # further rl.* settings for every run
+    heldout_pairs: int = 100  # judged in both orders
+    workers: int = 1
+    collapse_min_well_formed: float = 0.5
+    collapse_length_fraction: float = 0.9
+
+    @classmethod
+    def from_dict(cls, section: dict | None) -> LabConfig:
+        section = dict(section or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - names)
+        if unknown:
+            raise ValueError(f"recipe lab: unknown keys {unknown}; expected some of {sorted(names)}")
+        cfg = cls(**section)
+        cfg.lrs = [float(x) for x in cfg.lrs]
+        cfg.seeds = [int(x) for x in cfg.seeds]
+        from r1reward.train.rl_experiments import VARIANTS
+
+        bad = [v for v in cfg.variants if v not in VARIANTS]
+        if bad:
+            raise ValueError(f"recipe lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}")
+        if cfg.regime not in ("late", "hard", "all"):
+            raise ValueError(f"recipe lab.regime={cfg.regime!r}: expected 'late', 'hard' or 'all'")
+        if not cfg.lrs or not cfg.seeds or not cfg.variants:
+            raise ValueError("recipe lab: variants, lrs and seeds must each name at least one value")
+        return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# What "collapsed" means, once
+# --------------------------------------------------------------------------------------------
+
+
+def collapse_step(records: Sequence[dict], max_new_tokens: int, *, min_well_formed: float = 0.5,
+                  length_fraction: float = 0.9) -> tuple[int | None, str | None]:
+    """The first RL step at which a run collapsed, and why; ``(None, None)`` if it never did.
+
+    A step counts as collapsed when its parameters are no longer finite (the trainer then stops),
+    when fewer than ``min_well_formed`` of its sampled judgments are well formed, or when their
+    mean length reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN,
+    length hits the maximum", Sec. 3.1). ``records`` are the trainer's ``metrics.jsonl`` lines."""
+    for rec in records:
+        if not rec.get("params_finite", True) or not _finite(rec.get("loss", 0.0)):
+            return int(rec["step"]), "non-finite"
+        if rec["well_formed"] < min_well_formed:
+            return int(rec["step"]), "ill-formed"
+        if rec["length_mean"] >= length_fraction * max_new_tokens:
+            return int(rec["step"]), "length"
+    return None, None
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if _finite(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# The late-training regime: pairs the cold-start model already gets right
+# --------------------------------------------------------------------------------------------
+
+
+def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_file: str | Path, *,
+                      max_new_tokens: int, batch_size: int = 16) -> list[Any]:
+    """The ``candidates`` that ``model_path`` judges right greedily in *both* answer orders.
+
+    RL on them starts where the paper's collapse happens (Sec. 3.1): nearly every sampled judgment
+    is right, the reward variance is small, and batch normalisation gives the few wrong samples
+    advantages near ``-sqrt(B-1)``. The chosen ids and counts are cached in ``out_file`` (JSON);
+    a second call with the same candidates only reads it."""
+    from r1reward.models import load_model
+    from r1reward.prompt import build_messages, parse_judgment
+    from r1reward.rollout import generate
+
+    out_file = Path(out_file)
+    key = {"model": str(model_path), "candidates": [p.id for p in candidates],
+           "max_new_tokens": int(max_new_tokens)}
+    if out_file.is_file():
+        cached = json.loads(out_file.read_text())
+        if cached.get("key") == key:
+            keep = set(cached["ids"])
+            return [p for p in candidates if p.id in keep]
+    model, processor = load_model(str(model_path))
+    shown = [q for p in candidates for q in (p, p.swap())]
+    convs = [build_messages(q.question, q.response_1, q.response_2, images=q.images) for q in shown]
+    outs = generate(model, processor, convs, do_sample=False, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size)
+    right = [parse_judgment(o[0].text).answer == q.preferred for o, q in zip(outs, shown)]
+    keep_ids = [p.id for i, p in enumerate(candidates) if right[2 * i] and right[2 * i + 1]]
+    info = {"key": key, "ids": keep_ids, "n_candidates": len(candidates), "n_kept": len(keep_ids),
+            "greedy_accuracy": sum(right) / max(1, len(right))}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(out_file)
+    keep = set(keep_ids)
+    return [p for p in candidates if p.id in keep]
+
+
+# --------------------------------------------------------------------------------------------
+# One run: train (cached), evaluate (cached), one row
+# --------------------------------------------------------------------------------------------
+
+
+def run_name(variant: str, lr: float, seed: int) -> str:
+    return f"{variant}-lr{lr:.0e}-seed{seed}"
+
+
+def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
+    from r1reward.train.rl import ALGO_PRESETS
+    from r1reward.train.rl_experiments import VARIANTS
+
+    algo = next(o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("rl.algo="))
+    k = int(ALGO_PRESETS[algo]["samples_per_prompt"])
+    if cfg.samples_per_step % k:
+        raise ValueError(f"lab.samples_per_step={cfg.samples_per_step} is not a multiple of "
+                         f"{variant}'s {k} samples per prompt")
+    return [*(f"rl.{k_}={json.dumps(v)}" for k_, v in cfg.rl.items()),
+            f"rl.steps={cfg.steps}", f"rl.prompts_per_step={cfg.samples_per_step // k}",
+            f"rl.lr={lr!r}", "rl.save_every=0", "rl.progress=false"]
+
+
+def _quiet() -> None:
+    from r1reward.profile import quiet_libraries
+
+    quiet_libraries()
+
+
+def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_model: str,
+             overrides: tuple, pairs: list, heldout: list, cfg_dict: dict) -> dict:
+    """Train one grid cell (cached in its folder), evaluate it (cached) and return its row."""
+    import time
+
+    from r1reward.train.rl import read_metrics
+    from r1reward.train.rl_experiments import heldout_accuracy, run_variant
+
+    _quiet()
+    cfg = LabConfig.from_dict(cfg_dict)
+    name = run_name(variant, lr, seed)
+    row_file = Path(root) / name / "lab_row.json"
+    t0 = time.perf_counter()
+    ovr = [*overrides, *_variant_overrides(cfg, variant, lr)]
+    path = run_variant(recipe, variant, seed, root, init_model=init_model, overrides=ovr,
+                       pairs=pairs, name=name)
+    eval_key = {"heldout": [p.id for p in heldout]}
+    if row_file.is_file():
+        cached = json.loads(row_file.read_text())
+        if cached.get("eval_key") == eval_key:
+            return cached["row"]
+    recs = read_metrics(path)
+    summary = json.loads((path / "summary.json").read_text())
+    resolved = json.loads((path / "variant.json").read_text())["resolved"]
+    max_new = int(resolved["rl"]["max_new_tokens"])
+    step, reason = collapse_step(recs, max_new, min_well_formed=cfg.collapse_min_well_formed,
+                                 length_fraction=cfg.collapse_length_fraction)
+    finite = all(r["params_finite"] for r in recs)
+    row: dict[str, Any] = {
+        "variant": variant, "lr": lr, "seed": seed, "steps_done": len(recs),
+        "collapsed": step is not None, "collapse_step": step, "collapse_reason": reason,
+        "params_finite": finite,
+        "max_ratio": max((r["max_ratio"] for r in recs if _finite(r["max_ratio"])), default=float("nan")),
+        "nonfinite_ratios": int(sum(r["nonfinite_ratios"] for r in recs)),
+        "filtered_fraction_max": max((r["filtered_fraction"] for r in recs), default=0.0),
+        "filtered_fraction_mean": _mean([r["filtered_fraction"] for r in recs]),
+        "adv_min": min((r["adv_min"] for r in recs if _finite(r["adv_min"])), default=float("nan")),
+        "kl_mean": _mean([r["kl"] for r in recs]),
+        "train_accuracy_first": recs[0]["accuracy"] if recs else float("nan"),
+        "train_accuracy_last": recs[-1]["accuracy"] if recs else float("nan"),
+        "well_formed_min": min((r["well_formed"] for r in recs), default=float("nan")),
+        "length_max_mean": max((r["length_mean"] for r in recs), default=float("nan")),
+    }
+    if summary.get("final") and finite:
+        res = heldout_accuracy(path / "final", heldout, path / f"heldout-{len(heldout)}",
+                               max_new_tokens=max_new)
+        row.update(heldout_accuracy=res["accuracy"], heldout_well_formed=res["well_formed"],
+                   heldout_length=res["length"], position_bias=res["position_bias"])
+    else:
+        # no usable model (non-finite weights): every judgment unparseable, which the strict
+        # evaluator of chapter 6 counts as wrong
+        row.update(heldout_accuracy=0.0, heldout_well_formed=0.0, heldout_length=float("nan"),
+                   position_bias=float("nan"))
+    row["seconds"] = time.perf_counter() - t0
+    row = {k: row[k] for k in ROW_FIELDS}
+    tmp = row_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"eval_key": eval_key, "row": row}))
+    tmp.replace(row_file)
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------
+
+
+def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_pairs: Sequence[Any],
+            heldout: Sequence[Any], overrides: Sequence[str] = (), workers: int | None = None,
+            progress: bool = True) -> list[dict]:
+    """Run the recipe's declared ``lab:`` grid and return its rows (also ``lab.jsonl``).
+
+    Args:
+        recipe: recipe name or path; its ``lab:`` section declares the grid, its ``rl:`` section
+            the rest of every run's settings.
+        out_dir: gets ``runs/<variant>-lr<lr>-seed<s>/`` (each an ordinary RL run folder, reused
+            when complete), ``regime-late.json``, ``lab.jsonl`` and ``summary.md``.
+        init_model: the cold-start model every run starts from.
+        train_pairs: the training pairs (e.g. curated toy pairs); the ``late`` regime keeps the
+            first ``lab.candidate_pairs`` that ``init_model`` judges right in both orders, the
+            ``hard`` regime those the teacher needed two tries or more for.
+        heldout: the held-out pairs; the first ``lab.heldout_pairs`` are judged in both orders.
+        overrides: dotted recipe overrides (``lab.lrs=[1e-4]``, ``rl.max_new_tokens=64``).
+        workers: processes side by side (one torch thread each); default ``lab.workers``.
+    """
+    from r1reward.recipes import load_recipe
+    from r1reward.train.rl_experiments import _map
+
+    _quiet()
+    resolved = load_recipe(recipe, overrides)
+    cfg = LabConfig.from_dict(resolved.get("lab"))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    max_new = int(resolved["rl"]["max_new_tokens"])
+    if cfg.regime == "late":
+        pairs = late_regime_pairs(init_model, list(train_pairs)[: cfg.candidate_pairs],
+                                  out / "regime-late.json", max_new_tokens=max_new)
+    elif cfg.regime == "hard":
+        from r1reward.curation import select_hard
+
+        pairs = select_hard(train_pairs, min_difficulty=2)
+    else:
+        pairs = list(train_pairs)
+    if not pairs:
+        raise ValueError(f"lab regime {cfg.regime!r}: no training pairs left")
+    held = list(heldout)[: cfg.heldout_pairs]
+    cells = [(v, lr, s) for v in cfg.variants for lr in cfg.lrs for s in cfg.seeds]
+    jobs = [(str(recipe), v, lr, s, str(out / "runs"), str(init_model), tuple(overrides),
+             list(pairs), held, dataclasses.asdict(cfg)) for v, lr, s in cells]
+    rows = _map(_run_one, jobs, workers or cfg.workers, "lab runs", progress=progress)
+    tmp = out / "lab.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(out / "lab.jsonl")
+    info = {"regime": cfg.regime, "train_pairs": len(pairs), "heldout_pairs": len(held),
+            "recipe_lr": float(resolved["rl"]["lr"])}
+    (out / "summary.md").write_text(summary_markdown(rows, info))
+    return rows
+
+
+def read_lab(out_dir: str | Path) -> list[dict]:
+    """The rows of ``out_dir/lab.jsonl``."""
+    path = Path(out_dir) / "lab.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------
+
+
+def lr_sensitivity(rows: Sequence[dict], metric: str = "heldout_accuracy") -> dict[str, float]:
+    """Learning-rate sensitivity of each variant (Wortsman et al. 2023, Sec. 3.2, for a quality
+    to maximise): the mean over the swept learning rates of the shortfall from the variant's best
+    learning rate, ``mean_lr[best - max(acc(lr), chance)]``, with ``acc(lr)`` the mean over seeds.
+    Flooring at :data:`CHANCE` plays the part of their cap at the initial loss: a run that broke
+    counts as a coin flip, however it broke. 0 means the result does not depend on the learning
+    rate over the sweep; larger is more sensitive."""
+    by: dict[str, dict[float, list[float]]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], {}).setdefault(float(r["lr"]), []).append(r[metric])
+    out = {}
+    for variant, per_lr in by.items():
+        acc = {lr: max(_mean(v), CHANCE) if _finite(_mean(v)) else CHANCE for lr, v in per_lr.items()}
+        best = max(acc.values())
+        out[variant] = sum(best - a for a in acc.values()) / len(acc)
+    return out
+
+
+def grid_table(rows: Sequence[dict], metric: str = "heldout_accuracy") -> dict[str, dict[float, tuple]]:
+    """``{variant: {lr: (mean, sd, n_seeds, n_collapsed)}}`` of ``metric`` over seeds."""
+    by: dict[str, dict[float, list[dict]]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], {}).setdefault(float(r["lr"]), []).append(r)
+    out: dict[str, dict[float, tuple]] = {}
+    for variant, per_lr in by.items():
+        out[variant] = {}
+        for lr, rs in sorted(per_lr.items()):
+            vals = [r[metric] for r in rs if _finite(r[metric])]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            out[variant][lr] = (_mean(vals), sd, len(rs), sum(bool(r["collapsed"]) for r in rs))
+    return out
+
+
+def summary_markdown(rows: Sequence[dict], info: dict | None = None) -> str:
+    """The lab's Markdown report: held-out accuracy (mean ± sd over seeds; ``†k``: k seeds
+    collapsed) per variant and learning rate, the learning-rate sensitivity, and the settings."""
+    info = dict(info or {})
+    table = grid_table(rows)
+    lrs = sorted({float(r["lr"]) for r in rows})
+    sens = lr_sensitivity(rows)
+    lines = ["# Collapse lab", ""]
+    if info:
+        lines += [", ".join(f"{k}: {v}" for k, v in info.items()), ""]
+    lines += ["Held-out greedy accuracy (%, both answer orders), mean ± sd over seeds; "
+              "†k: k seeds collapsed.", ""]
+    lines.append("| variant | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " | LR sensitivity |")
+    lines.append("|---|" + "---:|" * (len(lrs) + 1))
+    for variant, per in table.items():
+        cells = []
+        for lr in lrs:
+            if lr not in per:
+                cells.append("")
+                continue
+            m, sd, _, nc = per[lr]
+            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}" + (f" †{nc}" if nc else ""))
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {100 * sens[variant]:.1f} |")
+    collapsed = [r for r in rows if r["collapsed"]]
+    lines += ["", f"{len(collapsed)} of {len(rows)} runs collapsed."]
+    for r in collapsed:
+        lines.append(f"- {r['variant']} lr {r['lr']:.0e} seed {r['seed']}: step {r['collapse_step']} "
+                     f"({r['collapse_reason']})")
+    return "\n".join(lines) + "\n"
+
+
+def separates(rows: Sequence[dict], reference_accuracy: float, *, broken: str = "reinforce++",
+              stable: str = "stable-reinforce", min_seeds: int = 2, drop: float = 0.10) -> list[float]:
+    """The learning rates at which ``broken`` *failed* in at least ``min_seeds`` seeds while
+    ``stable`` failed in none, a run failing when it collapsed (:func:`collapse_step`) or its
+    held-out accuracy fell ``drop`` or more below ``reference_accuracy`` (the cold-start model's).
+    This is the issue's criterion for "a regime in which Reinforce++ breaks and StableReinforce
+    holds", fixed before the grid ran."""
+    def failed(r: dict) -> bool:
+        return bool(r["collapsed"]) or r["heldout_accuracy"] <= reference_accuracy - drop
+
+    out = []
+    for lr in sorted({float(r["lr"]) for r in rows}):
+        b = [r for r in rows if r["variant"] == broken and float(r["lr"]) == lr]
+        s = [r for r in rows if r["variant"] == stable and float(r["lr"]) == lr]
+        if b and s and sum(map(failed, b)) >= min_seeds and not any(map(failed, s)):
+            out.append(lr)
+    return out
+
+
+def showcase(rows: Sequence[dict], *, broken: str = "reinforce++",
+             stable: str = "stable-reinforce") -> tuple[dict, dict | None]:
+    """The ``broken`` run to show step by step -- the earliest collapse, or, when none collapsed,
+    the run with the largest PPO ratio -- and the ``stable`` run with the same learning rate and
+    seed (None when the grid has none)."""
+    cands = [r for r in rows if r["variant"] == broken]
+    if not cands:
+        raise ValueError(f"no {broken} run in the lab")
+    hit = [r for r in cands if r["collapsed"]]
+    pick = (min(hit, key=lambda r: (r["collapse_step"], -r["lr"])) if hit
+            else max(cands, key=lambda r: r["max_ratio"] if _finite(r["max_ratio"]) else -1.0))
+    twin = next((r for r in rows if r["variant"] == stable and r["lr"] == pick["lr"]
+                 and r["seed"] == pick["seed"]), None)
+    return pick, twin
+
+
+def run_dir(out_dir: str | Path, row: dict) -> Path:
+    """The folder of one lab run (its ``metrics.jsonl``, ``final/``, evaluation)."""
+    return Path(out_dir) / "runs" / run_name(row["variant"], float(row["lr"]), int(row["seed"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+EXAMPLES = """examples:
+  r1reward lab --recipe toy-ci --out runs/lab-ci
+  r1reward lab --recipe toy-ci lab.lrs=[1e-4,1e-3] lab.seeds=[0] --out runs/lab-ci-small
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``r1reward lab --recipe toy-ci [overrides] --out DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="r1reward lab",
+        description="The collapse lab: run the recipe's declared grid of RL variants x learning "
+        "rates x seeds from the cold-start model, evaluate each run on held-out pairs in both "
+        "orders, and write lab.jsonl and summary.md. Finished runs are reused, so a killed lab "
+        "reruns only what is missing.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--recipe", required=True, help="a toy recipe name (toy-ci, toy-cpu) or YAML path")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. lab.lrs=[1e-4,1e-3]")
+    parser.add_argument("--out", required=True, help="output folder (reused: finished runs are kept)")
+    parser.add_argument("--workers", type=int, default=None, help="runs side by side (default lab.workers)")
+    parser.add_argument("--init-model", default=None,
+                        help="cold-start model folder (default: the profile's SFT model, built if missing)")
+    args = parser.parse_args(argv)
+
+    from r1reward import pipeline
+
+    profile = {v: k for k, v in pipeline.PROFILE_RECIPES.items()}.get(Path(args.recipe).stem)
+    if profile is None or profile == "gpu":
+        print(f"r1reward lab: --recipe {args.recipe}: the lab runs on the toy recipes "
+              f"({', '.join(r for p, r in pipeline.PROFILE_RECIPES.items() if p != 'gpu')})",
+              file=sys.stderr)
+        return 2
+    try:
+        from r1reward.recipes import load_recipe
+
+        cfg = LabConfig.from_dict(load_recipe(args.recipe, args.overrides).get("lab"))
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"r1reward lab: {exc}", file=sys.stderr)
+        return 2
+    init = args.init_model or pipeline.sft_model(profile)
+    train = pipeline.curated_pairs(profile)
+    held = pipeline.heldout_pairs(profile, cfg.heldout_pairs)
+    rows = run_lab(args.recipe, args.out, init_model=init, train_pairs=train, heldout=held,
+                   overrides=args.overrides, workers=args.workers)
+    print((Path(args.out) / "summary.md").read_text())
+    print(f"{len(rows)} runs -> {Path(args.out) / 'lab.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
