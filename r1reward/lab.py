@@ -44,6 +44,7 @@ __all__ = [
     "run_dir",
     "run_lab",
     "read_lab",
+    "regime_pairs",
     "separates",
     "showcase",
     "summary_markdown",
@@ -276,6 +277,26 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
 # --------------------------------------------------------------------------------------------
 
 
+def regime_pairs(cfg: LabConfig, init_model: str | Path, train_pairs: Sequence[Any],
+                 out_dir: str | Path, *, max_new_tokens: int) -> list[Any]:
+    """The pairs every run of the lab trains on, by ``cfg.regime``: ``late`` -- the first
+    ``cfg.candidate_pairs`` that ``init_model`` judges right in both orders
+    (:func:`late_regime_pairs`, cached in ``out_dir/regime-late.json``); ``hard`` -- those the
+    teacher needed two tries or more for; ``all`` -- all of them."""
+    if cfg.regime == "late":
+        pairs = late_regime_pairs(init_model, list(train_pairs)[: cfg.candidate_pairs],
+                                  Path(out_dir) / "regime-late.json", max_new_tokens=max_new_tokens)
+    elif cfg.regime == "hard":
+        from r1reward.curation import select_hard
+
+        pairs = select_hard(train_pairs, min_difficulty=2)
+    else:
+        pairs = list(train_pairs)
+    if not pairs:
+        raise ValueError(f"lab regime {cfg.regime!r}: no training pairs left")
+    return pairs
+
+
 def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_pairs: Sequence[Any],
             heldout: Sequence[Any], overrides: Sequence[str] = (), workers: int | None = None,
             progress: bool = True) -> list[dict]:
@@ -303,17 +324,7 @@ def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_p
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_new = int(resolved["rl"]["max_new_tokens"])
-    if cfg.regime == "late":
-        pairs = late_regime_pairs(init_model, list(train_pairs)[: cfg.candidate_pairs],
-                                  out / "regime-late.json", max_new_tokens=max_new)
-    elif cfg.regime == "hard":
-        from r1reward.curation import select_hard
-
-        pairs = select_hard(train_pairs, min_difficulty=2)
-    else:
-        pairs = list(train_pairs)
-    if not pairs:
-        raise ValueError(f"lab regime {cfg.regime!r}: no training pairs left")
+    pairs = regime_pairs(cfg, init_model, train_pairs, out, max_new_tokens=max_new)
     held = list(heldout)[: cfg.heldout_pairs]
     cells = [(v, lr, s) for v in cfg.variants for lr in cfg.lrs for s in cfg.seeds]
     jobs = [(str(recipe), v, lr, s, str(out / "runs"), str(init_model), tuple(overrides),
@@ -486,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward lab: {exc}", file=sys.stderr)
         return 2
+    _quiet()
     init = args.init_model or pipeline.sft_model(profile)
     train = pipeline.curated_pairs(profile)
     held = pipeline.heldout_pairs(profile, cfg.heldout_pairs)
