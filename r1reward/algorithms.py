@@ -15,6 +15,10 @@ Paper map:
 - GRPO's per-group standardisation, for comparison: :func:`group_advantages`.
 - The PPO clipped surrogate with **Pre-Clip** (Sec. 3, "Pre-CLIP"): :func:`pre_clip_ratio`,
   :func:`policy_loss`.
+- Later fixes of the same instabilities, for the collapse lab: Dr. GRPO
+  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), DAPO's clip-higher
+  (``policy_loss(clip_eps_high=...)``), GSPO (:func:`gspo_loss`), CISPO (:func:`cispo_loss`),
+  truncated importance sampling against the sampler (:func:`tis_weights`).
 - KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020): :func:`kl_estimate`.
 """
 
@@ -33,6 +37,10 @@ __all__ = [
     "group_advantages",
     "pre_clip_ratio",
     "policy_loss",
+    "dr_grpo_advantages",
+    "gspo_loss",
+    "cispo_loss",
+    "tis_weights",
     "kl_estimate",
 ]
 
@@ -311,6 +319,8 @@ def policy_loss(
     *,
     clip_eps: float = 0.2,
     pre_clip: tuple[float, float] | None = PRE_CLIP_BOUNDS,
+    clip_eps_high: float | None = None,
+    length_norm: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO clipped surrogate with optional Pre-Clip (paper Sec. 3: PPO/Reinforce++ and Pre-CLIP).
 
@@ -340,6 +350,12 @@ def policy_loss(
         clip_eps: PPO's epsilon (0.2 in the paper).
         pre_clip: ``(low, high)`` bounds of the log-ratio, default ``(log 1e-3, log 1e3)``;
             None disables Pre-Clip.
+        clip_eps_high: the upper clip ``1 + clip_eps_high`` when given (DAPO's *clip-higher*,
+            Yu et al. 2025: 0.28 against a lower 0.2, so rare tokens with a positive advantage
+            can still grow); None keeps PPO's symmetric ``1 + clip_eps``.
+        length_norm: True (default) averages each sequence over its own tokens; False divides
+            every sequence's token sum by the same constant ``T`` (Dr. GRPO, Liu et al. 2025:
+            the ``1/|o_i|`` factor favours short right answers and long wrong ones).
 
     Returns:
         ``(loss, stats)``: a scalar tensor with gradient, and a dict of Python numbers over the
@@ -385,12 +401,16 @@ def policy_loss(
     adv = torch.where(valid, advantages.detach().to(dtype), zero)
 
     ratio = pre_clip_ratio(raw_log_ratio, pre_clip)
+    upper = 1.0 + (clip_eps if clip_eps_high is None else clip_eps_high)
     surr_unclipped = ratio * adv
-    surr_clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
+    surr_clipped = ratio.clamp(1.0 - clip_eps, upper) * adv
     per_token = torch.where(valid, -torch.minimum(surr_unclipped, surr_clipped), zero)
 
-    n_tok = valid.sum(dim=1)
-    per_seq = per_token.sum(dim=1) / n_tok.clamp_min(1).to(dtype)
+    if length_norm:
+        n_tok = valid.sum(dim=1)
+        per_seq = per_token.sum(dim=1) / n_tok.clamp_min(1).to(dtype)
+    else:
+        per_seq = per_token.sum(dim=1) / max(T, 1)
     loss = per_seq.sum() / max(B, 1)
 
     with torch.no_grad():
@@ -398,7 +418,7 @@ def policy_loss(
         # in float64 (float32 on MPS) so bfloat16/float16 inputs still give exact token counts.
         sd = _stats_dtype(logp)
         clipped = valid & (
-            ((adv > 0) & (ratio > 1.0 + clip_eps)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
+            ((adv > 0) & (ratio > upper)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
         )
         if pre_clip is not None:
             outside = valid & ((raw_log_ratio < pre_clip[0]) | (raw_log_ratio > pre_clip[1]))
@@ -444,6 +464,128 @@ def policy_loss(
         "num_tokens": int(packed[7]),
     }
     return loss, stats
+
+
+# ----------------------------------------------------------------------------- later fixes
+#
+# Fixes proposed after R1-Reward for the same family of instabilities, one short function each,
+# so the collapse lab (r1reward.lab) can put them on the same grid. Each returns what
+# :func:`policy_loss` returns (the loss and the statistics the trainer logs).
+
+
+def dr_grpo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """Dr. GRPO advantages (Liu et al. 2025, "Understanding R1-Zero-like training"): each reward
+    minus its group's mean, *without* dividing by the group's std (which up-weights groups whose
+    answers barely differ). ``rewards`` ``[B]`` in consecutive groups of ``group_size``; NaN/inf
+    rewards are left out of the mean and get 0. Returns ``[B]``."""
+    if not isinstance(rewards, Tensor) or rewards.dim() != 1:
+        raise ValueError("r1reward.algorithms.dr_grpo_advantages: rewards must be a 1-D tensor [B]")
+    if group_size < 1 or rewards.shape[0] % group_size:
+        raise ValueError(
+            f"r1reward.algorithms.dr_grpo_advantages: batch {rewards.shape[0]} is not a multiple "
+            f"of group_size {group_size}"
+        )
+    x = rewards.to(_stats_dtype(rewards)).reshape(-1, group_size)
+    valid = torch.isfinite(x)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    n = valid.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)
+    mean = torch.where(valid, x, zero).sum(dim=1, keepdim=True) / n
+    return torch.where(valid, x - mean, zero).reshape(-1).to(_float(rewards).dtype)
+
+
+def _seq_advantages(advantages: Tensor, valid: Tensor, fn: str) -> Tensor:
+    """``[B]`` advantages; a ``[B, T]`` one (constant over each row's action tokens, as the
+    trainer broadcasts sequence advantages) becomes its mean over the row's valid tokens."""
+    B = valid.shape[0]
+    if advantages.dim() == 2 and advantages.shape == valid.shape:
+        zero = torch.zeros((), dtype=advantages.dtype, device=advantages.device)
+        n = valid.sum(dim=1).clamp_min(1).to(advantages.dtype)
+        advantages = torch.where(valid, advantages, zero).sum(dim=1) / n
+    if advantages.shape != (B,):
+        raise ValueError(f"r1reward.algorithms.{fn}: advantages must be [B] = ({B},)")
+    return advantages
+
+
+def _stats(ratio: Tensor, raw: Tensor, valid: Tensor, clipped: Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        r = torch.where(valid, ratio.detach().double(), torch.zeros((), dtype=torch.float64))
+        n = int(valid.sum())
+        n_f = max(n, 1)
+        finite_raw = torch.where(valid, raw.detach().double(), torch.zeros((), dtype=torch.float64))
+        return {
+            "clip_fraction": float((clipped & valid).sum()) / n_f,
+            "pre_clip_fraction": 0.0,
+            "max_ratio": float(torch.where(valid, r, torch.full_like(r, -float("inf"))).amax()) if n else float("nan"),
+            "mean_ratio": float(r.sum()) / n_f if n else float("nan"),
+            "max_abs_log_ratio": float(finite_raw.abs().amax()) if n else float("nan"),
+            "nonfinite_ratio_count": int((valid & ~torch.isfinite(ratio)).sum()),
+            "approx_kl": float(torch.where(valid, (r - 1) - finite_raw, torch.zeros((), dtype=torch.float64)).sum()) / n_f,
+            "num_tokens": n,
+        }
+
+
+def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+              clip_eps: float = 3e-4, clip_eps_high: float | None = 4e-4,
+              pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
+    """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization"): one importance ratio per
+    *sequence*, ``s_i = exp(mean_t(logp - old_logp))`` (the geometric mean of the token ratios),
+    clipped to ``[1 - clip_eps, 1 + clip_eps_high]`` -- ranges of 1e-4, as the paper's, because a
+    length-normalised ratio moves little -- in PPO's min, one term per sequence:
+    ``L = -mean_i min(s_i A_i, clip(s_i) A_i)``. ``pre_clip`` clamps the mean log-ratio before
+    ``exp``. ``advantages`` ``[B]`` (or ``[B, T]`` constant over each row)."""
+    valid = _bool_mask(mask, logp, fn="gspo_loss")
+    B = logp.shape[0]
+    adv = _seq_advantages(advantages.detach(), valid, "gspo_loss").to(_float(logp).dtype)
+    zero = torch.zeros((), dtype=_float(logp).dtype, device=logp.device)
+    raw = torch.where(valid, logp - old_logp.detach(), zero)
+    n = valid.sum(dim=1)
+    seq_lr = raw.sum(dim=1) / n.clamp_min(1).to(raw.dtype)
+    if pre_clip is not None:
+        seq_lr = seq_lr.clamp(pre_clip[0], pre_clip[1])
+    s = seq_lr.exp()
+    upper = 1.0 + (clip_eps if clip_eps_high is None else clip_eps_high)
+    per_seq = -torch.minimum(s * adv, s.clamp(1.0 - clip_eps, upper) * adv)
+    loss = torch.where(n > 0, per_seq, zero).sum() / max(B, 1)
+    clipped = ((adv > 0) & (s > upper)) | ((adv < 0) & (s < 1.0 - clip_eps))
+    tok_ratio = s[:, None].expand_as(raw)
+    return loss, _stats(tok_ratio, raw, valid, clipped[:, None].expand_as(valid))
+
+
+def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
+               clip_eps_high: float = 0.28,
+               pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
+    """CISPO (MiniMax-M1, 2025): keep every token's gradient but clip its *importance weight*,
+    ``L = -sum_t sg(min(r_t, 1 + clip_eps_high)) A_t logp_t / (number of tokens)`` -- the weight is
+    a stopped-gradient constant, so no token is dropped by the clip as in PPO, and an exploding
+    ratio cannot scale a gradient past ``1 + clip_eps_high``. Averaged over all action tokens of
+    the batch. ``pre_clip`` clamps the log-ratio before ``exp`` (only for the statistics here:
+    the weight is bounded anyway)."""
+    valid = _bool_mask(mask, logp, fn="cispo_loss")
+    B, T = logp.shape
+    adv = advantages.detach()
+    adv = adv[:, None].expand(B, T) if adv.shape == (B,) else adv
+    dtype = _float(logp).dtype
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    raw = torch.where(valid, logp.detach().to(dtype) - old_logp.detach().to(dtype), zero)
+    ratio = pre_clip_ratio(raw, pre_clip)
+    weight = torch.where(valid, ratio.clamp(max=1.0 + clip_eps_high), zero).detach()
+    lp = torch.where(valid, logp.to(dtype), zero)
+    per_token = -weight * torch.where(valid, adv.to(dtype), zero) * lp
+    loss = per_token.sum() / valid.sum().clamp_min(1).to(dtype)
+    clipped = valid & (ratio > 1.0 + clip_eps_high)
+    return loss, _stats(ratio, raw, valid, clipped)
+
+
+def tis_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, *, cap: float = 2.0) -> Tensor:
+    """Truncated importance sampling against the *sampler* (Yao et al. 2025, "On the
+    rollout-training mismatch"): when a fast engine (vLLM, bfloat16) samples and the trainer
+    scores, the two disagree; each token's loss is multiplied by ``min(pi_old / pi_sampler, cap)``,
+    ``[B, T]``, 0 on masked positions. The trainer's ``old_logp`` and the engine's
+    ``sampler_logp`` are both ``[B, T]``."""
+    valid = _bool_mask(mask, old_logp, fn="tis_weights")
+    zero = torch.zeros((), dtype=_float(old_logp).dtype, device=old_logp.device)
+    lr = torch.where(valid, old_logp.detach() - sampler_logp.detach(), zero)
+    return torch.where(valid, lr.clamp(max=math.log(cap)).exp(), zero)
 
 
 # ----------------------------------------------------------------------------- KL

@@ -68,7 +68,30 @@ ALGO_PRESETS: dict[str, dict[str, Any]] = {
         pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
         advantage="group", kl_in="loss",
     ),
+    # Later fixes of the same instabilities, on GRPO's groups (r1reward.algorithms, "later fixes"):
+    # Dr. GRPO (Liu et al. 2025): advantages not divided by the group std, no 1/|o| per sequence.
+    "dr-grpo": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
+        advantage="group-mean", kl_in="loss", length_norm=False,
+    ),
+    # DAPO's clip-higher (Yu et al. 2025): the upper PPO clip at 1.28, the lower at 0.8.
+    "dapo-clip-higher": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
+        advantage="group", kl_in="loss", clip_eps_high=0.28,
+    ),
+    # GSPO (Zheng et al. 2025): one clipped, length-normalised importance ratio per sequence.
+    "gspo": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
+        advantage="group", kl_in="loss", loss="gspo",
+    ),
+    # CISPO (MiniMax-M1 2025): clipped, stop-gradient importance weights on every token.
+    "cispo": dict(
+        pre_clip=False, advantage_filter=False, consistency_reward=False, samples_per_prompt=4,
+        advantage="group", kl_in="loss", loss="cispo", clip_eps_high=0.28,
+    ),
 }
+#: What a preset leaves out: PPO's token loss, each sequence averaged over its tokens, symmetric clip.
+PRESET_DEFAULTS: dict[str, Any] = {"loss": "ppo", "length_norm": True, "clip_eps_high": None}
 
 
 @dataclass
@@ -88,6 +111,9 @@ class RLConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     clip_eps: float = 0.2
+    clip_eps_high: float | None = None  # None -> preset (DAPO/CISPO: 0.28; else symmetric clip_eps)
+    loss: str | None = None  # None -> preset: "ppo" (token-level, Pre-Clip-able), "gspo", "cispo"
+    length_norm: bool | None = None  # None -> preset; False: Dr. GRPO's constant normaliser
     pre_clip: bool | None = None
     pre_clip_low: float = 1e-3  # ratio bounds of Pre-Clip, applied to the log-ratio
     pre_clip_high: float = 1e3
@@ -134,6 +160,11 @@ class RLConfig:
         for key in ("pre_clip", "advantage_filter", "consistency_reward", "samples_per_prompt"):
             if getattr(out, key) is None:
                 setattr(out, key, preset[key])
+        for key in ("loss", "length_norm", "clip_eps_high"):
+            if getattr(out, key) is None:
+                setattr(out, key, preset.get(key, PRESET_DEFAULTS[key]))
+        if out.loss not in ("ppo", "gspo", "cispo"):
+            raise ValueError(f"rl.loss={out.loss!r}: expected 'ppo', 'gspo' or 'cispo'")
         n = out.prompts_per_step * out.samples_per_prompt
         if out.mini_batch_size % out.micro_batch_size or n % out.mini_batch_size:
             raise ValueError(
@@ -151,8 +182,8 @@ class RLConfig:
             )
         if out.vllm is not None and not isinstance(out.vllm, dict):
             raise ValueError(f"rl.vllm={out.vllm!r}: expected a mapping of vllm.LLM arguments")
-        if self.algo == "grpo" and out.samples_per_prompt < 2:
-            raise ValueError("rl.samples_per_prompt must be >= 2 for grpo (group statistics)")
+        if preset["advantage"] != "batch" and out.samples_per_prompt < 2:
+            raise ValueError(f"rl.samples_per_prompt must be >= 2 for {self.algo} (group statistics)")
         return out
 
     @property
@@ -458,8 +489,10 @@ def compute_advantages(accelerator, cfg: RLConfig, reward: torch.Tensor, mask: t
     from r1reward import algorithms
 
     sigma = cfg.filter_sigma if cfg.advantage_filter else None
-    if ALGO_PRESETS[cfg.algo]["advantage"] == "group":
-        adv = algorithms.group_advantages(reward, int(cfg.samples_per_prompt))
+    kind = ALGO_PRESETS[cfg.algo]["advantage"]
+    if kind in ("group", "group-mean"):
+        group = algorithms.group_advantages if kind == "group" else algorithms.dr_grpo_advantages
+        adv = group(reward, int(cfg.samples_per_prompt))
         adv = torch.nan_to_num(adv.float(), nan=0.0, posinf=0.0, neginf=0.0)
         info: dict = {"filtered_fraction": 0.0}
         if sigma is not None:
@@ -521,10 +554,8 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
                 if lazy and lazy.issuperset(idx.tolist()):  # first mini-batch, first epoch
                     old_logp[idx] = logp.detach().float().cpu() * ro.mask[idx]
                     lazy -= set(idx.tolist())
-                loss, info = algorithms.policy_loss(
-                    logp, old_logp[idx].to(device), advantages[idx].to(device), mask,
-                    clip_eps=cfg.clip_eps, pre_clip=cfg.pre_clip_bounds,
-                )
+                loss, info = policy_loss(cfg, logp, old_logp[idx].to(device),
+                                         advantages[idx].to(device), mask)
                 if ref_logp is not None and ALGO_PRESETS[cfg.algo]["kl_in"] == "loss":
                     kl = algorithms.kl_estimate(logp, ref_logp[idx].to(device), kind="k3", mask=mask)
                     loss = loss + cfg.kl_coef * ((kl.sum(1) / mask.sum(1).clamp(min=1)).mean())
@@ -544,6 +575,23 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
         "max_ratio": max_ratio, "nonfinite_ratios": nonfinite, "clip_fraction": _nanmean(clip_fr),
         "optimizer_steps": updates,
     }
+
+
+def policy_loss(cfg: RLConfig, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The configured surrogate (``rl.loss``) on one micro-batch, all ``[B, T]``: PPO's with
+    Pre-Clip, clip-higher and the length normaliser as set, or GSPO's / CISPO's."""
+    from r1reward import algorithms
+
+    if cfg.loss == "gspo":
+        return algorithms.gspo_loss(logp, old_logp, advantages, mask, pre_clip=cfg.pre_clip_bounds)
+    if cfg.loss == "cispo":
+        return algorithms.cispo_loss(logp, old_logp, advantages, mask,
+                                     clip_eps_high=cfg.clip_eps_high if cfg.clip_eps_high is not None else 0.28,
+                                     pre_clip=cfg.pre_clip_bounds)
+    return algorithms.policy_loss(logp, old_logp, advantages, mask, clip_eps=cfg.clip_eps,
+                                  pre_clip=cfg.pre_clip_bounds, clip_eps_high=cfg.clip_eps_high,
+                                  length_norm=bool(cfg.length_norm))
 
 
 def _f(x) -> float:

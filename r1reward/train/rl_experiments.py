@@ -12,7 +12,9 @@ Variants (Table 6 of the paper, the RL rows):
 - ``no-preclip``: StableReinforce without Pre-Clip;
 - ``reinforce++``: plain ratio, no filter, no consistency reward;
 - ``no-consistency``: StableReinforce without the consistency reward;
-- ``grpo``: GRPO (group-normalised advantages over several samples per prompt).
+- ``grpo``: GRPO (group-normalised advantages over several samples per prompt);
+- ``dr-grpo``, ``dapo-clip-higher``, ``gspo``, ``cispo``: later fixes of the same instabilities
+  on GRPO's groups (:mod:`r1reward.algorithms`, "later fixes").
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "reinforce++": ("rl.algo=reinforce++",),
     "no-consistency": ("rl.algo=stable-reinforce", "rl.consistency_reward=false"),
     "grpo": ("rl.algo=grpo",),
+    "dr-grpo": ("rl.algo=dr-grpo",),
+    "dapo-clip-higher": ("rl.algo=dapo-clip-higher",),
+    "gspo": ("rl.algo=gspo",),
+    "cispo": ("rl.algo=cispo",),
 }
 
 
