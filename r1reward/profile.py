@@ -37,3 +37,8 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     logging.getLogger("accelerate").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*shared tensor.*")
+    # deprecation notices about the libraries' own arguments (e.g. transformers'
+    # `gradient_checkpointing` -> `activation_checkpointing`) say nothing to a reader
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category,
+                                module=r"(transformers|trl|accelerate|peft|torch)(\.|$)")
