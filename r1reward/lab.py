@@ -293,7 +293,11 @@ def regime_pairs(cfg: LabConfig, init_model: str | Path, train_pairs: Sequence[A
     else:
         pairs = list(train_pairs)
     if not pairs:
-        raise ValueError(f"lab regime {cfg.regime!r}: no training pairs left")
+        why = (f"{init_model} judged none of the first {cfg.candidate_pairs} training pairs right in "
+               "both orders (is it a trained cold-start model?)" if cfg.regime == "late"
+               else "no training pair has a difficulty of 2 or more" if cfg.regime == "hard"
+               else "no training pairs were given")
+        raise ValueError(f"lab regime {cfg.regime!r}: no training pairs: {why}")
     return pairs
 
 
