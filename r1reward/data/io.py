@@ -305,9 +305,17 @@ def _images(value: Any, ctx: dict[str, Any]) -> list[Any]:
 
 
 def mm_rlhf_category(path: str) -> str:
-    """MM-RLHF-RewardBench's category: the first of :data:`MM_RLHF_CATEGORIES` that occurs in the
-    media path as written in the file (the substring rule of the benchmark's scoring script);
-    ``""`` when none does."""
+    """MM-RLHF-RewardBench's category of a media path (mcq / long / short / safety / video).
+
+    The folder nearest the file that is named exactly like a category; failing that, the first
+    category that occurs anywhere in the path (the substring rule of the benchmark's scoring
+    script). The two agree on every published relative path; the folder rule keeps an absolute
+    path such as ``/data/longterm/short/x.png`` in ``short``, where the substring rule would say
+    ``long``. ``""`` when neither finds one.
+    """
+    for part in reversed(Path(path).parts[:-1]):
+        if part in MM_RLHF_CATEGORIES:
+            return part
     return next((c for c in MM_RLHF_CATEGORIES if c in path), "")
 
 
