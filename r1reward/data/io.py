@@ -593,6 +593,18 @@ def _data_files(path: Path) -> list[Path]:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
 
 
+def _looks_like_hub_id(path: Path) -> bool:
+    """``owner/name[:split]`` that is no local path: nothing there, no data-file suffix, and its
+    first part is not a local folder (so a mistyped local file is reported, not downloaded)."""
+    text = str(path)
+    return (
+        not path.exists()
+        and bool(_HUB_ID.match(text))
+        and not text.split(":")[0].endswith(SHARD_SUFFIXES)
+        and not Path(text.split("/")[0]).exists()
+    )
+
+
 def _hub_records(name: str) -> Iterator[tuple[int, str, dict[str, Any] | DataError]]:
     """Rows of a Hugging Face dataset ``owner/name[:split]`` (default split ``test``), with image
     columns left undecoded (``{"bytes", "path"}`` structs). Needs the network or the Hub cache."""
@@ -600,7 +612,14 @@ def _hub_records(name: str) -> Iterator[tuple[int, str, dict[str, Any] | DataErr
     from datasets import load_dataset
 
     repo, _, split = name.partition(":")
-    ds = load_dataset(repo, split=split or "test")
+    try:
+        ds = load_dataset(repo, split=split or "test")
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no such split: one line
+        raise DataError(
+            f"no local file or folder of that name, and reading it as a Hub dataset id failed:"
+            f" {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+            path=name,
+        ) from e
     for col, feature in ds.features.items():
         if isinstance(feature, HFImage):
             ds = ds.cast_column(col, HFImage(decode=False))
@@ -645,7 +664,7 @@ def load(
         raise ValueError(f"order must be 'hashed' or 'chosen-first', got {order!r}")
     if format is not None and format not in _READERS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
-    hub = not path.exists() and bool(_HUB_ID.match(str(path)))
+    hub = _looks_like_hub_id(path)
     files = [path] if hub else _data_files(path)
     fmt = format or detect_format(files[0], _records=_hub_records(str(path)) if hub else None)
     reader = _READERS[fmt]
