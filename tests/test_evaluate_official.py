@@ -234,3 +234,28 @@ def test_bad_input_is_one_line_non_zero_and_keeps_what_out_holds(fx, tmp_path, n
         assert code == 2
         assert expected in _one_line_error(capsys)
     assert (out / "results.jsonl").read_text() == kept
+
+
+def test_help_examples_run_as_printed(tmp_path, monkeypatch, capsys):
+    """Every ``r1reward eval`` example of ``--help`` parses; those that need no model folder run
+    as printed after the ``r1reward toy`` example (the tiny-model ones: test_evaluate_e2e)."""
+    import shlex
+
+    from r1reward.data import toy
+
+    epilog = ev.build_parser().epilog
+    lines = [ln.strip() for ln in epilog.splitlines() if ln.strip().startswith("r1reward ")]
+    assert lines[0].startswith("r1reward toy ") and any("--model tiny" in ln for ln in lines)
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        argv = shlex.split(line)[2:]
+        if line.startswith("r1reward toy "):
+            assert toy.main(argv) == 0
+        elif line.startswith("r1reward eval "):
+            ev.build_parser().parse_args(argv)
+            if "const:" in line:
+                assert ev.main(argv) == 0, line
+    capsys.readouterr()
+    paper = json.loads((tmp_path / "runs/const-paper/summary.json").read_text())
+    both = json.loads((tmp_path / "runs/const/summary.json").read_text())
+    assert paper["overall"]["greedy"] == 1.0 and both["overall"]["greedy"] == 0.5
