@@ -204,3 +204,50 @@ def test_formats_table_lists_every_fixture(tmp_path):
     for name in FIXTURES:
         assert f"| `{name}` |" in table
     assert "| `mm-rlhf-rewardbench` | `mm_rlhf_rewardbench.jsonl` | 8 |" in table
+
+
+def test_hub_dataset_ids_go_through_datasets_and_local_typos_do_not(
+    fx_hub_rows, monkeypatch, tmp_path
+):
+    """``owner/name[:split]`` with no such local path is read through ``datasets.load_dataset``
+    (stubbed here with the Hub fixture's rows: no network), image columns left undecoded; a
+    mistyped local file is reported as missing, never looked up on the Hub."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo, split):
+        calls.append((repo, split))
+        features = datasets.Features(
+            {
+                "id": datasets.Value("string"),
+                "query": datasets.Value("string"),
+                "response": datasets.List(datasets.Value("string")),
+                "human_ranking": datasets.List(datasets.Value("int64")),
+                "image": datasets.Image(),
+            }
+        )
+        return datasets.Dataset.from_list(fx_hub_rows, features=features)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.chdir(tmp_path)
+    pairs = load("MMInstruction/VL-RewardBench")
+    assert calls == [("MMInstruction/VL-RewardBench", "test")] * 2  # detect, then read
+    assert pairs.format == "vl-rewardbench-hub" and len(pairs) == 7
+    assert all(p.images[0].startswith("data:image/") for p in pairs)
+    assert load("MMInstruction/VL-RewardBench:train")[0].id == "RLAIF-V-14"
+    assert calls[-1] == ("MMInstruction/VL-RewardBench", "train")
+    (tmp_path / "toy").mkdir()
+    for local in ("toy/missing", "owner/name.jsonl"):
+        with pytest.raises(DataError, match="file not found"):
+            load(local)
+    assert len(calls) == 4
+
+
+@pytest.fixture()
+def fx_hub_rows(fixtures):
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(Path(fixtures["vl-rewardbench-hub"]["path"])).to_pylist()
+    keep = ("id", "query", "response", "human_ranking", "image")
+    return [{k: r[k] for k in keep} for r in rows]
