@@ -406,9 +406,12 @@ def _rooted(item: Any, root: Path | None) -> Any:
 
 
 def _needs_reader(pair: Any, root: Path | None) -> bool:
-    """True when a video of ``pair`` is a file (not a frame folder): decoding it needs PyAV."""
+    """True when a video of ``pair`` is a file (not a frame folder): decoding it needs PyAV.
+
+    A video that is not there at all is not a reason to skip the pair: loading it raises the
+    one-line "video not found" error naming the data file, line and id."""
     for item in pair.videos or ():
-        if isinstance(item, (str, Path)) and not Path(_rooted(item, root)).is_dir():
+        if isinstance(item, (str, Path)) and Path(_rooted(item, root)).is_file():
             return True
     return False
 
@@ -435,9 +438,16 @@ def _load_videos(pair: Any, root: Path | None, reader: Callable | None, n_frames
         if path.is_dir():
             videos.append(_read_frame_folder(path, n_frames))
         elif not path.exists():
-            raise FileNotFoundError(
-                f"pair {pair.id!r}: video {str(path)!r} not found (benchmark media ship"
-                " separately; pass --image-root DIR)"
+            from r1reward.data.schema import DataError
+
+            meta = pair.meta or {}
+            raise DataError(
+                f"video not found: {path} (expected a file or a folder of frames; benchmark media"
+                " ship separately: pass --image-root DIR)",
+                path=meta.get("source_file"),
+                line=meta.get("source_line"),
+                record_id=pair.id,
+                where=meta.get("source_where", "line"),
             )
         elif reader is None:
             raise RuntimeError(f"pair {pair.id!r}: decoding {path} needs PyAV (pip install av)")

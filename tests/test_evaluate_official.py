@@ -259,3 +259,18 @@ def test_help_examples_run_as_printed(tmp_path, monkeypatch, capsys):
     paper = json.loads((tmp_path / "runs/const-paper/summary.json").read_text())
     both = json.loads((tmp_path / "runs/const/summary.json").read_text())
     assert paper["overall"]["greedy"] == 1.0 and both["overall"]["greedy"] == 0.5
+
+
+def test_a_missing_video_names_file_line_and_id(fx, tmp_path):
+    src = Path(fx["mm-rlhf-rewardbench"]["path"]).parent
+    data = tmp_path / "mm"
+    shutil.copytree(src, data)
+    text = (data / "mm_rlhf_rewardbench.jsonl").read_text().replace(str(src), str(data))
+    (data / "mm_rlhf_rewardbench.jsonl").write_text(text)
+    shutil.rmtree(data / "mm_rlhf_media" / "video")
+    pairs = load(data / "mm_rlhf_rewardbench.jsonl")
+    with pytest.raises(
+        DataError, match=r"mm_rlhf_rewardbench\.jsonl, line 7, id '400042_6205145#0'"
+    ):
+        run(pairs, ["right"] * len(pairs), tmp_path / "out", orders="chosen-first", batch_size=2)
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 6 * 2
