@@ -21,6 +21,14 @@ Vocabulary used throughout:
 ``record``
     one line of ``results.jsonl``: one judgment of one unit (``sample`` is ``"greedy"`` or the
     sample index 0..K-1).
+``scoring``
+    ``"strict"`` (the rules below; the summary's metric blocks always follow them) or
+    ``"official"``, which adds ``summary["official"]``: the numbers each benchmark's own script
+    would print for the same greedy verdicts (:mod:`r1reward.scoring`). With
+    ``orders="chosen-first"`` those are the paper's protocol and comparable with its tables.
+``prompt style``
+    ``"paper"`` (Table 1 as printed) or ``"released"`` (the layout ``yifanzhang114/R1-Reward``
+    was trained with; :data:`r1reward.prompt.PROMPT_STYLES`).
 
 Metric rules (all fractions in ``[0, 1]``; the Markdown report shows percents):
 
@@ -904,9 +912,13 @@ def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") 
     rule = "|---|---:|" + "---:|" * len(names)
     rows = [f"# {title}", ""] if title else []
     if "scoring" in summary:  # written by evaluate(); a bare summarize() has no such keys
+        after = (
+            "; each benchmark's **official** numbers follow below"
+            if summary.get("official")
+            else ""
+        )
         rows += [
-            f"Scoring: **strict** in this table (every unit counts, unparseable is wrong);"
-            f" run in scoring mode {summary['scoring']!r}."
+            f"Scoring: **strict** in this table (every unit counts, unparseable is wrong){after}."
             f" Orders: {_ORDER_LABELS.get(summary.get('orders'), summary.get('orders'))}."
             f" Prompt style: {summary.get('prompt_style', 'paper')}.",
             "",

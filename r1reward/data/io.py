@@ -15,7 +15,9 @@ Formats (detected from the fields when ``format=None``):
     R1-Reward's re-export: ``id, prompt, chosen, rejected, image`` (+ ``*_reason``). Category by
     the benchmark's official split, case-insensitive id prefixes: hallucination
     (``hallucination``, ``RLAIF``, ``RLHF``), reasoning (``mathverse``, ``mmmu``), general
-    (everything else).
+    (everything else). Its image names (``vl_reward/img/image_<k>.jpg``) belong to the authors'
+    export and match no public download: evaluate on ``vl-rewardbench-hub``, which carries the
+    images, or point ``image_root`` at a folder holding that layout.
 ``vl-rewardbench-hub``
     The Hub release ``MMInstruction/VL-RewardBench`` (parquet): ``id, query, response`` (a list of
     two), ``human_ranking`` (a rank per response, 0 = preferred: ``[0, 1]`` means the first is
