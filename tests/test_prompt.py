@@ -304,10 +304,10 @@ def test_verdict_changes_only_where_an_answer_tag_precedes_the_last_think_close(
 )
 def test_parsing_one_megabyte_of_repeated_tags_is_linear(unit):
     text = unit * (1_000_000 // len(unit))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a loaded test machine does not inflate it
     parse_judgment(text)
     parse_judgment(text + "</think><answer>2</answer>")
-    assert time.perf_counter() - start < 0.5
+    assert time.process_time() - start < 0.5  # measured 0.01-0.09 s; quadratic was 4.9 s/96 KB
 
 
 # ----------------------------------------------------------------------------- prompt styles
