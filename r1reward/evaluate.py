@@ -1282,12 +1282,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder or Hub id (loaded with r1reward.models.load_model); 'const:1' or"
         " 'const:2' is a judge that always gives that answer (shows position bias)",
     )
-    parser.add_argument("--data", required=True, help="preference pairs file (see --format)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="preference pairs: a file, a folder of shards, or a Hub dataset id owner/name[:split]",
+    )
     parser.add_argument(
         "--format",
         default="auto",
-        help="data format: auto (detected from the fields), r1-reward-rl, vl-rewardbench,"
-        " mm-rlhf-rewardbench, multimodal-rewardbench, pairs (see r1reward.data.load)",
+        help="data format: auto (detected from the fields), vl-rewardbench-hub,"
+        " vl-rewardbench-github, vl-rewardbench (R1-Reward's export), mm-rlhf-rewardbench,"
+        " multimodal-rewardbench, r1-reward-rl, pairs (see r1reward.data.load)",
     )
     parser.add_argument("--k", type=_parse_ks, default="1,5,15", help="K values, comma separated")
     parser.add_argument(
