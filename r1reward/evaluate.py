@@ -21,6 +21,14 @@ Vocabulary used throughout:
 ``record``
     one line of ``results.jsonl``: one judgment of one unit (``sample`` is ``"greedy"`` or the
     sample index 0..K-1).
+``scoring``
+    ``"strict"`` (the rules below; the summary's metric blocks always follow them) or
+    ``"official"``, which adds ``summary["official"]``: the numbers each benchmark's own script
+    would print for the same greedy verdicts (:mod:`r1reward.scoring`). With
+    ``orders="chosen-first"`` those are the paper's protocol and comparable with its tables.
+``prompt style``
+    ``"paper"`` (Table 1 as printed) or ``"released"`` (the layout ``yifanzhang114/R1-Reward``
+    was trained with; :data:`r1reward.prompt.PROMPT_STYLES`).
 
 Metric rules (all fractions in ``[0, 1]``; the Markdown report shows percents):
 
@@ -53,6 +61,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -405,9 +414,12 @@ def _rooted(item: Any, root: Path | None) -> Any:
 
 
 def _needs_reader(pair: Any, root: Path | None) -> bool:
-    """True when a video of ``pair`` is a file (not a frame folder): decoding it needs PyAV."""
+    """True when a video of ``pair`` is a file (not a frame folder): decoding it needs PyAV.
+
+    A video that is not there at all is not a reason to skip the pair: loading it raises the
+    one-line "video not found" error naming the data file, line and id."""
     for item in pair.videos or ():
-        if isinstance(item, (str, Path)) and not Path(_rooted(item, root)).is_dir():
+        if isinstance(item, (str, Path)) and Path(_rooted(item, root)).is_file():
             return True
     return False
 
@@ -434,9 +446,16 @@ def _load_videos(pair: Any, root: Path | None, reader: Callable | None, n_frames
         if path.is_dir():
             videos.append(_read_frame_folder(path, n_frames))
         elif not path.exists():
-            raise FileNotFoundError(
-                f"pair {pair.id!r}: video {str(path)!r} not found (benchmark media ship"
-                " separately; pass --image-root DIR)"
+            from r1reward.data.schema import DataError
+
+            meta = pair.meta or {}
+            raise DataError(
+                f"video not found: {path} (expected a file or a folder of frames; benchmark media"
+                " ship separately: pass --image-root DIR)",
+                path=meta.get("source_file"),
+                line=meta.get("source_line"),
+                record_id=pair.id,
+                where=meta.get("source_where", "line"),
             )
         elif reader is None:
             raise RuntimeError(f"pair {pair.id!r}: decoding {path} needs PyAV (pip install av)")
@@ -892,6 +911,18 @@ def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") 
     header = "| slice | n | " + " | ".join(names) + " |"
     rule = "|---|---:|" + "---:|" * len(names)
     rows = [f"# {title}", ""] if title else []
+    if "scoring" in summary:  # written by evaluate(); a bare summarize() has no such keys
+        after = (
+            "; each benchmark's **official** numbers follow below"
+            if summary.get("official")
+            else ""
+        )
+        rows += [
+            f"Scoring: **strict** in this table (every unit counts, unparseable is wrong){after}."
+            f" Orders: {_ORDER_LABELS.get(summary.get('orders'), summary.get('orders'))}."
+            f" Prompt style: {summary.get('prompt_style', 'paper')}.",
+            "",
+        ]
     rows += ["Accuracy (%) per unit (pair x order).", "", header, rule]
 
     def row(label: str, block: dict[str, Any], n: Any) -> str:
@@ -933,7 +964,46 @@ def summary_markdown(summary: dict[str, Any], title: str | None = "Evaluation") 
     rows.append(f"| pairs skipped | {sk.get('count', 0)} |")
     for why, n in (sk.get("reasons") or {}).items():
         rows.append(f"| skipped: {why} | {n} |")
+    rows += _official_markdown(summary.get("official"))
     return "\n".join(rows) + "\n"
+
+
+_ORDER_LABELS = {
+    "both": "both (each pair judged with the chosen response first and second)",
+    "random": "random (one order per pair, by a hash of its id)",
+    CHOSEN_FIRST: "chosen-first (the paper's protocol: the chosen response always shown as"
+    " Response 1)",
+}
+
+
+def _official_markdown(official: dict[str, Any] | None) -> list[str]:
+    """The ``official`` scoring block as Markdown rows (greedy verdicts, percent)."""
+    if not official:
+        return []
+    rows = ["", "Scoring: **official** (greedy verdicts scored by each benchmark's own rules).", ""]
+    rows += ["| benchmark | slice | n | accuracy | acc+ |", "|---|---|---:|---:|---:|"]
+    for bench, block in official.items():
+        if block.get("script") is None:
+            rows.append(f"| {bench} | {block.get('note', '')} | - | - | - |")
+            continue
+        rows.append(
+            f"| {bench} | **overall** | {block['n']} | {_pct(block['overall'])} |"
+            f" {_pct(block.get('acc_plus'))} |"
+        )
+        if "macro" in block:
+            rows.append(
+                f"| {bench} | macro | {len(block['by_category'])} | {_pct(block['macro'])} | - |"
+            )
+        for cat, b in block["by_category"].items():
+            rows.append(
+                f"| {bench} | category: {cat} | {b['n']} | {_pct(b['accuracy'])} |"
+                f" {_pct(b.get('acc_plus'))} |"
+            )
+        for key in ("unparseable_excluded", "unparseable_counted_wrong", "unparseable_coin_flips"):
+            if key in block:
+                rows.append(f"| {bench} | {key.replace('_', ' ')} | {block[key]} | | |")
+        rows.append(f"| {bench} | script | {block['script']} | | |")
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -968,6 +1038,8 @@ def evaluate(
     video_frames: int = 8,
     progress: bool = True,
     title: str = "Evaluation",
+    prompt_style: str = "paper",
+    scoring: str = "strict",
 ) -> dict[str, Any]:
     """Judge every pair (greedy + ``max(ks)`` samples per order) and write the report.
 
@@ -984,11 +1056,18 @@ def evaluate(
         batch_size: units (prompts) per chunk; one chunk = one greedy and one sampling call.
         seed: seeds the chunks (:func:`chunk_seed`) and the ``random`` order.
         video_frames: frames sampled uniformly from each video.
+        prompt_style: ``"paper"`` (Table 1 as printed) or ``"released"`` (the layout the released
+            checkpoint was trained with); see :data:`r1reward.prompt.PROMPT_STYLES`.
+        scoring: ``"strict"`` (the metrics of :func:`summarize`) or ``"official"``, which adds
+            each benchmark's own script's numbers (:mod:`r1reward.scoring`) under
+            ``summary["official"]``; the records are the same in both modes.
 
     Returns:
-        The summary dict (see :func:`summarize`), also written to ``summary.json``.
+        The summary dict (see :func:`summarize`), also written to ``summary.json``; it says
+        which scoring mode, answer orders and prompt style produced it.
     """
-    from r1reward.prompt import build_messages, parse_judgment
+    from r1reward.prompt import PROMPT_STYLES, build_messages, parse_judgment
+    from r1reward.scoring import SCORING_MODES
 
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
@@ -997,6 +1076,12 @@ def evaluate(
         raise ValueError(f"orders must be one of {', '.join(ORDER_MODES)}; got {orders!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(
+            f"prompt_style must be one of {', '.join(PROMPT_STYLES)}; got {prompt_style!r}"
+        )
+    if scoring not in SCORING_MODES:
+        raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}; got {scoring!r}")
     kmax = ks[-1]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1008,17 +1093,17 @@ def evaluate(
             raise ValueError(f"pair id {pair.id!r} appears twice; ids must be unique")
         seen.add(pair.id)
 
-    _check_config(
-        out / CONFIG_FILE,
-        {
-            "samples_per_unit": kmax,
-            "orders": orders,
-            "seed": int(seed),
-            "batch_size": int(batch_size),
-            "video_frames": int(video_frames),
-            "sampler": _describe(sampler),
-        },
-    )
+    config = {
+        "samples_per_unit": kmax,
+        "orders": orders,
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "video_frames": int(video_frames),
+        "sampler": _describe(sampler),
+    }
+    if prompt_style != "paper":  # only when set, so folders of earlier runs still resume
+        config["prompt_style"] = prompt_style
+    _check_config(out / CONFIG_FILE, config)
     store = ResultsStore(out / RESULTS_FILE)
     if store.torn_lines:
         warnings.warn(
@@ -1077,7 +1162,11 @@ def evaluate(
                 if needs_media:
                     images = _load_images(pair, root)
                     videos = _load_videos(pair, root, reader, video_frames)
-                convs.append(build_messages(pair.question, r1, r2, images=images, videos=videos))
+                convs.append(
+                    build_messages(
+                        pair.question, r1, r2, images=images, videos=videos, style=prompt_style
+                    )
+                )
                 rights.append(right)
             s = chunk_seed(seed, index)
             greedy_texts = sampler.sample(convs, k=1, greedy=True, seed=s)
@@ -1116,14 +1205,19 @@ def evaluate(
     if skipped_ids:
         skipped["reasons"] = dict(Counter(reasons[pid] for pid in skipped_ids))
         skipped["ids"] = skipped_ids[:50]
-    summary = summarize(
-        load_records(out / RESULTS_FILE),
-        ks=ks,
-        units=[(p.id, o) for p, o in units],
-        skipped=skipped,
-    )
+    records = load_records(out / RESULTS_FILE)
+    unit_ids = [(p.id, o) for p, o in units]
+    summary = summarize(records, ks=ks, units=unit_ids, skipped=skipped)
     summary["orders"] = orders
     summary["sampler"] = _describe(sampler)
+    summary["prompt_style"] = prompt_style
+    summary["scoring"] = scoring
+    if scoring == "official":
+        from r1reward.scoring import official_scores
+
+        summary["official"] = official_scores(
+            records, unit_ids, {p.id: str(getattr(p, "source", "") or "") for p in pairs}
+        )
     (out / SUMMARY_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / SUMMARY_MD).write_text(summary_markdown(summary, title), encoding="utf-8")
     return summary
@@ -1144,22 +1238,42 @@ def _parse_ks(text: str) -> list[int]:
     return ks
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the option help; description and examples kept line by line."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="r1reward eval",
-        description=(
+        description=textwrap.fill(
             "Evaluate a generative multimodal reward model on preference pairs: greedy accuracy,"
             " Voting@K and Any-correct@K (R1-Reward, Sec. 4), per category and macro, acc+ where"
             " groups exist, unparseable rate, position bias and swap consistency. Every pair is"
             " judged in both answer orders by default, because a judge that always answers '1'"
             " scores 100% when the chosen response is always shown first. Results are"
-            " resumable: rerun the same command after an interruption."
+            " resumable: rerun the same command after an interruption.",
+            width=88,
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog=(
-            "example: r1reward eval --model artifacts/cpu/sft --data toy_heldout.jsonl"
-            " --format r1reward --k 1,5,15 --out runs/eval/sft\n"
-            "         r1reward eval --model const:1 ... (the always-'1' sanity baseline)"
+            "examples (each runs as printed, in this order, from an empty folder):\n"
+            "  r1reward toy --n 8 --split heldout --out toy\n"
+            "  r1reward eval --model const:1 --data toy/toy_heldout_seed0.jsonl --k 1,3"
+            " --out runs/const --quiet\n"
+            "  r1reward eval --model const:1 --data toy/toy_heldout_seed0.jsonl --k 1"
+            " --orders chosen-first --scoring official --out runs/const-paper --quiet\n"
+            "  r1reward build-tiny --out tiny\n"
+            "  r1reward eval --model tiny --data toy/toy_heldout_seed0.jsonl --k 1,3"
+            " --max-new-tokens 16 --out runs/tiny --quiet\n"
+            "\n"
+            + textwrap.fill(
+                "The always-'1' judge (const:1) scores 100% with --orders chosen-first and 50%"
+                " in both orders. For the released checkpoint on a benchmark as published (GPU,"
+                " network): --model yifanzhang114/R1-Reward (the released prompt layout is then"
+                " chosen) --data MMInstruction/VL-RewardBench --scoring official --orders"
+                " chosen-first --dtype bfloat16 --device-map auto.",
+                width=88,
+            )
         ),
     )
     parser.add_argument(
@@ -1168,12 +1282,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder or Hub id (loaded with r1reward.models.load_model); 'const:1' or"
         " 'const:2' is a judge that always gives that answer (shows position bias)",
     )
-    parser.add_argument("--data", required=True, help="preference pairs file (see --format)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="preference pairs: a file, a folder of shards, or a Hub dataset id owner/name[:split]",
+    )
     parser.add_argument(
         "--format",
         default="auto",
-        help="data format: auto (detected from the fields), r1-reward-rl, vl-rewardbench,"
-        " mm-rlhf-rewardbench, multimodal-rewardbench, pairs (see r1reward.data.load)",
+        help="data format: auto (detected from the fields), vl-rewardbench-hub,"
+        " vl-rewardbench-github, vl-rewardbench (R1-Reward's export), mm-rlhf-rewardbench,"
+        " multimodal-rewardbench, r1-reward-rl, pairs (see r1reward.data.load)",
     )
     parser.add_argument("--k", type=_parse_ks, default="1,5,15", help="K values, comma separated")
     parser.add_argument(
@@ -1181,15 +1300,35 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ORDER_MODES,
         default="both",
         help="answer orders: both (each pair twice), random (one per pair, by"
-        " hash of its id), chosen-first (the reference's biased layout)",
+        " hash of its id), chosen-first (the paper's protocol: the chosen response always"
+        " shown first, which a judge biased to '1' exploits)",
     )
+    parser.add_argument(
+        "--scoring",
+        choices=("strict", "official"),
+        default="strict",
+        help="strict: every unit counts and unparseable is wrong; official: also each"
+        " benchmark's own script's numbers (VL-RewardBench cal.py, MM-RLHF get_acc.py,"
+        " Multimodal RewardBench 2_get_accuracy.py; see r1reward.scoring)",
+    )
+    parser.add_argument(
+        "--prompt-style",
+        choices=("auto", "paper", "released"),
+        default="auto",
+        help="prompt layout: paper (Table 1 as printed), released (the layout"
+        " yifanzhang114/R1-Reward was trained with); auto picks released for that model id",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback on errors")
     parser.add_argument("--out", required=True, help="output folder (resumable)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per judgment")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument(
-        "--image-root", default=None, help="folder that relative media paths are under"
+        "--image-root",
+        default=None,
+        help="folder that relative media paths are under; absolute paths that do not exist"
+        " (another machine's) are looked for under it by their tail",
     )
     parser.add_argument("--video-frames", type=int, default=8, help="frames sampled per video")
     parser.add_argument("--seed", type=int, default=0, help="sampling and random-order seed")
@@ -1206,23 +1345,43 @@ def _load_pairs(path: str, fmt: str, image_root: str | None) -> list[Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``r1reward eval``: see ``r1reward eval --help``."""
+    """``r1reward eval``: see ``r1reward eval --help``.
+
+    A data, recipe or model-path error prints one line (``r1reward eval: error: ...`` naming the
+    file, row and what was expected) and returns 2 without a traceback, unless ``--debug``.
+    Judgments already in ``--out`` stay there (the results file is append-only).
+    """
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:  # DataError is a ValueError
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"r1reward eval: error: {text} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from r1reward.prompt import default_prompt_style
+
     pairs = _load_pairs(args.data, args.format, args.image_root)
     if args.limit is not None:
         pairs = pairs[: args.limit]
     if not pairs:
-        print(f"r1reward eval: {args.data}: no pairs to evaluate", file=sys.stderr)
+        print(f"r1reward eval: error: {args.data}: no pairs to evaluate", file=sys.stderr)
         return 2
+    style = default_prompt_style(args.model) if args.prompt_style == "auto" else args.prompt_style
+    if args.prompt_style == "auto" and style != "paper":
+        print(
+            f"r1reward eval: prompt style {style!r} (the layout {args.model} was trained with)",
+            file=sys.stderr,
+        )
     sampler: Any
     if args.model.startswith("const:"):
         answer = args.model.split(":", 1)[1]
         if answer not in ("1", "2"):
-            print(
-                f"r1reward eval: --model {args.model!r}: expected const:1 or const:2",
-                file=sys.stderr,
-            )
-            return 2
+            raise ValueError(f"--model {args.model!r}: expected const:1 or const:2")
         sampler = ConstantSampler(
             f"<think>Response {answer} is better.</think><answer>{answer}</answer>"
         )
@@ -1257,6 +1416,8 @@ def main(argv: list[str] | None = None) -> int:
         video_frames=args.video_frames,
         progress=not args.quiet,
         title=f"{args.model} on {args.data}",
+        prompt_style=style,
+        scoring=args.scoring,
     )
     print((Path(args.out) / SUMMARY_MD).read_text(encoding="utf-8"))
     print(f"results: {Path(args.out) / RESULTS_FILE}  summary: {Path(args.out) / SUMMARY_JSON}")

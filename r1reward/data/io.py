@@ -6,16 +6,34 @@ Formats (detected from the fields when ``format=None``):
     The R1-Reward-RL training set (paper §4.1; Hugging Face ``yifanzhang114/R1-Reward-RL``):
     ``message`` = JSON string of chat messages whose user turn holds the Table-1 prompt text and an
     ``{"type": "image", "image": PATH}`` item; ``question``; ``answer`` = ``["<answer>2</answer>"]``.
-    The question and the two responses are parsed back out of the Table-1 prompt; the file's
-    response order is kept (its label already says which position is better).
+    The question and the two responses are parsed back out of the Table-1 prompt (either layout of
+    :data:`r1reward.prompt.PROMPT_STYLES`); the file's response order is kept (its label already
+    says which position is better). An ``image`` column (bytes, base64, a Hub struct or a path)
+    wins over the path inside ``message``, which points at the authors' cluster; such foreign
+    absolute paths are found under ``image_root`` by their tail (:mod:`r1reward.data.media`).
 ``vl-rewardbench``
-    ``id, prompt, chosen, rejected, image`` (+ ``*_reason``). Category by the benchmark's official
-    split, case-insensitive id prefixes: hallucination (``hallucination``, ``RLAIF``, ``RLHF``),
-    reasoning (``mathverse``, ``mmmu``), general (everything else).
+    R1-Reward's re-export: ``id, prompt, chosen, rejected, image`` (+ ``*_reason``). Category by
+    the benchmark's official split, case-insensitive id prefixes: hallucination
+    (``hallucination``, ``RLAIF``, ``RLHF``), reasoning (``mathverse``, ``mmmu``), general
+    (everything else). Its image names (``vl_reward/img/image_<k>.jpg``) belong to the authors'
+    export and match no public download: evaluate on ``vl-rewardbench-hub``, which carries the
+    images, or point ``image_root`` at a folder holding that layout.
+``vl-rewardbench-hub``
+    The Hub release ``MMInstruction/VL-RewardBench`` (parquet): ``id, query, response`` (a list of
+    two), ``human_ranking`` (a rank per response, 0 = preferred: ``[0, 1]`` means the first is
+    better), ``image`` (a struct with ``bytes``/``path``), ``models, judge, rationale,
+    query_source, ground_truth`` (kept in ``meta``). Category as for ``vl-rewardbench``.
+``vl-rewardbench-github``
+    The benchmark's GitHub ``data/data.jsonl``: the same fields with ``image_path``
+    (``images/<dataset>/<file>``) instead of ``image``. Category from the dataset folder as the
+    benchmark's ``cal.py`` maps it (vlfeedback, wildvision-battle: general; povid, rlhf-v,
+    rlaif-v: hallucination; reasoning_tasks: reasoning), else from the id prefix.
 ``mm-rlhf-rewardbench``
-    ``id, prompt, chosen, rejected`` and ``image`` or ``video``; category = first folder of the
-    media path (mcq / long / short / safety / video). Several pairs share an ``id`` (the acc+ group,
-    kept in ``meta["group"]``); pair ids are made unique as ``id#k``.
+    ``id, prompt, chosen, rejected`` and ``image`` or ``video``, relative or absolute paths;
+    category = the first of mcq / long / short / safety / video that occurs in the media path, the
+    rule of the benchmark's scoring script (so absolute paths keep their category). Several pairs
+    share an ``id`` (the acc+ group, kept in ``meta["group"]``); pair ids are made unique as
+    ``id#k``.
 ``multimodal-rewardbench``
     Meta's release (``data/all_data.json``, a JSON array; JSONL also read): ``ID, Text, Image,
     Output1, Output2, Better`` (``"Output1"``/``"Output2"``) and ``Category`` (top level or under
@@ -24,6 +42,12 @@ Formats (detected from the fields when ``format=None``):
     and ``reasoning/coding``. The file's Output1/Output2 order is kept.
 ``pairs``
     Our own JSONL, one :meth:`PreferencePair.to_dict` per line (:func:`write_pairs`).
+
+Images may be paths, raw bytes, base64 of any image type, ``data:`` URLs or Hub image structs;
+:mod:`r1reward.data.media` tells them apart by decoding. ``path`` may also be a folder of shards
+(``*.parquet``, ``*.jsonl``, ``*.json``, searched recursively, read in name order as one dataset),
+or, when no such file or folder exists, a Hugging Face dataset id read through ``datasets``
+(``owner/name`` or ``owner/name:split``, needs the network).
 
 Where a file lists the preferred response as ``chosen``, the reader places it as Response 1 or 2
 by a hash of the pair id (``order="hashed"``, about half each), so no later stage can fall into
@@ -48,13 +72,16 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from r1reward.data.schema import DataError, PreferencePair, check_media, resolve_path
+from r1reward.data.media import MediaError, image_refs
+from r1reward.data.schema import DataError, PreferencePair, check_media
 
 log = logging.getLogger("r1reward.data")
 
 FORMATS: tuple[str, ...] = (
     "r1-reward-rl",
     "vl-rewardbench",
+    "vl-rewardbench-hub",
+    "vl-rewardbench-github",
     "mm-rlhf-rewardbench",
     "multimodal-rewardbench",
     "pairs",
@@ -63,6 +90,16 @@ VL_HALLUCINATION_PREFIXES = ("hallucination", "rlaif", "rlhf")
 VL_REASONING_PREFIXES = ("mathverse", "mmmu")
 VL_GENERAL_PREFIXES = ("wildvision", "jailbreak", "lrvinstruction", "politics", "svit")
 MM_RLHF_CATEGORIES = ("mcq", "long", "short", "safety", "video")
+#: VL-RewardBench's cal.py: dataset folder of ``image_path`` -> category.
+VL_DATASET_GROUPS = {
+    "vlfeedback": "general",
+    "wildvision-battle": "general",
+    "povid": "hallucination",
+    "rlhf-v": "hallucination",
+    "rlaif-v": "hallucination",
+    "reasoning_tasks": "reasoning",
+}
+SHARD_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
 class PairList(list):
@@ -182,26 +219,42 @@ def _rec_id(rec: dict[str, Any]) -> str | None:
     return None
 
 
-def detect_format(path: str | Path) -> str:
-    """Guess the format of ``path`` from the fields of its first records (see module docstring)."""
+def detect_format(path: str | Path, *, _records: Iterable[Any] | None = None) -> str:
+    """Guess the format of ``path`` from the fields of its first records (see module docstring).
+
+    A folder of shards is told by its first shard.
+    """
     path = Path(path)
+    if path.is_dir():
+        path = _data_files(path)[0]
     keys: set[str] = set()
     recs: list[dict[str, Any]] = []
-    for _, _, rec in _iter_records(path):
+    bad: DataError | None = None
+    for _, _, rec in _iter_records(path) if _records is None else _records:
         if isinstance(rec, dict):
             recs.append(rec)
             keys |= set(rec)
+        elif bad is None:
+            bad = rec
         if len(recs) >= 20:
             break
+    if not recs:
+        if bad is not None:
+            raise bad
+        raise DataError(
+            "no records (an empty file; expected JSON records or parquet rows)", path=path
+        )
     if {"message", "answer"} <= keys:
         return "r1-reward-rl"
+    if {"query", "response", "human_ranking"} <= keys:
+        return "vl-rewardbench-github" if "image_path" in keys else "vl-rewardbench-hub"
     if {"Output1", "Output2", "Better"} <= keys:
         return "multimodal-rewardbench"
     if {"response_1", "response_2", "preferred"} <= keys:
         return "pairs"
     if {"chosen", "rejected"} <= keys:
         media = [r.get("image") or r.get("video") for r in recs]
-        folders = {str(m).split("/")[0] for m in media if isinstance(m, str)}
+        folders = {part for m in media if isinstance(m, str) for part in Path(m).parts[:-1]}
         if "video" in keys or folders & set(MM_RLHF_CATEGORIES):
             return "mm-rlhf-rewardbench"
         ids = [str(_rec_id(r) or "").lower() for r in recs]
@@ -245,19 +298,27 @@ def _place(pid: str, chosen: str, rejected: str, order: str) -> tuple[str, str, 
     return chosen, rejected, 1
 
 
-def _image_ref(value: Any, base: Path) -> list[str]:
-    vals = value if isinstance(value, list) else [value]
-    out = []
-    for v in vals:
-        if v is None or v == "":
-            continue
-        if isinstance(v, dict):  # {"path": ..., "bytes": ...} (datasets Image) or {"url": ...}
-            v = v.get("path") or v.get("url") or v.get("image")
-        v = str(v)
-        if len(v) > 1024 and "/" not in v[:64] and not v.startswith("data:"):
-            v = "data:image/unknown;base64," + v  # inline base64 bytes
-        out.append(resolve_path(v, base))
-    return out
+def _images(value: Any, ctx: dict[str, Any]) -> list[Any]:
+    """Image references decided by decoding (:func:`r1reward.data.media.image_refs`)."""
+    try:
+        return image_refs(value, base=ctx["base"], image_root=ctx["image_root"])
+    except MediaError as e:
+        raise _Bad(f"bad image: {e}") from None
+
+
+def mm_rlhf_category(path: str) -> str:
+    """MM-RLHF-RewardBench's category of a media path (mcq / long / short / safety / video).
+
+    The folder nearest the file that is named exactly like a category; failing that, the first
+    category that occurs anywhere in the path (the substring rule of the benchmark's scoring
+    script). The two agree on every published relative path; the folder rule keeps an absolute
+    path such as ``/data/longterm/short/x.png`` in ``short``, where the substring rule would say
+    ``long``. ``""`` when neither finds one.
+    """
+    for part in reversed(Path(path).parts[:-1]):
+        if part in MM_RLHF_CATEGORIES:
+            return part
+    return next((c for c in MM_RLHF_CATEGORIES if c in path), "")
 
 
 def _vl_category(pid: str) -> str:
@@ -282,12 +343,52 @@ def _read_vl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
     return PreferencePair(
         id=pid,
         question=rec["prompt"],
-        images=_image_ref(rec["image"], ctx["base"]),
+        images=_images(rec["image"], ctx),
         response_1=r1,
         response_2=r2,
         preferred=pref,
         category=_vl_category(pid),
         source="vl-rewardbench",
+        meta=meta,
+    )
+
+
+def _read_vl_release(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
+    """VL-RewardBench as its owners publish it (Hub parquet, GitHub jsonl): responses + ranking."""
+    fmt = ctx["format"]
+    image_field = "image_path" if fmt == "vl-rewardbench-github" else "image"
+    _need(rec, ("id", "query", "response", "human_ranking", image_field), fmt, text=("query",))
+    responses, ranking = rec["response"], rec["human_ranking"]
+    if (
+        not isinstance(responses, list | tuple)
+        or len(responses) != 2
+        or not all(isinstance(r, str) for r in responses)
+    ):
+        raise _Bad(f"field 'response' must be a list of two strings, got {responses!r:.80}")
+    if not isinstance(ranking, list | tuple) or sorted(ranking) != [0, 1]:
+        raise _Bad(
+            f"field 'human_ranking' is {ranking!r}; expected [0, 1] (first preferred) or [1, 0]"
+        )
+    pid = str(rec["id"])
+    chosen, rejected = (
+        (responses[0], responses[1]) if ranking[0] == 0 else (responses[1], responses[0])
+    )
+    r1, r2, pref = _place(pid, chosen, rejected, ctx["order"])
+    category = _vl_category(pid)
+    image_path = rec.get("image_path")
+    if isinstance(image_path, str) and len(Path(image_path).parts) > 2:
+        category = VL_DATASET_GROUPS.get(Path(image_path).parts[-2].lower(), category)
+    keep = ("models", "judge", "rationale", "query_source", "ground_truth", "human_error_analysis")
+    meta = {k: rec[k] for k in keep if rec.get(k) is not None}
+    return PreferencePair(
+        id=pid,
+        question=rec["query"],
+        images=_images(rec[image_field], ctx),
+        response_1=r1,
+        response_2=r2,
+        preferred=pref,
+        category=category,
+        source=fmt,
         meta=meta,
     )
 
@@ -313,12 +414,12 @@ def _read_mm_rlhf(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
     return PreferencePair(
         id=pid,
         question=rec["prompt"],
-        images=[] if is_video else _image_ref(media, ctx["base"]),
-        videos=_image_ref(media, ctx["base"]) if is_video else [],
+        images=[] if is_video else _images(media, ctx),
+        videos=[str(v) for v in _images(media, ctx)] if is_video else [],
         response_1=r1,
         response_2=r2,
         preferred=pref,
-        category=str(media if isinstance(media, str) else media[0]).split("/")[0],
+        category=mm_rlhf_category(media if isinstance(media, str) else str(media[0])),
         source="mm-rlhf-rewardbench",
         meta=meta,
     )
@@ -348,7 +449,7 @@ def _read_mmrb(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
     return PreferencePair(
         id=pid,
         question=rec["Text"],
-        images=_image_ref(rec["Image"], ctx["base"]),
+        images=_images(rec["Image"], ctx),
         response_1=rec["Output1"],
         response_2=rec["Output2"],
         preferred=1 if better == "Output1" else 2,
@@ -420,14 +521,17 @@ def _read_r1rl(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
             "(expected '[Question]:', '[Response 1]:' and '[Response 2]:' sections)"
         )
     q, r1, r2 = parsed
-    if not images and rec.get("image"):
-        images = [rec["image"]]
+    column = rec.get("image")
+    if column is not None and not (isinstance(column, str | list | tuple) and len(column) == 0):
+        # the image column holds the image itself (or a path); the message's path points at
+        # the authors' cluster, so the column wins
+        images = [column]
     pid = _rec_id(rec) or f"{ctx['path'].stem}-{ctx['line']}"
     return PreferencePair(
         id=pid,
         question=str(rec.get("question") or q),
-        images=[x for im in images for x in _image_ref(im, ctx["base"])],
-        videos=[x for v in videos for x in _image_ref(v, ctx["base"])],
+        images=[x for im in images for x in _images(im, ctx)],
+        videos=[str(x) for v in videos for x in _images(v, ctx)],
         response_1=r1,
         response_2=r2,
         preferred=int(label),
@@ -454,6 +558,8 @@ def _read_pairs(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
 _READERS = {
     "r1-reward-rl": _read_r1rl,
     "vl-rewardbench": _read_vl,
+    "vl-rewardbench-hub": _read_vl_release,
+    "vl-rewardbench-github": _read_vl_release,
     "mm-rlhf-rewardbench": _read_mm_rlhf,
     "multimodal-rewardbench": _read_mmrb,
     "pairs": _read_pairs,
@@ -462,6 +568,65 @@ _READERS = {
 
 # ----------------------------------------------------------------------------------------------
 # the entry point
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The files behind ``path``: itself, or every shard under a folder (name order)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            (f for f in path.rglob("*") if f.is_file() and f.suffix in SHARD_SUFFIXES),
+            key=lambda f: f.relative_to(path).as_posix(),
+        )
+        if not files:
+            raise DataError(
+                f"a folder without data shards (expected files ending in {', '.join(SHARD_SUFFIXES)})",
+                path=path,
+            )
+        return files
+    raise DataError(
+        "file not found (expected a JSONL, JSON or parquet file, a folder of them, or a Hub"
+        " dataset id owner/name[:split])",
+        path=path,
+    )
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(?::[\w.-]+)?$")
+
+
+def _looks_like_hub_id(path: Path) -> bool:
+    """``owner/name[:split]`` that is no local path: nothing there, no data-file suffix, and its
+    first part is not a local folder (so a mistyped local file is reported, not downloaded)."""
+    text = str(path)
+    return (
+        not path.exists()
+        and bool(_HUB_ID.match(text))
+        and not text.split(":")[0].endswith(SHARD_SUFFIXES)
+        and not Path(text.split("/")[0]).exists()
+    )
+
+
+def _hub_records(name: str) -> Iterator[tuple[int, str, dict[str, Any] | DataError]]:
+    """Rows of a Hugging Face dataset ``owner/name[:split]`` (default split ``test``), with image
+    columns left undecoded (``{"bytes", "path"}`` structs). Needs the network or the Hub cache."""
+    from datasets import Image as HFImage
+    from datasets import load_dataset
+
+    repo, _, split = name.partition(":")
+    try:
+        ds = load_dataset(repo, split=split or "test")
+    except Exception as e:  # noqa: BLE001 - offline, unknown id, no such split: one line
+        raise DataError(
+            f"no local file or folder of that name, and reading it as a Hub dataset id failed:"
+            f" {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+            path=name,
+        ) from e
+    for col, feature in ds.features.items():
+        if isinstance(feature, HFImage):
+            ds = ds.cast_column(col, HFImage(decode=False))
+    for i, rec in enumerate(ds, 1):
+        yield i, "row", rec
 
 
 def load(
@@ -476,10 +641,14 @@ def load(
     """Read a preference file into :class:`PreferencePair` records.
 
     Args:
-        path: JSONL (one record per line), a JSON array file, or parquet.
+        path: JSONL (one record per line), a JSON array file, parquet, a folder of such shards
+            (read in name order as one dataset), or a Hub dataset id ``owner/name[:split]``
+            when no such local path exists (read through ``datasets``; needs the network).
         format: one of :data:`FORMATS`; detected from the fields when None.
         image_root: folder that relative image/video paths are resolved against (default: the
-            data file's folder). Images stay lazy paths; :func:`open_images` opens them.
+            data file's folder); paths that do not exist (another machine's absolute paths) are
+            looked for under it by their tail (:func:`r1reward.data.media.remap_by_tail`).
+            Images stay lazy paths or ``data:`` URLs; :func:`open_images` opens them.
         on_error: ``"raise"`` stops at the first bad record with a :class:`DataError`;
             ``"skip"`` skips bad records, logs a warning with their count and first reasons and
             lists them in ``result.skipped`` as ``(line, id, reason)``.
@@ -495,36 +664,40 @@ def load(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if order not in ("hashed", "chosen-first"):
         raise ValueError(f"order must be 'hashed' or 'chosen-first', got {order!r}")
-    if not path.is_file():
-        raise DataError("file not found (expected a JSONL, JSON or parquet file)", path=path)
-    fmt = format or detect_format(path)
-    if fmt not in _READERS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if format is not None and format not in _READERS:
+        raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
+    hub = _looks_like_hub_id(path)
+    files = [path] if hub else _data_files(path)
+    fmt = format or detect_format(files[0], _records=_hub_records(str(path)) if hub else None)
     reader = _READERS[fmt]
-    base = Path(image_root) if image_root is not None else path.parent
-    ctx: dict[str, Any] = {"base": base, "order": order, "group_counts": {}, "path": path}
+    root = None if image_root is None else Path(image_root)
+    ctx: dict[str, Any] = {"order": order, "group_counts": {}, "image_root": root, "format": fmt}
     out = PairList(path=str(path), format=fmt)
     seen: dict[str, int] = {}
     renamed = 0
-    for number, where, rec in _iter_records(path):
+    for file, number, where, rec in (
+        (f, *r) for f in files for r in (_hub_records(str(f)) if hub else _iter_records(f))
+    ):
+        ctx["path"] = file
+        ctx["base"] = root if root is not None else (Path.cwd() if hub else file.parent)
         rid = None
         try:
             if isinstance(rec, DataError):
                 raise rec
-            rid = _rec_id(rec) or (f"{path.stem}-{number}" if fmt == "r1-reward-rl" else None)
+            rid = _rec_id(rec) or (f"{file.stem}-{number}" if fmt == "r1-reward-rl" else None)
             ctx["line"] = number
             try:
                 pair = reader(rec, ctx)
             except _Bad as e:
                 raise DataError(
-                    f"{e} [{fmt}]", path=path, line=number, record_id=rid, where=where
+                    f"{e} [{fmt}]", path=file, line=number, record_id=rid, where=where
                 ) from None
             rid = pair.id
             if pair.id in seen:
                 if fmt == "pairs":
                     raise DataError(
                         f"duplicate id (first seen at {where} {seen[pair.id]}); expected unique ids",
-                        path=path,
+                        path=file,
                         line=number,
                         record_id=rid,
                         where=where,
@@ -538,7 +711,7 @@ def load(
                 pair.id = rid = f"{pair.id}#{k}"
                 renamed += 1
             seen[pair.id] = number
-            pair.meta.update(source_file=str(path), source_line=number, source_where=where)
+            pair.meta.update(source_file=str(file), source_line=number, source_where=where)
             if check_images:
                 check_media(pair)
         except DataError as e:
