@@ -439,18 +439,30 @@ def separates(rows: Sequence[dict], reference_accuracy: float, *, broken: str = 
 
 def showcase(rows: Sequence[dict], *, broken: str = "reinforce++",
              stable: str = "stable-reinforce") -> tuple[dict, dict | None]:
-    """The ``broken`` run to show step by step -- the earliest collapse, or, when none collapsed,
-    the run with the largest PPO ratio -- and the ``stable`` run with the same learning rate and
-    seed (None when the grid has none)."""
+    """The ``broken`` run to show step by step and the ``stable`` run with the same learning rate
+    and seed (None when the grid has none). Among the ``broken`` runs that collapsed it is the one
+    whose twin held out longest after it (a twin that never collapsed counts as collapsing after
+    the last step), the earlier collapse breaking ties: the contrast the chapter is about. When
+    none collapsed, the run with the largest PPO ratio."""
     cands = [r for r in rows if r["variant"] == broken]
     if not cands:
         raise ValueError(f"no {broken} run in the lab")
+
+    def twin_of(r: dict) -> dict | None:
+        return next((t for t in rows if t["variant"] == stable and t["lr"] == r["lr"]
+                     and t["seed"] == r["seed"]), None)
+
+    def margin(r: dict) -> tuple[float, int]:
+        t = twin_of(r)
+        held = float("inf") if t is None or not t["collapsed"] else t["collapse_step"]
+        if held == float("inf") and t is not None:
+            held = t["steps_done"] + 1
+        return (held - r["collapse_step"] if held != float("inf") else -1.0, -r["collapse_step"])
+
     hit = [r for r in cands if r["collapsed"]]
-    pick = (min(hit, key=lambda r: (r["collapse_step"], -r["lr"])) if hit
+    pick = (max(hit, key=margin) if hit
             else max(cands, key=lambda r: r["max_ratio"] if _finite(r["max_ratio"]) else -1.0))
-    twin = next((r for r in rows if r["variant"] == stable and r["lr"] == pick["lr"]
-                 and r["seed"] == pick["seed"]), None)
-    return pick, twin
+    return pick, twin_of(pick)
 
 
 def run_dir(out_dir: str | Path, row: dict) -> Path:

@@ -479,6 +479,8 @@ def lab_lr_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "heldout_a
                         marker_size=7, opacity=0.6, legendgroup=variant, showlegend=False)
     for text, value in references.items():
         hline(fig, 100 * value, text)
+    lrs = sorted({float(r["lr"]) for r in rows})
+    fig.update_xaxes(tickvals=lrs, ticktext=[f"{lr:.0e}" for lr in lrs])
     return fig
 
 

@@ -123,7 +123,7 @@ def test_killed_lab_reruns_only_the_missing_runs(tiny, tmp_path):
 
 def _row(variant, lr, seed, acc, collapsed=False, step=None, ratio=2.0):
     return {"variant": variant, "lr": lr, "seed": seed, "heldout_accuracy": acc, "collapsed": collapsed,
-            "collapse_step": step, "max_ratio": ratio}
+            "collapse_step": step, "max_ratio": ratio, "steps_done": 12}
 
 
 def test_separates_needs_two_failed_broken_seeds_and_no_failed_stable_seed():
@@ -141,8 +141,11 @@ def test_separates_needs_two_failed_broken_seeds_and_no_failed_stable_seed():
     assert lab.separates(rows, 0.74) == [1e-3]
     assert lab.separates(rows, 0.74, drop=0.11) == []  # 0.64 is then no failure: one seed only
     pick, twin = lab.showcase(rows)
-    assert (pick["lr"], pick["seed"]) == (1e-2, 0)  # the earliest collapse
+    assert (pick["lr"], pick["seed"]) == (1e-2, 0)  # collapsed at 2, its twin never: margin 13 - 2
     assert (twin["variant"], twin["lr"], twin["seed"]) == ("stable-reinforce", 1e-2, 0)
+    rows[10].update(collapsed=True, collapse_step=3)  # that twin now collapses one step later
+    pick, twin = lab.showcase(rows)
+    assert (pick["lr"], pick["seed"], twin["lr"]) == (1e-3, 0, 1e-3)  # margin 13 - 5 beats 3 - 2
     calm = [r for r in rows if not r["collapsed"]]
     calm[0]["max_ratio"] = 40.0
     assert lab.showcase(calm)[0] is calm[0]  # nothing collapsed: the largest ratio
