@@ -48,6 +48,8 @@ line (a kill mid-write) is cut off before appending.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -55,7 +57,7 @@ import os
 import sys
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -76,6 +78,8 @@ __all__ = [
     "unit_orders",
     "judge_pair",
     "evaluate",
+    "output_lock",
+    "OutputLocked",
     "summarize",
     "load_records",
     "summary_markdown",
@@ -93,6 +97,7 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
 GREEDY = "greedy"
 
 #: What :class:`ConstantSampler` says by default: a well-formed judgment that always picks "1".
@@ -955,6 +960,51 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+class OutputLocked(RuntimeError):
+    """Another run holds the output folder's lock (two writers would duplicate records)."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``out_dir/.lock`` while a run writes there.
+
+    A second run on the same folder (another process, or another call in this one) raises
+    :class:`OutputLocked` at once instead of appending duplicate lines to ``results.jsonl``. The
+    lock goes with the process: a killed run leaves no stale lock behind.
+    """
+    import fcntl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputLocked(
+            f"{out}: another evaluation is writing here (it holds {out / LOCK_FILE}); wait for "
+            "it to finish or use another --out"
+        ) from None
+    try:
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _holding_output_lock(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with output_lock(kwargs["out_dir"]):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_holding_output_lock
 def evaluate(
     sampler: Sampler,
     pairs: Sequence[Any],
@@ -987,6 +1037,9 @@ def evaluate(
 
     Returns:
         The summary dict (see :func:`summarize`), also written to ``summary.json``.
+
+    Raises:
+        OutputLocked: another run is writing to ``out_dir`` (:func:`output_lock`).
     """
     from r1reward.prompt import build_messages, parse_judgment
 
@@ -1246,18 +1299,22 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             name=args.model,
         )
-    summary = evaluate(
-        sampler,
-        pairs,
-        ks=args.k,
-        orders=args.orders,
-        out_dir=args.out,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        video_frames=args.video_frames,
-        progress=not args.quiet,
-        title=f"{args.model} on {args.data}",
-    )
+    try:
+        summary = evaluate(
+            sampler,
+            pairs,
+            ks=args.k,
+            orders=args.orders,
+            out_dir=args.out,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            video_frames=args.video_frames,
+            progress=not args.quiet,
+            title=f"{args.model} on {args.data}",
+        )
+    except OutputLocked as exc:
+        print(f"r1reward eval: {exc}", file=sys.stderr)
+        return 2
     print((Path(args.out) / SUMMARY_MD).read_text(encoding="utf-8"))
     print(f"results: {Path(args.out) / RESULTS_FILE}  summary: {Path(args.out) / SUMMARY_JSON}")
     return 0 if summary["counts"]["units"] else 1
