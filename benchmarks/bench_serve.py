@@ -13,6 +13,10 @@ figures measure the service and the batching, not a real 7B model.
 
     python benchmarks/bench_serve.py                      # defaults: k=1, levels 1,8,32,64
     python benchmarks/bench_serve.py --k 4 --levels 1,16 --requests 32
+    python benchmarks/bench_serve.py --api-key KEY      # every request authenticated
+
+Every server option the benchmark sets exists in the original service too, so the same script
+measures the code before and after a change (run it from each checkout).
 """
 
 from __future__ import annotations
@@ -97,13 +101,17 @@ class Server:
         self.log.close()
 
 
-async def _load(url: str, payloads: list[dict], concurrency: int) -> tuple[float, list[float]]:
+async def _load(
+    url: str, payloads: list[dict], concurrency: int, headers: dict | None = None
+) -> tuple[float, list[float]]:
     """Send every payload, at most ``concurrency`` in flight; (wall seconds, latencies)."""
     latencies: list[float] = []
     semaphore = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=limits, headers=headers
+    ) as client:
 
         async def one(body: dict) -> None:
             async with semaphore:
@@ -143,6 +151,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     parser.add_argument("--no-compare-unbatched", action="store_true")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--api-key", default=None, help="start the servers with --api-key and send it"
+    )
     args = parser.parse_args()
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -154,6 +165,10 @@ def main() -> int:
         model = str(build_tiny_model(workdir / "tiny"))
     payloads = _payloads(args.requests, args.k)
     common = ["--reward-max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
+    headers = None
+    if args.api_key:
+        common += ["--api-key", args.api_key]
+        headers = {"authorization": f"Bearer {args.api_key}"}
     configs = [("batched", common)]
     if not args.no_compare_unbatched:
         configs.append(("unbatched", [*common, "--max-batch-items", "1"]))
@@ -161,7 +176,8 @@ def main() -> int:
     print(
         f"r1reward serve /v1/reward: model={model} k={args.k} both orders "
         f"({2 * args.k} judgments/request), max_tokens={args.max_tokens}, server torch threads="
-        f"{args.threads}, {args.requests} requests per level, cpu cores={os.cpu_count()}, "
+        f"{args.threads}, {args.requests} requests per level, api key="
+        f"{'yes' if args.api_key else 'no'}, cpu cores={os.cpu_count()}, "
         f"load average at start={os.getloadavg()[0]:.1f} (other processes share the cores)"
     )
     header = f"{'server':<10} {'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8}"
@@ -171,9 +187,9 @@ def main() -> int:
     for name, server_args in configs:
         server = Server(model, server_args, workdir / f"server_{name}.log")
         try:
-            asyncio.run(_load(server.url, payloads[:2], 2))  # warm-up, not timed
+            asyncio.run(_load(server.url, payloads[:2], 2, headers))  # warm-up, not timed
             for level in levels:
-                wall, latencies = asyncio.run(_load(server.url, payloads, level))
+                wall, latencies = asyncio.run(_load(server.url, payloads, level, headers))
                 row = {
                     "server": name,
                     "concurrency": level,

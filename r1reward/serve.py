@@ -1307,7 +1307,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
         if exc.status_code in (404, 405):
-            message = f"{message}: {request.method} {request.url.path!r} (routes: GET /health, "
+            path = request.url.path.encode("utf-8", "backslashreplace").decode()
+            message = f"{message}: {request.method} {path} (routes: GET /health, "
             message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward)"
         return JSONResponse(_error_body(exc.status_code, message), status_code=exc.status_code)
 
