@@ -109,14 +109,9 @@ API_KEY_ENV = "R1REWARD_API_KEY"
 #: Host names accepted in the ``Host`` header while the server is bound to loopback.
 LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 
-#: Tokens a client's text may not hold: the processor counts them against the images it was
-#: given, so one stray ``<|image_pad|>`` in a question fails the whole merged batch.
-RESERVED_TOKENS: tuple[str, ...] = (
-    "<|image_pad|>",
-    "<|video_pad|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-)
+#: Tokens a client's text may not hold: the processor counts them against the images and videos
+#: it was given, so one stray ``<|image_pad|>`` in a question failed the whole merged batch.
+RESERVED_TOKENS: tuple[str, ...] = ("<|image_pad|>", "<|video_pad|>")
 
 
 # --------------------------------------------------------------------------------------- limits

@@ -582,3 +582,12 @@ def test_ticket_cancel_releases_a_running_wait() -> None:
     with pytest.raises(CancelledError):
         future.result(1)
     assert not ticket.alive()
+
+
+def test_cli_local_images_need_a_root(capsys) -> None:
+    from r1reward.serve import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--model", "unused", "--allow-local-images"])
+    assert info.value.code == 2
+    assert "--allow-local-images needs --image-root" in capsys.readouterr().err
