@@ -78,7 +78,7 @@ class Server:
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900  # a loaded 2-core machine can take minutes to import
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
@@ -89,7 +89,7 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"server did not answer /health within 300 s; see {log}")
+                raise RuntimeError(f"server did not answer /health within 900 s; see {log}")
             time.sleep(0.2)
 
     def stop(self) -> None:
