@@ -129,6 +129,43 @@ async def _load(
         return time.perf_counter() - start, latencies
 
 
+def _check_cost(model: str, payloads: list[dict]) -> list[float] | None:
+    """Seconds per request of the service's own checks, in-process, without generating:
+    admission, image decode within the pixel caps, and the prompt-token count of both orders.
+    ``None`` on a checkout whose service has no :class:`r1reward.serve.Guard`."""
+    try:
+        from r1reward.serve import Engine, Guard, Limits
+    except ImportError:
+        return None
+    from r1reward.evaluate import ConstantSampler
+    from r1reward.models import load_model
+    from r1reward.prompt import build_messages
+
+    loaded, processor = load_model(model)
+    engine = Engine(loaded, processor, "bench", sampler=ConstantSampler())
+    guard = Guard(engine, Limits())
+
+    async def one(body: dict) -> float:
+        start = time.perf_counter()
+        async with guard.admit() as ticket:
+            refs = body["images"]
+            images = await guard.images(ticket, refs, [f"images.{i}" for i in range(len(refs))])
+            q, r1, r2 = body["question"], body["response_1"], body["response_2"]
+            guard.check_prompts(
+                [build_messages(q, r1, r2, images=images), build_messages(q, r2, r1, images=images)]
+            )
+        return time.perf_counter() - start
+
+    async def run() -> list[float]:
+        return [await one(body) for body in payloads]
+
+    try:
+        return asyncio.run(run())
+    finally:
+        guard.close()
+        engine.close()
+
+
 def _percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
@@ -212,6 +249,14 @@ def main() -> int:
             )
         finally:
             server.stop()
+    costs = _check_cost(model, payloads)
+    if costs is not None:
+        print(
+            f"the service's checks alone (admission, image decode, prompt tokens of both orders), "
+            f"in-process, one request at a time: p50 {1000 * statistics.median(costs):.1f} ms, "
+            f"p95 {1000 * _percentile(costs, 95):.1f} ms per request"
+        )
+        rows.append({"server": "checks only", "p50_ms": 1000 * statistics.median(costs)})
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0
