@@ -591,3 +591,22 @@ def test_cli_local_images_need_a_root(capsys) -> None:
         main(["--model", "unused", "--allow-local-images"])
     assert info.value.code == 2
     assert "--allow-local-images needs --image-root" in capsys.readouterr().err
+
+
+def test_reward_client_sends_the_key_and_reads_local_paths_itself(tmp_path, monkeypatch) -> None:
+    """The server reads no path by default, so the client sends a local file's bytes."""
+    from r1reward.serve import RewardClient
+
+    path = tmp_path / "blue.png"
+    Image.new("RGB", (56, 56), (0, 0, 255)).save(path)
+    engine = Engine(None, None, "rule", sampler=FunctionSampler(RuleJudge(), "rule"))
+    with BackgroundServer(create_app(engine, Limits(), Access(api_key=KEY))) as server:
+        with RewardClient(server.url, api_key=KEY) as client:
+            assert client.p_1(["q"], ["RIGHT"], ["x"], images=[[str(path)]]) == [1.0]
+        monkeypatch.setenv("R1REWARD_API_KEY", KEY)
+        with RewardClient(server.url) as client:  # the key from the environment
+            assert client.p_1(["q"], ["x"], ["RIGHT"]) == [0.0]
+        monkeypatch.delenv("R1REWARD_API_KEY")
+        with RewardClient(server.url) as client, pytest.raises(RuntimeError, match="401"):
+            client.p_1(["q"], ["x"], ["RIGHT"])
+    engine.close()
