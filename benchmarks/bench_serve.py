@@ -13,6 +13,10 @@ figures measure the service and the batching, not a real 7B model.
 
     python benchmarks/bench_serve.py                      # defaults: k=1, levels 1,8,32,64
     python benchmarks/bench_serve.py --k 4 --levels 1,16 --requests 32
+    python benchmarks/bench_serve.py --api-key KEY      # every request authenticated
+
+Every server option the benchmark sets exists in the original service too, so the same script
+measures the code before and after a change (run it from each checkout).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ class Server:
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900  # a loaded 2-core machine can take minutes to import
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
@@ -85,7 +89,7 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"server did not answer /health within 300 s; see {log}")
+                raise RuntimeError(f"server did not answer /health within 900 s; see {log}")
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -97,13 +101,17 @@ class Server:
         self.log.close()
 
 
-async def _load(url: str, payloads: list[dict], concurrency: int) -> tuple[float, list[float]]:
+async def _load(
+    url: str, payloads: list[dict], concurrency: int, headers: dict | None = None
+) -> tuple[float, list[float]]:
     """Send every payload, at most ``concurrency`` in flight; (wall seconds, latencies)."""
     latencies: list[float] = []
     semaphore = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=600, limits=limits, headers=headers
+    ) as client:
 
         async def one(body: dict) -> None:
             async with semaphore:
@@ -119,6 +127,43 @@ async def _load(url: str, payloads: list[dict], concurrency: int) -> tuple[float
         start = time.perf_counter()
         await asyncio.gather(*(one(body) for body in payloads))
         return time.perf_counter() - start, latencies
+
+
+def _check_cost(model: str, payloads: list[dict]) -> list[float] | None:
+    """Seconds per request of the service's own checks, in-process, without generating:
+    admission, image decode within the pixel caps, and the prompt-token count of both orders.
+    ``None`` on a checkout whose service has no :class:`r1reward.serve.Guard`."""
+    try:
+        from r1reward.serve import Engine, Guard, Limits
+    except ImportError:
+        return None
+    from r1reward.evaluate import ConstantSampler
+    from r1reward.models import load_model
+    from r1reward.prompt import build_messages
+
+    loaded, processor = load_model(model)
+    engine = Engine(loaded, processor, "bench", sampler=ConstantSampler())
+    guard = Guard(engine, Limits())
+
+    async def one(body: dict) -> float:
+        start = time.perf_counter()
+        async with guard.admit() as ticket:
+            refs = body["images"]
+            images = await guard.images(ticket, refs, [f"images.{i}" for i in range(len(refs))])
+            q, r1, r2 = body["question"], body["response_1"], body["response_2"]
+            guard.check_prompts(
+                [build_messages(q, r1, r2, images=images), build_messages(q, r2, r1, images=images)]
+            )
+        return time.perf_counter() - start
+
+    async def run() -> list[float]:
+        return [await one(body) for body in payloads]
+
+    try:
+        return asyncio.run(run())
+    finally:
+        guard.close()
+        engine.close()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -143,6 +188,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")
     parser.add_argument("--no-compare-unbatched", action="store_true")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--api-key", default=None, help="start the servers with --api-key and send it"
+    )
     args = parser.parse_args()
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -154,6 +202,10 @@ def main() -> int:
         model = str(build_tiny_model(workdir / "tiny"))
     payloads = _payloads(args.requests, args.k)
     common = ["--reward-max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
+    headers = None
+    if args.api_key:
+        common += ["--api-key", args.api_key]
+        headers = {"authorization": f"Bearer {args.api_key}"}
     configs = [("batched", common)]
     if not args.no_compare_unbatched:
         configs.append(("unbatched", [*common, "--max-batch-items", "1"]))
@@ -161,7 +213,8 @@ def main() -> int:
     print(
         f"r1reward serve /v1/reward: model={model} k={args.k} both orders "
         f"({2 * args.k} judgments/request), max_tokens={args.max_tokens}, server torch threads="
-        f"{args.threads}, {args.requests} requests per level, cpu cores={os.cpu_count()}, "
+        f"{args.threads}, {args.requests} requests per level, api key="
+        f"{'yes' if args.api_key else 'no'}, cpu cores={os.cpu_count()}, "
         f"load average at start={os.getloadavg()[0]:.1f} (other processes share the cores)"
     )
     header = f"{'server':<10} {'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8}"
@@ -171,9 +224,9 @@ def main() -> int:
     for name, server_args in configs:
         server = Server(model, server_args, workdir / f"server_{name}.log")
         try:
-            asyncio.run(_load(server.url, payloads[:2], 2))  # warm-up, not timed
+            asyncio.run(_load(server.url, payloads[:2], 2, headers))  # warm-up, not timed
             for level in levels:
-                wall, latencies = asyncio.run(_load(server.url, payloads, level))
+                wall, latencies = asyncio.run(_load(server.url, payloads, level, headers))
                 row = {
                     "server": name,
                     "concurrency": level,
@@ -196,6 +249,14 @@ def main() -> int:
             )
         finally:
             server.stop()
+    costs = _check_cost(model, payloads)
+    if costs is not None:
+        print(
+            f"the service's checks alone (admission, image decode, prompt tokens of both orders), "
+            f"in-process, one request at a time: p50 {1000 * statistics.median(costs):.1f} ms, "
+            f"p95 {1000 * _percentile(costs, 95):.1f} ms per request"
+        )
+        rows.append({"server": "checks only", "p50_ms": 1000 * statistics.median(costs)})
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0

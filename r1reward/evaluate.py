@@ -56,6 +56,8 @@ line (a kill mid-write) is cut off before appending.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -64,7 +66,7 @@ import sys
 import textwrap
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -85,6 +87,8 @@ __all__ = [
     "unit_orders",
     "judge_pair",
     "evaluate",
+    "output_lock",
+    "OutputLocked",
     "summarize",
     "load_records",
     "summary_markdown",
@@ -102,6 +106,7 @@ RESULTS_FILE = "results.jsonl"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
 GREEDY = "greedy"
 
 #: What :class:`ConstantSampler` says by default: a well-formed judgment that always picks "1".
@@ -1025,6 +1030,51 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
         path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+class OutputLocked(RuntimeError):
+    """Another run holds the output folder's lock (two writers would duplicate records)."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``out_dir/.lock`` while a run writes there.
+
+    A second run on the same folder (another process, or another call in this one) raises
+    :class:`OutputLocked` at once instead of appending duplicate lines to ``results.jsonl``. The
+    lock goes with the process: a killed run leaves no stale lock behind.
+    """
+    import fcntl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputLocked(
+            f"{out}: another evaluation is writing here (it holds {out / LOCK_FILE}); wait for "
+            "it to finish or use another --out"
+        ) from None
+    try:
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _holding_output_lock(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with output_lock(kwargs["out_dir"]):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+@_holding_output_lock
 def evaluate(
     sampler: Sampler,
     pairs: Sequence[Any],
@@ -1065,6 +1115,9 @@ def evaluate(
     Returns:
         The summary dict (see :func:`summarize`), also written to ``summary.json``; it says
         which scoring mode, answer orders and prompt style produced it.
+
+    Raises:
+        OutputLocked: another run is writing to ``out_dir`` (:func:`output_lock`).
     """
     from r1reward.prompt import PROMPT_STYLES, build_messages, parse_judgment
     from r1reward.scoring import SCORING_MODES

@@ -4,9 +4,10 @@ The one question users asked the reference project is how to use a trained R1-Re
 reward inside their own GRPO/PPO training. This module answers it with a service that loads the
 model once and offers
 
-* ``POST /v1/chat/completions`` - OpenAI-compatible chat (text; images as ``data:`` URLs or local
-  paths; ``temperature``, ``top_p``, ``max_tokens``, ``n``), so the served model can also act as
-  the consistency judge (:class:`r1reward.judges.OpenAIJudge`) or a teacher;
+* ``POST /v1/chat/completions`` - OpenAI-compatible chat (text; images as ``data:`` URLs, or paths
+  under ``--image-root`` when ``--allow-local-images``; ``temperature``, ``top_p``,
+  ``max_tokens``, ``n``), so the served model can also act as the consistency judge
+  (:class:`r1reward.judges.OpenAIJudge`) or a teacher;
 * ``GET /v1/models``;
 * ``POST /v1/reward`` - ``{question, images, response_1, response_2, k, both_orders}`` ->
   ``{preferred, p_1, votes, analyses, well_formed_rate, ...}``: ``k`` Table-1 judgments per order
@@ -14,21 +15,37 @@ model once and offers
   parseable votes that prefer ``response_1`` (paper Sec. 4.3, Voting@K). This is exactly
   :func:`r1reward.evaluate.judge_pair` over :class:`r1reward.evaluate.ModelSampler`: the service
   reuses the evaluator's batched sampling, parsing and voting, it does not re-implement them;
-* ``GET /health`` - liveness plus batching counters.
+* ``GET /health`` - liveness, queue depth, the age of the running batch, batching counters;
+  ``503`` with ``status: "stuck"`` when one batch has run longer than ``--stuck-after``.
 
 Batching: every generation goes through one :class:`MicroBatcher` thread. Requests that arrive
 while a batch is generating (or within ``batch_wait_ms`` of the first one) are merged into a single
 sampler / ``generate`` call when their generation settings agree; the event loop never runs the
 model, so ``/health`` answers while a batch is running. Only one batch runs at a time.
 
-Validation: bad JSON, a missing field or a wrong type -> 400; ``k``/``n``/``max_tokens`` out of
-range -> 400; a body over ``--max-body-bytes`` or an image over ``--max-image-bytes`` /
-``--max-image-pixels`` -> 413; an unknown model name -> 404; ``--max-queue`` jobs already
-waiting -> 503. Errors use OpenAI's envelope
-``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients show the message.
+The service survives its clients (:class:`Guard`, one per app; every endpoint calls it):
 
-Binds to 127.0.0.1 unless ``--host`` says otherwise. Local image paths are read from the server's
-file system (disable with ``--no-local-images`` when exposing the port).
+* isolation - everything the processor could refuse is checked *before* a request joins a batch
+  (text that is not encodable Unicode or holds a vision placeholder token, image size and aspect
+  ratio, prompt tokens after the chat template with image tokens included); a merged batch that
+  still fails is re-run one job at a time, so only the offender gets the error;
+* bounded cost - ``--max-prompt-tokens``, ``max_tokens`` / ``k`` / ``n`` bounds, a per-request
+  deadline (``--request-timeout``: 504), jobs of clients that disconnected or timed out are dropped
+  before they run, a graceful-shutdown timeout;
+* bounded memory - decoded pixels capped per image (header checked before decoding), per request
+  and over all requests in flight; images decoded on a small thread pool (never on the event loop)
+  and resized at once to the model's own pixel limit; ``--max-queue`` requests in flight, counted
+  atomically at admission; uvicorn's keep-alive timeout, a header timeout and a connection cap;
+* access - an API key (``--api-key`` or ``$R1REWARD_API_KEY``; ``Authorization: Bearer``,
+  compared in constant time; 401 without it), local image paths off unless
+  ``--allow-local-images``, and then confined to ``--image-root`` with one error for every file that
+  cannot be used (missing, unreadable, not an image: no existence or size oracle); ``/docs`` and
+  ``/openapi.json`` only with ``--docs``; the ``Host`` header checked while bound to loopback (DNS
+  rebinding).
+
+Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}`` so OpenAI clients
+show the message: 400 bad input (naming the field), 401 no or wrong key, 404 unknown model or
+route, 413 too large, 503 busy, 504 deadline passed.
 """
 
 from __future__ import annotations
@@ -38,24 +55,44 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import io
+import ipaddress
 import itertools
+import json
+import math
+import os
 import queue
 import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
+from starlette.requests import Request  # FastAPI's; imported here for the endpoints' annotations
 
 __all__ = [
+    "Access",
     "Limits",
+    "ServerSettings",
+    "Guard",
+    "Ticket",
+    "Text",
     "MicroBatcher",
     "BatchingSampler",
     "Engine",
@@ -66,21 +103,57 @@ __all__ = [
     "main",
 ]
 
+#: Environment variable read for the API key when ``--api-key`` is not given.
+API_KEY_ENV = "R1REWARD_API_KEY"
+
+#: Host names accepted in the ``Host`` header while the server is bound to loopback.
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+
+#: Tokens a client's text may not hold: the processor counts them against the images and videos
+#: it was given, so one stray ``<|image_pad|>`` in a question failed the whole merged batch.
+RESERVED_TOKENS: tuple[str, ...] = ("<|image_pad|>", "<|video_pad|>")
+
 
 # --------------------------------------------------------------------------------------- limits
 @dataclass(frozen=True)
 class Limits:
-    """What the service accepts. Every bound has a CLI flag of the same name."""
+    """What the service accepts and how long it waits. Every bound has a CLI flag of the same
+    name (``max_prompt_tokens`` -> ``--max-prompt-tokens``; seconds end in ``_s``)."""
 
     max_body_bytes: int = 32 * 2**20
     max_image_bytes: int = 8 * 2**20
-    max_image_pixels: int = 4096 * 4096
+    max_image_pixels: int = 4096 * 4096  # one image, read from its header before decoding
+    max_request_pixels: int = 2 * 4096 * 4096  # all images of one request
+    max_inflight_pixels: int = 8 * 4096 * 4096  # all images held by the requests in flight
+    max_aspect_ratio: float = 200.0  # Qwen2-VL's smart_resize refuses anything longer
     max_images: int = 16
     max_k: int = 32
     max_n: int = 16
     max_tokens: int = 2048
-    allow_local_images: bool = True
-    max_queue: int = 4096  # generation jobs waiting; beyond it requests get 503 (back-pressure)
+    max_prompt_tokens: int = 16384  # after the chat template, image tokens included
+    allow_local_images: bool = False
+    image_root: str | None = None  # local image paths must resolve inside it
+    max_queue: int = 1024  # requests in flight (decoding, queued or generating); beyond: 503
+    request_timeout_s: float = 600.0  # per request, from admission to answer; beyond: 504
+    stuck_after_s: float = 900.0  # /health answers 503 "stuck" when one batch runs longer
+    body_timeout_s: float = 30.0  # no part of a started body for this long: 408
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the service.
+
+    Attributes:
+        api_key: when set, every route but ``GET /health`` needs ``Authorization: Bearer KEY``.
+        docs: serve ``/docs`` and ``/openapi.json`` (off: they describe the service to anyone).
+        allowed_hosts: accepted ``Host`` header names (any loopback IP literal is accepted too);
+            ``None`` accepts any. The default suits a server bound to loopback: a web page on
+            another origin that rebinds its DNS name to 127.0.0.1 is refused.
+    """
+
+    api_key: str | None = None
+    docs: bool = False
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_NAMES
 
 
 class APIError(Exception):
@@ -91,11 +164,18 @@ class APIError(Exception):
         self.status, self.message, self.param = status, message, param
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (its jobs were dropped)."""
+
+
 _ERROR_TYPES = {
     400: "invalid_request_error",
+    401: "authentication_error",
     404: "not_found_error",
+    408: "timeout",
     413: "request_too_large",
     503: "server_busy",
+    504: "timeout",
 }
 
 
@@ -105,6 +185,26 @@ def _error_body(status: int, message: str, param: str | None = None) -> dict[str
 
 
 # ------------------------------------------------------------------------------- request models
+def _encodable(value: str) -> str:
+    """Text the tokenizer can take: valid Unicode (no lone surrogate such as ``"\\ud800"``, which
+    JSON can carry but UTF-8 cannot) and none of :data:`RESERVED_TOKENS`."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode text: a lone surrogate {value[exc.start]!r} at character "
+            f"{exc.start}"
+        ) from None
+    for token in RESERVED_TOKENS:
+        if token in value:
+            raise ValueError(f"holds the reserved token {token}, which only the server may place")
+    return value
+
+
+#: A request string that passed :func:`_encodable`; use it for every text field of an endpoint.
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
+
+
 class _ImageURL(BaseModel):
     url: StrictStr
     detail: str | None = None
@@ -112,7 +212,7 @@ class _ImageURL(BaseModel):
 
 class _TextPart(BaseModel):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
 
 
 class _ImagePart(BaseModel):
@@ -125,18 +225,21 @@ _Part = Annotated[_TextPart | _ImagePart, Field(discriminator="type")]
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: StrictStr | list[_Part]
+    content: Text | list[_Part]
 
 
 class ChatRequest(BaseModel):
-    """The subset of OpenAI's chat-completion request this server honours (others ignored)."""
+    """The subset of OpenAI's chat-completion request this server honours (others ignored).
+
+    Numbers are strict: ``"0.5"`` is refused, not coerced; ``max_tokens: 0`` is refused, not
+    replaced by the default."""
 
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
     max_tokens: StrictInt | None = None
     max_completion_tokens: StrictInt | None = None
     n: StrictInt = 1
@@ -151,7 +254,7 @@ class RewardRequest(BaseModel):
     and maps those verdicts back; ``greedy`` defaults to ``k == 1`` (one greedy judgment per order;
     with ``greedy=true`` and ``k > 1`` still one per order); ``seed`` makes the sampled judgments
     reproducible (requests without one get a fresh seed per batch). ``images`` are ``data:`` URLs
-    or paths on the server.
+    (or paths under ``--image-root`` when the server allows local images).
 
     The answer is :class:`r1reward.evaluate.PairJudgment` with ``verdict`` renamed ``preferred``:
     ``preferred`` (1, 2, or null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the
@@ -162,9 +265,9 @@ class RewardRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: StrictStr
-    response_1: StrictStr
-    response_2: StrictStr
+    question: Text
+    response_1: Text
+    response_2: Text
     images: list[StrictStr] = Field(default_factory=list)
     k: StrictInt = 1
     both_orders: StrictBool = True
@@ -173,13 +276,39 @@ class RewardRequest(BaseModel):
 
 
 # --------------------------------------------------------------------------------------- images
-def load_image(ref: str, limits: Limits, param: str) -> Any:
-    """A ``data:image/...;base64,`` URL or a local path -> RGB PIL image, within ``limits``.
+def _local_image_error(param: str) -> APIError:
+    # one answer for a path outside the root, a missing, unreadable, oversized or non-image file:
+    # the client learns nothing about the server's disk beyond "not usable here"
+    return APIError(
+        400, f"{param}: no usable image at that path under the server's --image-root", param
+    )
 
-    Raises :class:`APIError` 400 (undecodable, remote URL, missing file) or 413 (too large).
-    """
-    from PIL import Image, UnidentifiedImageError
 
+def _read_local(ref: str, limits: Limits, param: str) -> bytes:
+    if not limits.allow_local_images:
+        raise APIError(
+            400,
+            f"{param}: local image paths are disabled on this server (send a data:image/...;"
+            "base64 URL, or start it with --allow-local-images --image-root DIR)",
+            param,
+        )
+    if not limits.image_root:
+        raise APIError(400, f"{param}: local image paths need the server's --image-root", param)
+    root = Path(limits.image_root).resolve()
+    try:
+        path = (root / Path(ref).expanduser()).resolve()
+        if not path.is_relative_to(root):
+            raise _local_image_error(param)
+        with path.open("rb") as handle:
+            raw = handle.read(limits.max_image_bytes + 1)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _local_image_error(param) from exc
+    if len(raw) > limits.max_image_bytes:
+        raise _local_image_error(param)
+    return raw
+
+
+def _image_bytes(ref: str, limits: Limits, param: str) -> bytes:
     if ref.startswith("data:"):
         header, sep, payload = ref.partition(",")
         if not sep or ";base64" not in header:
@@ -199,62 +328,110 @@ def load_image(ref: str, limits: Limits, param: str) -> Any:
             raise APIError(
                 400, f"{param}: the data URL is not valid base64 ({exc})", param
             ) from exc
-    elif ref.startswith(("http://", "https://")):
+        if len(raw) > limits.max_image_bytes:
+            raise APIError(
+                413,
+                f"{param}: image is {len(raw)} bytes; the limit is {limits.max_image_bytes} "
+                "bytes (--max-image-bytes)",
+                param,
+            )
+        return raw
+    if ref.startswith(("http://", "https://")):
         raise APIError(
             400,
             f"{param}: remote image URLs are not fetched by this server; send a data URL "
-            "(data:image/png;base64,...) or a path on the server",
+            "(data:image/png;base64,...)",
             param,
         )
-    else:
-        if not limits.allow_local_images:
-            raise APIError(400, f"{param}: local image paths are disabled on this server", param)
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise APIError(400, f"{param}: no image file at {str(path)!r} on the server", param)
-        size = path.stat().st_size
-        if size > limits.max_image_bytes:
-            raise APIError(
-                413,
-                f"{param}: {path} is {size} bytes; the limit is {limits.max_image_bytes} bytes "
-                "(--max-image-bytes)",
-                param,
-            )
-        raw = path.read_bytes()
-    if len(raw) > limits.max_image_bytes:
-        raise APIError(
-            413,
-            f"{param}: image is {len(raw)} bytes; the limit is {limits.max_image_bytes} bytes "
-            "(--max-image-bytes)",
-            param,
-        )
+    return _read_local(ref, limits, param)
+
+
+def open_image(ref: str, limits: Limits, param: str) -> Any:
+    """A ``data:image/...;base64,`` URL (or an allowed local path) -> a PIL image whose header
+    was read and checked, its pixels not yet decoded.
+
+    Raises :class:`APIError` 400 (undecodable, remote URL, local paths off, aspect ratio over
+    ``max_aspect_ratio``) or 413 (bytes or pixels over the limits). A local file that cannot be
+    used gets one message whatever the reason.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    local = not ref.startswith(("data:", "http://", "https://"))
+    raw = _image_bytes(ref, limits, param)
     try:
         image = Image.open(io.BytesIO(raw))
-        width, height = image.size  # header only: checked before decoding the pixels
-        if width * height > limits.max_image_pixels:
-            raise APIError(
-                413,
-                f"{param}: image is {width}x{height} = {width * height} pixels; the limit is "
-                f"{limits.max_image_pixels} (--max-image-pixels)",
-                param,
-            )
-        image.load()
-        return image.convert("RGB")
-    except APIError:
-        raise
+        width, height = image.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        if local:
+            raise _local_image_error(param) from exc
         detail = str(exc)
         if "cannot identify image file" in detail:
             detail = "not PNG, JPEG, WebP, GIF or another format Pillow reads"
         raise APIError(400, f"{param}: not a decodable image ({detail})", param) from exc
+    if width * height > limits.max_image_pixels:
+        raise APIError(
+            413,
+            f"{param}: image is {width}x{height} = {width * height} pixels; the limit is "
+            f"{limits.max_image_pixels} (--max-image-pixels)",
+            param,
+        )
+    if min(width, height) < 1 or max(width, height) / min(width, height) > limits.max_aspect_ratio:
+        raise APIError(
+            400,
+            f"{param}: image is {width}x{height}; the model takes aspect ratios up to "
+            f"{limits.max_aspect_ratio:g}:1",
+            param,
+        )
+    image.r1_local = local  # decode_image's errors say as little about a local file
+    return image
+
+
+def decode_image(image: Any, param: str, max_pixels: int | None = None) -> Any:
+    """Decode an :func:`open_image` result to RGB, at most ``max_pixels`` (the model's own
+    limit: the processor would shrink it to that anyway, so the full-size copy is dropped at
+    once; JPEGs are decoded at a reduced scale when they can be)."""
+    from PIL import Image
+
+    width, height = image.size
+    local = getattr(image, "r1_local", False)
+    try:
+        if max_pixels and width * height > max_pixels:
+            scale = math.sqrt(max_pixels / (width * height))
+            target = (max(1, int(width * scale)), max(1, int(height * scale)))
+            image.draft("RGB", target)  # JPEG: decode at 1/2, 1/4 or 1/8 scale; others: no-op
+            image.load()
+            image = image.convert("RGB").resize(target, Image.Resampling.BICUBIC)
+        else:
+            image.load()
+            image = image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        if local:
+            raise _local_image_error(param) from exc
+        raise APIError(400, f"{param}: not a decodable image ({exc})", param) from exc
+    return image
+
+
+def load_image(ref: str, limits: Limits, param: str, max_pixels: int | None = None) -> Any:
+    """:func:`open_image` then :func:`decode_image`: a checked RGB PIL image."""
+    return decode_image(open_image(ref, limits, param), param, max_pixels)
 
 
 # ---------------------------------------------------------------------------------- batching
+def _settle(future: Future, result: Any = None, exc: BaseException | None = None) -> None:
+    """Set a future's outcome unless someone (shutdown, a gone client) already did."""
+    with contextlib.suppress(InvalidStateError):
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 @dataclass
 class _Job:
     key: Hashable
     items: list[Any]
     future: Future
+    alive: Callable[[], bool] | None = None  # False once the client is gone or its deadline passed
 
 
 @dataclass
@@ -263,20 +440,27 @@ class BatchStats:
 
     jobs: int = 0  # submit() calls answered
     items: int = 0  # conversations generated for
-    batches: int = 0  # calls of the run function
+    batches: int = 0  # calls of the run function that succeeded
     max_jobs_per_batch: int = 0
-    errors: int = 0
+    errors: int = 0  # jobs answered with an error
+    dropped: int = 0  # jobs not generated: their client had gone or their deadline had passed
+    isolated: int = 0  # merged batches that failed and were re-run one job at a time
 
 
 class MicroBatcher:
     """Merges concurrent jobs into few calls of ``run(key, items) -> results``, on one thread.
 
-    ``submit(key, items)`` returns a :class:`concurrent.futures.Future` of ``len(items)`` results.
-    The worker takes the first waiting job, waits at most ``max_wait_s`` for more, drains whatever
-    else is queued (up to ``max_items`` items in all), groups the jobs by ``key`` (generation
-    settings) and makes one ``run`` call per group, in arrival order. Jobs that arrive while a
-    batch runs wait in the queue and form the next batch, so under load batches grow by
-    themselves. ``run`` is only ever called from the worker thread (one model call at a time).
+    ``submit(key, items, alive=None)`` returns a :class:`concurrent.futures.Future` of
+    ``len(items)`` results. The worker takes the first waiting job, waits at most ``max_wait_s``
+    for more, drains whatever else is queued (up to ``max_items`` items in all), groups the jobs
+    by ``key`` (generation settings) and makes one ``run`` call per group, in arrival order. Jobs
+    that arrive while a batch runs wait in the queue and form the next batch, so under load
+    batches grow by themselves. ``run`` is only ever called from the worker thread (one model call
+    at a time).
+
+    A job whose future was cancelled or whose ``alive()`` is false when its batch forms is
+    dropped, not generated. When a merged call raises, its jobs are run again one at a time, so a
+    request that slipped past validation fails alone and the others get their results.
     """
 
     def __init__(
@@ -290,21 +474,45 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.max_items = max_items
         self.stats = BatchStats()
+        self.running_since: float | None = None  # time.monotonic() when the running call began
+        self._running: list[_Job] = []
+        self._closed = False
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="r1reward-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, key: Hashable, items: Sequence[Any]) -> Future:
+    def submit(
+        self, key: Hashable, items: Sequence[Any], alive: Callable[[], bool] | None = None
+    ) -> Future:
         future: Future = Future()
-        self._queue.put(_Job(key, list(items), future))
+        if self._closed:
+            future.set_exception(RuntimeError("the batcher is closed (the server is stopping)"))
+            return future
+        self._queue.put(_Job(key, list(items), future, alive))
         return future
 
     def pending(self) -> int:
+        """Jobs waiting for a batch (not counting the running one)."""
         return self._queue.qsize()
 
-    def close(self) -> None:
+    def running_age(self) -> float | None:
+        """Seconds the running ``run`` call has taken so far (``None`` when idle)."""
+        since = self.running_since
+        return None if since is None else time.monotonic() - since
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop: queued jobs are cancelled, running ones answered with an error (their threads
+        are released at once; the model call itself cannot be interrupted and is abandoned)."""
+        self._closed = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                job = self._queue.get_nowait()
+                if job is not None:
+                    job.future.cancel()
+        for job in list(self._running):
+            _settle(job.future, exc=RuntimeError("the server stopped before this job finished"))
         self._queue.put(None)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs, n = [first], len(first.items)
@@ -325,6 +533,46 @@ class MicroBatcher:
             n += len(job.items)
         return jobs, False
 
+    def _live(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs still wanted, marked running; the others are dropped (cancelled)."""
+        live = []
+        for job in jobs:
+            if job.alive is not None and not job.alive():
+                job.future.cancel()
+            if job.future.set_running_or_notify_cancel():
+                live.append(job)
+            else:
+                self.stats.dropped += 1
+        return live
+
+    def _run_jobs(self, key: Hashable, jobs: list[_Job]) -> None:
+        items = [item for job in jobs for item in job.items]
+        try:
+            results = self.run(key, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batch run returned {len(results)} results for {len(items)}")
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request(s)
+            if len(jobs) > 1:  # isolate the offender: every job on its own
+                self.stats.isolated += 1
+                for job in jobs:
+                    if job.alive is None or job.alive():
+                        self._run_jobs(key, [job])
+                    else:
+                        self.stats.dropped += 1
+                        _settle(job.future, exc=CancelledError())
+                return
+            self.stats.errors += 1
+            _settle(jobs[0].future, exc=exc)
+            return
+        self.stats.batches += 1
+        self.stats.jobs += len(jobs)
+        self.stats.items += len(items)
+        self.stats.max_jobs_per_batch = max(self.stats.max_jobs_per_batch, len(jobs))
+        start = 0
+        for job in jobs:
+            _settle(job.future, results[start : start + len(job.items)])
+            start += len(job.items)
+
     def _loop(self) -> None:
         stop = False
         while not stop:
@@ -336,29 +584,14 @@ class MicroBatcher:
             for job in jobs:
                 groups.setdefault(job.key, []).append(job)
             for key, group in groups.items():
-                live = [job for job in group if job.future.set_running_or_notify_cancel()]
+                live = self._live(group)
                 if not live:
                     continue
-                items = [item for job in live for item in job.items]
+                self._running, self.running_since = live, time.monotonic()
                 try:
-                    results = self.run(key, items)
-                    if len(results) != len(items):
-                        raise RuntimeError(
-                            f"batch run returned {len(results)} results for {len(items)}"
-                        )
-                except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
-                    self.stats.errors += 1
-                    for job in live:
-                        job.future.set_exception(exc)
-                    continue
-                self.stats.batches += 1
-                self.stats.jobs += len(live)
-                self.stats.items += len(items)
-                self.stats.max_jobs_per_batch = max(self.stats.max_jobs_per_batch, len(live))
-                start = 0
-                for job in live:
-                    job.future.set_result(results[start : start + len(job.items)])
-                    start += len(job.items)
+                    self._run_jobs(key, live)
+                finally:
+                    self._running, self.running_since = [], None
 
 
 class BatchingSampler:
@@ -369,10 +602,21 @@ class BatchingSampler:
     blocks until the merged call of the inner sampler (the evaluator's :class:`ModelSampler`:
     ``num_return_sequences=k``, left padding) has produced its texts. Requests without a seed share
     the key ``seed=None``; the batch then draws a fresh seed from ``rng``.
+
+    ``check(conversations)`` (e.g. :meth:`Guard.check_prompts`) runs first, in the caller's thread,
+    so a request that the processor would refuse never joins a batch; ``ticket`` (a
+    :class:`Ticket`) lets the request's deadline and disconnection drop its job.
     """
 
-    def __init__(self, batcher: MicroBatcher) -> None:
+    def __init__(
+        self,
+        batcher: MicroBatcher,
+        ticket: Ticket | None = None,
+        check: Callable[[Sequence[Any]], Any] | None = None,
+    ) -> None:
         self.batcher = batcher
+        self.ticket = ticket
+        self.check = check
 
     def sample(
         self,
@@ -382,7 +626,14 @@ class BatchingSampler:
         greedy: bool,
         seed: int | None = None,
     ) -> list[list[str]]:
-        return self.batcher.submit(("reward", int(k), bool(greedy), seed), conversations).result()
+        if self.check is not None:
+            self.check(conversations)
+        key = ("reward", int(k), bool(greedy), seed)
+        ticket = self.ticket
+        future = self.batcher.submit(key, conversations, ticket.alive if ticket else None)
+        if ticket is not None:
+            ticket.track(future)
+        return future.result()
 
 
 # ------------------------------------------------------------------------------------- engine
@@ -496,20 +747,41 @@ class Engine:
         top_p: float,
         max_tokens: int,
         seed: int | None,
+        alive: Callable[[], bool] | None = None,
     ) -> Future:
         key = ("chat", n, float(temperature), float(top_p), int(max_tokens), seed)
-        return self.batcher.submit(key, [conversation])
+        return self.batcher.submit(key, [conversation], alive)
 
     def close(self) -> None:
         self.batcher.close()
 
 
 # ---------------------------------------------------------------------------------- middleware
-class BodyLimitMiddleware:
-    """Answers 413 to a request whose body exceeds ``max_bytes`` (declared or streamed)."""
+async def _send_error(
+    send: Callable, status: int, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(_error_body(status, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimitMiddleware:
+    """Answers 413 to a request whose body exceeds ``max_bytes`` (declared or streamed), and 408
+    when the client sends no part of its body for ``chunk_timeout_s`` (a slow-body client)."""
+
+    def __init__(self, app: Any, max_bytes: int, chunk_timeout_s: float | None = None) -> None:
+        self.app, self.max_bytes, self.chunk_timeout_s = app, max_bytes, chunk_timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -522,7 +794,16 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         total, more = 0, True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.chunk_timeout_s)
+            except TimeoutError:
+                await _send_error(
+                    send,
+                    408,
+                    f"no part of the request body arrived for {self.chunk_timeout_s:g} s "
+                    "(--body-timeout)",
+                )
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -545,27 +826,410 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Callable, size: int) -> None:
-        import json
-
-        body = json.dumps(
-            _error_body(
-                413,
-                f"request body is {'at least ' if size else ''}{size} bytes; the limit is "
-                f"{self.max_bytes} bytes (--max-body-bytes)",
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _send_error(
+            send,
+            413,
+            f"request body is {'at least ' if size else ''}{size} bytes; the limit is "
+            f"{self.max_bytes} bytes (--max-body-bytes)",
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+def _host_name(host: str) -> str:
+    """``Host`` header -> the name without port: ``[::1]:8000`` -> ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
+def _is_loopback(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class AccessMiddleware:
+    """The ``Host`` check (when ``access.allowed_hosts`` is set) and the API key (when
+    ``access.api_key`` is set; ``GET /health`` stays open for liveness probes). Runs before the
+    body is read, so an unauthenticated client costs no parsing."""
+
+    def __init__(self, app: Any, access: Access) -> None:
+        self.app, self.access = app, access
+        self._key = access.api_key.encode() if access.api_key else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        allowed = self.access.allowed_hosts
+        if allowed is not None:
+            name = _host_name(headers.get(b"host", b"").decode("latin-1"))
+            if name not in allowed and not _is_loopback(name):
+                await _send_error(
+                    send,
+                    400,
+                    f"Host {name!r} is not served here (this server answers to "
+                    f"{', '.join(allowed)}; see --allowed-hosts)",
+                )
+                return
+        if self._key is not None and scope.get("path") != "/health":
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._key):
+                await _send_error(
+                    send,
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer <key> (--api-key)",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's HTTP protocol class, closing a connection that has not sent a complete request
+    head within ``seconds`` of its first byte (or of connecting): uvicorn itself waits for ever
+    on a partial header (slowloris). Pass as ``uvicorn.Config(http=...)``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _r1_timer: asyncio.TimerHandle | None = None
+
+        def _r1_waiting(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _r1_disarm(self) -> None:
+            if self._r1_timer is not None:
+                self._r1_timer.cancel()
+                self._r1_timer = None
+
+        def _r1_expire(self) -> None:
+            self._r1_timer = None
+            if self._r1_waiting() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._r1_timer = self.loop.call_later(seconds, self._r1_expire)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self._r1_waiting():
+                self._r1_disarm()
+            elif self._r1_timer is None and not self.transport.is_closing():
+                self._r1_timer = self.loop.call_later(seconds, self._r1_expire)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._r1_disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+# ---------------------------------------------------------------------------------- the guard
+class Ticket:
+    """One request's claim on the service, from admission to answer: its deadline, the
+    generation futures it submitted, and the decoded pixels it holds.
+
+    ``alive()`` is what the batcher asks before generating the request's jobs; ``cancel()`` (the
+    client left, the deadline passed, the server stops, or the request finished) cancels queued
+    futures and releases threads waiting on running ones.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.cancelled = False
+        self.pixels = 0
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return not self.cancelled and time.monotonic() < self.deadline
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def track(self, future: Future) -> None:
+        with self._lock:
+            self._futures.append(future)
+            cancelled = self.cancelled
+        if cancelled:
+            future.cancel()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            futures, self._futures = self._futures, []
+        for future in futures:
+            if not future.cancel():  # running: release the thread waiting on it
+                _settle(future, exc=CancelledError())
+
+
+def _model_max_pixels(processor: Any) -> int | None:
+    """The image processor's own pixel limit (Qwen2-VL: ``size["longest_edge"]``/``max_pixels``)."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    value = None
+    if isinstance(size, dict):
+        value = size.get("longest_edge") or size.get("max_pixels")
+    elif size is not None:
+        value = getattr(size, "longest_edge", None)
+    value = value or getattr(image_processor, "max_pixels", None)
+    return int(value) if value else None
+
+
+class PromptCounter:
+    """Counts a conversation's prompt tokens as :func:`r1reward.rollout.encode` will feed them:
+    the chat template rendered with the generation prompt, tokenized, and each image placeholder
+    expanded to the image's merged patches (``get_number_of_image_patches / merge_size**2``).
+
+    A text too long to hold ``limit`` tokens even at the vocabulary's longest token (in bytes) is
+    refused without tokenizing it, so counting costs at most ``limit`` tokens' worth of work.
+    """
+
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.image_processor = getattr(processor, "image_processor", None)
+        self.merge = int(getattr(self.image_processor, "merge_size", 1) or 1) ** 2
+        vocab = self.tokenizer.get_vocab()
+        self.max_token_bytes = max(len(token.encode("utf-8")) for token in vocab)
+
+    def image_tokens(self, image: Any) -> int:
+        width, height = image.size
+        patches = self.image_processor.get_number_of_image_patches(height, width, {})
+        return int(patches) // self.merge
+
+    def count(self, conversation: list[dict[str, Any]], limit: int | None = None) -> int:
+        """Prompt tokens of ``conversation``; with ``limit``, any number above it may be returned
+        as soon as the count is known to exceed it."""
+        text = self.processor.apply_chat_template(
+            [conversation], tokenize=False, add_generation_prompt=True
+        )
+        text = text[0] if isinstance(text, list) else text
+        n_bytes = len(text.encode("utf-8"))
+        if limit is not None and n_bytes > limit * self.max_token_bytes:
+            return -(-n_bytes // self.max_token_bytes)  # a lower bound, already over the limit
+        tokens = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        for message in conversation:
+            content = message.get("content")
+            for item in content if isinstance(content, list) else ():
+                if item.get("type") == "image" and self.image_processor is not None:
+                    tokens += self.image_tokens(item["image"]) - 1  # the placeholder expands
+        return tokens
+
+
+class Guard:
+    """The checks every endpoint shares, one per app (see the module docstring).
+
+    An endpoint does::
+
+        async with guard.admit() as ticket:                # 503 beyond --max-queue
+            images = await guard.images(ticket, refs, params)  # off the event loop, pixel caps
+            result = await guard.run(http_request, ticket, work)  # deadline, client gone
+
+    where ``work`` runs on a thread and calls :meth:`check_prompts` before it submits (a
+    :class:`BatchingSampler` built by :meth:`sampler` does both).
+    """
+
+    def __init__(self, engine: Engine, limits: Limits) -> None:
+        self.engine, self.limits = engine, limits
+        self.in_flight = 0  # admitted requests not yet answered (changed on the event loop only)
+        self.pixels_in_flight = 0
+        self._lock = threading.Lock()
+        self._tickets: set[Ticket] = set()
+        self.decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="r1reward-decode")
+        # judge_pair blocks its thread until its batch is generated: one thread per request
+        self.work_pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="r1reward-request")
+        processor = engine.processor
+        self.max_model_pixels = _model_max_pixels(processor)
+        self.counter = (
+            PromptCounter(processor)
+            if processor is not None and hasattr(processor, "apply_chat_template")
+            else None
+        )
+
+    # -- admission ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[Ticket]:
+        """A :class:`Ticket` for one request, or 503 when ``--max-queue`` requests are in flight.
+        Check and count happen on the event loop with no ``await`` between: atomic."""
+        if self.in_flight >= self.limits.max_queue:
+            raise APIError(
+                503,
+                f"server busy: {self.in_flight} requests in flight (--max-queue "
+                f"{self.limits.max_queue}); retry later",
+            )
+        self.in_flight += 1
+        ticket = Ticket(self.limits.request_timeout_s)
+        self._tickets.add(ticket)
+        try:
+            yield ticket
+        finally:
+            ticket.cancel()
+            self._tickets.discard(ticket)
+            self.in_flight -= 1
+            with self._lock:
+                self.pixels_in_flight -= ticket.pixels
+                ticket.pixels = 0
+
+    # -- images -----------------------------------------------------------------------------
+    async def images(self, ticket: Ticket, refs: Sequence[str], params: Sequence[str]) -> list[Any]:
+        """Decoded RGB images for ``refs`` (on the decode pool), within the pixel caps."""
+        if not refs:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.decode_pool, self._images, ticket, list(refs), list(params)
+        )
+
+    def _images(self, ticket: Ticket, refs: list[str], params: list[str]) -> list[Any]:
+        limits = self.limits
+        opened = [open_image(ref, limits, param) for ref, param in zip(refs, params)]
+        total = sum(image.size[0] * image.size[1] for image in opened)
+        if total > limits.max_request_pixels:
+            raise APIError(
+                413,
+                f"the request's {len(opened)} images hold {total} pixels; the limit is "
+                f"{limits.max_request_pixels} per request (--max-request-pixels)",
+                params[0],
+            )
+        with self._lock:
+            if self.pixels_in_flight + total > limits.max_inflight_pixels:
+                raise APIError(
+                    503,
+                    f"server busy: {self.pixels_in_flight} image pixels in flight, this request "
+                    f"adds {total} (--max-inflight-pixels {limits.max_inflight_pixels}); retry "
+                    "later",
+                )
+            self.pixels_in_flight += total
+            ticket.pixels += total
+        return [
+            decode_image(image, param, self.max_model_pixels)
+            for image, param in zip(opened, params)
+        ]
+
+    async def messages(self, ticket: Ticket, messages: Sequence[ChatMessage]) -> list[dict]:
+        """OpenAI chat messages -> processor messages, their images decoded by :meth:`images`."""
+        refs, params = [], []
+        for i, message in enumerate(messages):
+            if isinstance(message.content, list):
+                for j, part in enumerate(message.content):
+                    if isinstance(part, _ImagePart):
+                        url = (
+                            part.image_url
+                            if isinstance(part.image_url, str)
+                            else part.image_url.url
+                        )
+                        refs.append(url)
+                        params.append(f"messages.{i}.content.{j}.image_url")
+        if len(refs) > self.limits.max_images:
+            raise APIError(
+                400,
+                f"{len(refs)} images; at most {self.limits.max_images} (--max-images)",
+                "messages",
+            )
+        decoded = iter(await self.images(ticket, refs, params))
+        out: list[dict[str, Any]] = []
+        for message in messages:
+            if isinstance(message.content, str):
+                content: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+            else:
+                content = [
+                    {"type": "text", "text": part.text}
+                    if isinstance(part, _TextPart)
+                    else {"type": "image", "image": next(decoded)}
+                    for part in message.content
+                ]
+            out.append({"role": message.role, "content": content})
+        return out
+
+    # -- prompt tokens ----------------------------------------------------------------------
+    def check_prompts(self, conversations: Sequence[Any], param: str = "messages") -> list[int]:
+        """Prompt tokens of each conversation; 400 when one is over ``--max-prompt-tokens``.
+        Call it on a worker thread (it tokenizes) before submitting."""
+        if self.counter is None:
+            return []
+        limit = self.limits.max_prompt_tokens
+        counts = [self.counter.count(conv, limit) for conv in conversations]
+        worst = max(counts, default=0)
+        if worst > limit:
+            raise APIError(
+                400,
+                f"{param}: the prompt is at least {worst} tokens "
+                f"after the chat template, images included; the limit is {limit} "
+                "(--max-prompt-tokens)",
+                param,
+            )
+        return counts
+
+    def sampler(self, ticket: Ticket, param: str = "question") -> BatchingSampler:
+        """A :class:`BatchingSampler` that checks prompts and obeys ``ticket``."""
+        return BatchingSampler(
+            self.engine.batcher, ticket, lambda convs: self.check_prompts(convs, param)
+        )
+
+    # -- waiting ----------------------------------------------------------------------------
+    async def run(self, request: Any, ticket: Ticket, work: Callable[[], Any]) -> Any:
+        """Run ``work()`` on the work pool and wait for it, but no longer than the ticket's
+        deadline (504) or the client's connection (:class:`ClientGone`); either way the
+        request's queued jobs are dropped."""
+        loop = asyncio.get_running_loop()
+        task = loop.run_in_executor(self.work_pool, work)
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(disconnected())
+        try:
+            done, _ = await asyncio.wait(
+                {task, watcher}, timeout=ticket.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            watcher.cancel()
+        if task in done:
+            return task.result()
+        ticket.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
+        if watcher in done:
+            raise ClientGone()
+        raise APIError(
+            504,
+            f"the request did not finish within {self.limits.request_timeout_s:g} s "
+            "(--request-timeout); its work was dropped",
+        )
+
+    def health(self) -> dict[str, Any]:
+        batcher = self.engine.batcher
+        age = batcher.running_age()
+        stats = batcher.stats
+        return {
+            "status": "stuck" if age is not None and age > self.limits.stuck_after_s else "ok",
+            "model": self.engine.name,
+            "in_flight": self.in_flight,
+            "queued": batcher.pending(),
+            "running_batch_age_s": None if age is None else round(age, 3),
+            "pixels_in_flight": self.pixels_in_flight,
+            "batches": stats.batches,
+            "requests": stats.jobs,
+            "max_requests_per_batch": stats.max_jobs_per_batch,
+            "errors": stats.errors,
+            "dropped": stats.dropped,
+            "isolated": stats.isolated,
+        }
+
+    def close(self) -> None:
+        """Cancel every request in flight (shutdown) and stop the pools."""
+        for ticket in list(self._tickets):
+            ticket.cancel()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.work_pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------ app
@@ -590,32 +1254,10 @@ def _validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, str | No
     return "; ".join(parts) or "invalid request", param
 
 
-def _convert_messages(messages: Sequence[ChatMessage], limits: Limits) -> list[dict[str, Any]]:
-    """OpenAI chat messages -> processor messages, images decoded to PIL."""
-    out: list[dict[str, Any]] = []
-    n_images = 0
-    for i, message in enumerate(messages):
-        if isinstance(message.content, str):
-            content: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
-        else:
-            content = []
-            for j, part in enumerate(message.content):
-                if isinstance(part, _TextPart):
-                    content.append({"type": "text", "text": part.text})
-                    continue
-                n_images += 1
-                if n_images > limits.max_images:
-                    raise APIError(400, f"more than {limits.max_images} images (--max-images)")
-                url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-                param = f"messages.{i}.content.{j}.image_url"
-                content.append({"type": "image", "image": load_image(url, limits, param)})
-        out.append({"role": message.role, "content": content})
-    return out
-
-
-def create_app(engine: Engine, limits: Limits | None = None) -> Any:
-    """The FastAPI application around a loaded :class:`Engine`."""
-    from fastapi import FastAPI, Request
+def create_app(engine: Engine, limits: Limits | None = None, access: Access | None = None) -> Any:
+    """The FastAPI application around a loaded :class:`Engine`, wrapped in the access and body
+    middlewares. ``app.state.guard`` is its :class:`Guard` (for endpoints added later)."""
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -623,23 +1265,33 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
     from r1reward.evaluate import judge_pair
 
     limits = limits or Limits()
-    # judge_pair blocks its thread until its batch is generated: one thread per request in flight.
-    request_pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="r1reward-request")
+    access = access or Access()
+    guard = Guard(engine, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> Any:
         yield
-        request_pool.shutdown(wait=False, cancel_futures=True)
+        guard.close()
 
     app = FastAPI(
-        title="r1reward serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
+        title="r1reward serve",
+        version="1",
+        docs_url="/docs" if access.docs else None,
+        openapi_url="/openapi.json" if access.docs else None,
+        redoc_url=None,
+        lifespan=lifespan,
     )
+    app.state.guard = guard
     created = int(time.time())
     counter = itertools.count()
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(_error_body(exc.status, exc.message, exc.param), status_code=exc.status)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(_: Request, exc: ClientGone) -> JSONResponse:  # nobody reads it
+        return JSONResponse(_error_body(499, "client closed the request"), status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -650,22 +1302,15 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
         if exc.status_code in (404, 405):
-            message = f"{message}: {request.method} {request.url.path} (routes: GET /health, "
+            path = request.url.path.encode("utf-8", "backslashreplace").decode()
+            message = f"{message}: {request.method} {path} (routes: GET /health, "
             message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward)"
         return JSONResponse(_error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        message = f"internal error: {type(exc).__name__}: {exc}"
+        message = f"internal error: {type(exc).__name__}: {exc!r:.300}"
         return JSONResponse(_error_body(500, message), status_code=500)
-
-    def check_queue() -> None:
-        if engine.batcher.pending() >= limits.max_queue:
-            raise APIError(
-                503,
-                f"server busy: {engine.batcher.pending()} generation jobs queued (--max-queue "
-                f"{limits.max_queue}); retry later",
-            )
 
     def check_model(name: str | None) -> None:
         if name not in (None, "", engine.name):
@@ -675,18 +1320,10 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
                 "model",
             )
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        stats = engine.batcher.stats
-        return {
-            "status": "ok",
-            "model": engine.name,
-            "queued": engine.batcher.pending(),
-            "batches": stats.batches,
-            "requests": stats.jobs,
-            "max_requests_per_batch": stats.max_jobs_per_batch,
-            "errors": stats.errors,
-        }
+    @app.get("/health", response_model=None)
+    async def health() -> Any:
+        body = guard.health()
+        return JSONResponse(body, status_code=503 if body["status"] != "ok" else 200)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -698,34 +1335,45 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         }
 
     @app.post("/v1/chat/completions")
-    async def chat(request: ChatRequest) -> dict[str, Any]:
+    async def chat(request: ChatRequest, http: Request) -> dict[str, Any]:
         check_model(request.model)
-        check_queue()
         if request.stream:
             raise APIError(400, "stream=true is not supported by this server", "stream")
         if not 1 <= request.n <= limits.max_n:
             raise APIError(
                 400, f"n={request.n} is out of range; allowed 1 <= n <= {limits.max_n}", "n"
             )
-        max_tokens = (
-            request.max_completion_tokens or request.max_tokens or min(512, limits.max_tokens)
+        given = (
+            request.max_completion_tokens
+            if request.max_completion_tokens is not None
+            else request.max_tokens
         )
+        max_tokens = min(512, limits.max_tokens) if given is None else given
         if not 1 <= max_tokens <= limits.max_tokens:
             raise APIError(
                 400,
-                f"max_tokens={max_tokens} is out of range; allowed 1 <= max_tokens <= {limits.max_tokens}",
+                f"max_tokens={max_tokens} is out of range; allowed 1 <= max_tokens <= "
+                f"{limits.max_tokens}",
                 "max_tokens",
             )
-        conversation = _convert_messages(request.messages, limits)
-        future = engine.chat_future(
-            conversation,
-            n=request.n,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            max_tokens=max_tokens,
-            seed=request.seed,
-        )
-        [(prompt_tokens, choices)] = await asyncio.wrap_future(future)
+        async with guard.admit() as ticket:
+            conversation = await guard.messages(ticket, request.messages)
+
+            def work() -> Any:
+                guard.check_prompts([conversation], "messages")
+                future = engine.chat_future(
+                    conversation,
+                    n=request.n,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    max_tokens=max_tokens,
+                    seed=request.seed,
+                    alive=ticket.alive,
+                )
+                ticket.track(future)
+                return future.result()
+
+            [(prompt_tokens, choices)] = await guard.run(http, ticket, work)
         completion_tokens = sum(c.completion_tokens for c in choices)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -749,8 +1397,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         }
 
     @app.post("/v1/reward")
-    async def reward(request: RewardRequest) -> dict[str, Any]:
-        check_queue()
+    async def reward(request: RewardRequest, http: Request) -> dict[str, Any]:
         if not 1 <= request.k <= limits.max_k:
             raise APIError(
                 400,
@@ -763,36 +1410,81 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
                 f"{len(request.images)} images; at most {limits.max_images} (--max-images)",
                 "images",
             )
-        images = [load_image(ref, limits, f"images.{i}") for i, ref in enumerate(request.images)]
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            request_pool,
-            lambda: judge_pair(
-                BatchingSampler(engine.batcher),
-                request.question,
-                request.response_1,
-                request.response_2,
-                images=images,
-                k=request.k,
-                both_orders=request.both_orders,
-                greedy=request.greedy,
-                seed=request.seed,
-            ),
-        )
+        async with guard.admit() as ticket:
+            params = [f"images.{i}" for i in range(len(request.images))]
+            images = await guard.images(ticket, request.images, params)
+            sampler = guard.sampler(ticket, "question")
+            result = await guard.run(
+                http,
+                ticket,
+                lambda: judge_pair(
+                    sampler,
+                    request.question,
+                    request.response_1,
+                    request.response_2,
+                    images=images,
+                    k=request.k,
+                    both_orders=request.both_orders,
+                    greedy=request.greedy,
+                    seed=request.seed,
+                ),
+            )
         body = result.to_dict()
         verdict = body.pop("verdict")
         return {"id": f"reward-{next(counter)}", "model": engine.name, "preferred": verdict, **body}
 
-    return BodyLimitMiddleware(app, limits.max_body_bytes) if limits.max_body_bytes else app
+    wrapped: Any = app
+    if limits.max_body_bytes:
+        wrapped = BodyLimitMiddleware(wrapped, limits.max_body_bytes, limits.body_timeout_s)
+    wrapped = AccessMiddleware(wrapped, access)
+    wrapped.state = app.state  # type: ignore[attr-defined]
+    return wrapped
 
 
 # ------------------------------------------------------------------------------ running it
+@dataclass(frozen=True)
+class ServerSettings:
+    """uvicorn's connection settings, exposed as CLI flags of the same name.
+
+    Attributes:
+        timeout_keep_alive: seconds an idle keep-alive connection stays open.
+        timeout_header: seconds a connection may take to send a complete request head
+            (:func:`header_timeout_protocol`; uvicorn has no such timeout of its own).
+        limit_concurrency: connections + requests at once; beyond it uvicorn answers 503.
+        timeout_graceful_shutdown: seconds a stopping server waits for requests in flight
+            before it cancels them.
+    """
+
+    timeout_keep_alive: int = 5
+    timeout_header: float = 10.0
+    limit_concurrency: int | None = 2048
+    timeout_graceful_shutdown: int = 10
+
+    def config(self, app: Any, **kwargs: Any) -> Any:
+        """A ``uvicorn.Config`` for ``app`` with these settings (``kwargs`` passed on)."""
+        import uvicorn
+
+        return uvicorn.Config(
+            app,
+            http=header_timeout_protocol(self.timeout_header),
+            timeout_keep_alive=self.timeout_keep_alive,
+            limit_concurrency=self.limit_concurrency,
+            timeout_graceful_shutdown=self.timeout_graceful_shutdown,
+            **kwargs,
+        )
+
+
 class BackgroundServer:
     """Run an ASGI app with uvicorn on a thread, on ``host`` and a free port (for tests,
     benchmarks and notebooks). ``url`` is ``http://host:port``; use as a context manager."""
 
     def __init__(
-        self, app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        settings: ServerSettings | None = None,
     ) -> None:
         import uvicorn
 
@@ -800,7 +1492,8 @@ class BackgroundServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_keep_alive=30)
+        self.settings = settings or ServerSettings()
+        config = self.settings.config(app, log_level=log_level, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run,
@@ -824,7 +1517,7 @@ class BackgroundServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.settings.timeout_graceful_shutdown + 10)
         self.sock.close()
 
     def __enter__(self) -> BackgroundServer:
@@ -841,17 +1534,30 @@ class RewardClient:
     ``concurrency`` at a time (the server merges concurrent requests into shared batches), and
     returns the parsed answers in order. ``p_1(...)`` returns just the preference for
     ``response_1`` per pair, with ``neutral`` (0.5) where no judgment was parseable.
-    Images may be PIL images, local paths (read by the server) or ``data:`` URLs.
+    Images may be PIL images, local paths (read here and sent as data URLs; with
+    ``server_paths=True`` sent as paths, for a server started with ``--image-root``) or ``data:``
+    URLs. ``api_key`` defaults to ``$R1REWARD_API_KEY``.
     """
 
-    def __init__(self, base_url: str, *, concurrency: int = 16, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        concurrency: int = 16,
+        timeout: float = 300.0,
+        api_key: str | None = None,
+        server_paths: bool = False,
+    ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
         self.concurrency = concurrency
+        self.server_paths = server_paths
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
+            headers={"authorization": f"Bearer {key}"} if key else None,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
         self._pool = ThreadPoolExecutor(
@@ -895,7 +1601,8 @@ class RewardClient:
                 "response_1": responses_1[i],
                 "response_2": responses_2[i],
                 "images": [
-                    image_to_data_url(img) if not isinstance(img, str) else img for img in images[i]
+                    img if self.server_paths and isinstance(img, str) else image_to_data_url(img)
+                    for img in images[i]
                 ]
                 if images is not None
                 else [],
@@ -957,13 +1664,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d = Limits()
+    d, u = Limits(), ServerSettings()
     parser.add_argument("--model", required=True, help="model folder or Hugging Face hub id")
     parser.add_argument(
         "--served-model-name", default=None, help="name in /v1/models (default: folder name)"
     )
     parser.add_argument(
-        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1: this machine only; 0.0.0.0: every interface)",
     )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
@@ -1004,32 +1713,129 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads for generation (default: torch's choice); on a small shared "
         "CPU, 1 avoids oversubscription",
     )
-    parser.add_argument("--max-k", type=int, default=d.max_k)
-    parser.add_argument("--max-n", type=int, default=d.max_n)
-    parser.add_argument(
+    limits = parser.add_argument_group("limits (each request's cost and memory)")
+    limits.add_argument("--max-k", type=int, default=d.max_k)
+    limits.add_argument("--max-n", type=int, default=d.max_n)
+    limits.add_argument(
         "--max-tokens",
         type=int,
         default=d.max_tokens,
         help="largest max_tokens a chat request may ask",
     )
-    parser.add_argument("--max-images", type=int, default=d.max_images)
-    parser.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
-    parser.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
-    parser.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels)
-    parser.add_argument(
-        "--max-queue", type=int, default=d.max_queue, help="queued jobs before answering 503"
+    limits.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=d.max_prompt_tokens,
+        help=f"prompt tokens after the chat template, images included (default {d.max_prompt_tokens})",
     )
-    parser.add_argument(
-        "--no-local-images", action="store_true", help="refuse image paths (only data URLs)"
+    limits.add_argument("--max-images", type=int, default=d.max_images)
+    limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    limits.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
+    limits.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=d.max_image_pixels,
+        help="per image, from its header",
+    )
+    limits.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=d.max_request_pixels,
+        help="all images of a request",
+    )
+    limits.add_argument(
+        "--max-inflight-pixels",
+        type=int,
+        default=d.max_inflight_pixels,
+        help="all images of the requests in flight; beyond it 503",
+    )
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"requests in flight before answering 503 (default {d.max_queue})",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=d.request_timeout_s,
+        help=f"seconds per request before 504; its jobs are dropped (default {d.request_timeout_s:g})",
+    )
+    limits.add_argument(
+        "--stuck-after",
+        type=float,
+        default=d.stuck_after_s,
+        help=f"/health answers 503 when one batch runs longer (default {d.stuck_after_s:g} s)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=d.body_timeout_s,
+        help=f"seconds without a part of a started body before 408 (default {d.body_timeout_s:g})",
+    )
+    conn = parser.add_argument_group("connections (uvicorn)")
+    conn.add_argument("--timeout-keep-alive", type=int, default=u.timeout_keep_alive)
+    conn.add_argument(
+        "--timeout-header",
+        type=float,
+        default=u.timeout_header,
+        help=f"seconds to send a complete request head (default {u.timeout_header:g})",
+    )
+    conn.add_argument(
+        "--max-connections",
+        type=int,
+        default=u.limit_concurrency,
+        help=f"connections + requests at once, beyond it 503 (default {u.limit_concurrency})",
+    )
+    conn.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=u.timeout_graceful_shutdown,
+        help="seconds a stopping server waits for requests in flight "
+        f"(default {u.timeout_graceful_shutdown})",
+    )
+    access = parser.add_argument_group("access")
+    access.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require Authorization: Bearer KEY on every route but /health (default: ${API_KEY_ENV})",
+    )
+    access.add_argument(
+        "--allow-local-images",
+        action="store_true",
+        help="accept image paths on the server, inside --image-root only (default: data URLs only)",
+    )
+    access.add_argument("--image-root", default=None, help="folder local image paths must be in")
+    access.add_argument(
+        "--no-local-images", action="store_true", help=argparse.SUPPRESS
+    )  # the default since local paths became opt-in; kept so old command lines still run
+    access.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json")
+    access.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated Host header names to accept (default: loopback names when bound "
+        "to loopback, any otherwise)",
     )
     parser.add_argument("--log-level", default="info")
     return parser
 
 
+def bind_message(host: str, port: int) -> str:
+    """What ``main`` prints about the bind address (loopback is any 127.x / ::1 / localhost)."""
+    if _is_loopback(host.strip("[]").lower()):
+        return f"r1reward serve: listening on {host}:{port}: this machine only"
+    return f"r1reward serve: listening on {host}:{port}: reachable from other machines"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     import uvicorn
 
+    if args.allow_local_images and not args.image_root:
+        parser.error("--allow-local-images needs --image-root DIR (paths are confined to it)")
+    if args.image_root and not Path(args.image_root).is_dir():
+        parser.error(f"--image-root {args.image_root}: no such folder")
     if args.threads:
         import torch
 
@@ -1039,12 +1845,37 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         max_image_bytes=args.max_image_bytes,
         max_image_pixels=args.max_image_pixels,
+        max_request_pixels=args.max_request_pixels,
+        max_inflight_pixels=args.max_inflight_pixels,
         max_images=args.max_images,
         max_k=args.max_k,
         max_n=args.max_n,
         max_tokens=args.max_tokens,
-        allow_local_images=not args.no_local_images,
+        max_prompt_tokens=args.max_prompt_tokens,
+        allow_local_images=bool(args.allow_local_images),
+        image_root=args.image_root,
         max_queue=args.max_queue,
+        request_timeout_s=args.request_timeout,
+        stuck_after_s=args.stuck_after,
+        body_timeout_s=args.body_timeout,
+    )
+    loopback = _is_loopback(args.host.strip("[]").lower())
+    hosts: tuple[str, ...] | None = None
+    if args.allowed_hosts:
+        hosts = tuple(h.strip().lower() for h in args.allowed_hosts.split(",") if h.strip())
+        hosts += LOOPBACK_NAMES if loopback else ()
+    elif loopback:
+        hosts = LOOPBACK_NAMES
+    access = Access(
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        docs=bool(args.docs),
+        allowed_hosts=hosts,
+    )
+    settings = ServerSettings(
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_header=args.timeout_header,
+        limit_concurrency=args.max_connections,
+        timeout_graceful_shutdown=args.shutdown_timeout,
     )
     engine = build_engine(
         args.model,
@@ -1058,12 +1889,19 @@ def main(argv: list[str] | None = None) -> int:
         max_batch_items=args.max_batch_items,
         seed=args.seed,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    print(bind_message(args.host, args.port), flush=True)
+    if not loopback and access.api_key is None:
         print(
-            f"r1reward serve: listening on {args.host}: reachable from other machines", flush=True
+            f"r1reward serve: no API key (--api-key or ${API_KEY_ENV}): anyone who reaches the "
+            "port can use the model",
+            flush=True,
         )
-    uvicorn.run(
-        create_app(engine, limits), host=args.host, port=args.port, log_level=args.log_level
+    config = settings.config(
+        create_app(engine, limits, access),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
     )
+    uvicorn.Server(config).run()
     engine.close()
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import re
 import threading
@@ -52,7 +53,13 @@ def _noise_image(size: int) -> str:
 
 # -------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory) -> Iterator[BackgroundServer]:
+def image_root(tmp_path_factory):
+    """The folder the tiny server may read local images from (--image-root)."""
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory, image_root) -> Iterator[BackgroundServer]:
     import torch
 
     from r1reward.models import build_tiny_model
@@ -63,7 +70,8 @@ def tiny_server(tmp_path_factory) -> Iterator[BackgroundServer]:
     torch.set_num_threads(1)
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
     engine = build_engine(str(path), name="tiny", reward_max_tokens=MAX_TOKENS, batch_size=32)
-    with BackgroundServer(create_app(engine, LIMITS)) as server:
+    limits = dataclasses.replace(LIMITS, allow_local_images=True, image_root=str(image_root))
+    with BackgroundServer(create_app(engine, limits)) as server:
         server.engine = engine
         yield server
     engine.close()
@@ -144,10 +152,10 @@ def test_openai_client_models_and_chat(tiny_server) -> None:
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
-def test_chat_greedy_is_deterministic_and_local_path_image(tiny_server, tmp_path) -> None:
+def test_chat_greedy_is_deterministic_and_local_path_image(tiny_server, image_root) -> None:
     from openai import OpenAI
 
-    path = tmp_path / "red.png"
+    path = image_root / "red.png"
     Image.new("RGB", (56, 56), (200, 30, 30)).save(path)
     client = OpenAI(base_url=tiny_server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
     messages = [
@@ -251,7 +259,7 @@ def test_health_and_reward_over_http(tiny_server) -> None:
         (
             b'{"question": "q", "response_1": "a", "response_2": "b", "images": ["/no/such/file.png"]}',
             400,
-            r"no image file",
+            r"images\.0: no usable image at that path under the server's --image-root",
         ),
     ],
 )
@@ -481,7 +489,7 @@ def test_cli_serves_the_tiny_model(tiny_server, tmp_path) -> None:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600  # importing torch on a loaded 2-core box: minutes
         while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()
             try:
