@@ -9,11 +9,15 @@ model once and offers
   the consistency judge (:class:`r1reward.judges.OpenAIJudge`) or a teacher;
 * ``GET /v1/models``;
 * ``POST /v1/reward`` - ``{question, images, response_1, response_2, k, both_orders}`` ->
-  ``{preferred, p_1, votes, analyses, well_formed_rate, ...}``: ``k`` Table-1 judgments per order
-  (both orders by default, so position bias cancels), majority vote, and ``p_1`` = share of the
-  parseable votes that prefer ``response_1`` (paper Sec. 4.3, Voting@K). This is exactly
-  :func:`r1reward.evaluate.judge_pair` over :class:`r1reward.evaluate.ModelSampler`: the service
-  reuses the evaluator's batched sampling, parsing and voting, it does not re-implement them;
+  ``{score, p_1_orders, order_gap, swap_disagreement, preferred, p_1, votes, analyses, ...}``:
+  ``k`` Table-1 judgments per order (both orders by default, so position bias cancels);
+  ``score`` = P(response_1 better) read from the judge's verdict distribution after each analysis
+  and averaged over the orders -- a number for every valid request -- and, as the second
+  estimate, the majority vote and ``p_1`` = share of the parseable votes that prefer
+  ``response_1`` (paper Sec. 4.3, Voting@K). This is :func:`r1reward.verdicts.score_pair`;
+* ``POST /v1/reward/reference``, ``POST /v1/reward/group`` - pointwise against a reference and
+  group ranking (Bradley-Terry), and ``POST /get_reward``, OpenRLHF's remote reward protocol
+  (:mod:`r1reward.reward_api`);
 * ``GET /health`` - liveness plus batching counters.
 
 Batching: every generation goes through one :class:`MicroBatcher` thread. Requests that arrive
@@ -53,6 +57,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from r1reward.reward_api import (
+    GetRewardRequest,
+    GroupRequest,
+    ReferenceRequest,
+    RequestError,
+    get_reward,
+    group_reward,
+    reference_reward,
+)
+from r1reward.verdicts import BatchedVerdicts, score_pair
 
 __all__ = [
     "Limits",
@@ -407,6 +422,9 @@ class Engine:
         batch_size: prompts per ``generate`` call inside one merged batch.
         batch_wait_ms, max_batch_items: see :class:`MicroBatcher`.
         seed: seeds the stream of per-batch seeds for requests that give none.
+        verdicts: the scorer of the reward endpoints (:mod:`r1reward.verdicts`); default
+            :class:`r1reward.verdicts.ModelVerdicts` with the settings above, or
+            :class:`r1reward.verdicts.SamplerVerdicts` around ``sampler`` when one is given.
     """
 
     model: Any
@@ -419,10 +437,22 @@ class Engine:
     batch_wait_ms: float = 5.0
     max_batch_items: int = 64
     seed: int = 0
+    verdicts: Any = None
     _rng: random.Random = field(init=False, repr=False)
     batcher: MicroBatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.verdicts is None:
+            from r1reward.verdicts import verdict_scorer
+
+            self.verdicts = verdict_scorer(
+                self.model,
+                self.processor,
+                sampler=self.sampler,
+                max_new_tokens=self.reward_max_tokens,
+                temperature=self.reward_temperature,
+                batch_size=self.batch_size,
+            )
         if self.sampler is None:
             from r1reward.evaluate import ModelSampler
 
@@ -448,6 +478,9 @@ class Engine:
         if kind == "reward":
             _, k, greedy, seed = key
             return self.sampler.sample(items, k=k, greedy=greedy, seed=self._fresh_seed(seed))
+        if kind == "verdict":
+            _, k, greedy, seed = key
+            return self.verdicts.judge(items, k=k, greedy=greedy, seed=self._fresh_seed(seed))
         if kind == "chat":
             _, n, temperature, top_p, max_tokens, seed = key
             return self._chat_batch(
@@ -620,9 +653,8 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from r1reward.evaluate import judge_pair
-
     limits = limits or Limits()
+    scorer = BatchedVerdicts(engine.batcher)
     # judge_pair blocks its thread until its batch is generated: one thread per request in flight.
     request_pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="r1reward-request")
 
@@ -651,7 +683,8 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
         message = str(exc.detail)
         if exc.status_code in (404, 405):
             message = f"{message}: {request.method} {request.url.path} (routes: GET /health, "
-            message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward)"
+            message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward, "
+            message += "POST /v1/reward/reference, POST /v1/reward/group, POST /get_reward)"
         return JSONResponse(_error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
@@ -764,11 +797,10 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
                 "images",
             )
         images = [load_image(ref, limits, f"images.{i}") for i, ref in enumerate(request.images)]
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            request_pool,
-            lambda: judge_pair(
-                BatchingSampler(engine.batcher),
+        # score: P(response_1 better) from the verdict distribution, never null (verdicts.py)
+        result = await scored(
+            lambda: score_pair(
+                scorer,
                 request.question,
                 request.response_1,
                 request.response_2,
@@ -777,11 +809,53 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
                 both_orders=request.both_orders,
                 greedy=request.greedy,
                 seed=request.seed,
-            ),
+            )
         )
-        body = result.to_dict()
-        verdict = body.pop("verdict")
-        return {"id": f"reward-{next(counter)}", "model": engine.name, "preferred": verdict, **body}
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
+
+    def check_k(k: int) -> None:
+        if not 1 <= k <= limits.max_k:
+            raise APIError(
+                400, f"k={k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)", "k"
+            )
+
+    def load_images(refs: Sequence[str], param: str = "images") -> list[Any]:
+        if len(refs) > limits.max_images:
+            raise APIError(
+                400, f"{len(refs)} images; at most {limits.max_images} (--max-images)", param
+            )
+        return [load_image(ref, limits, f"{param}.{i}") for i, ref in enumerate(refs)]
+
+    async def scored(fn: Callable[[], Any]) -> Any:
+        """Run a scoring call on a request thread (it blocks until its batch is done)."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(request_pool, fn)
+        except RequestError as exc:
+            raise APIError(400, str(exc), exc.param) from exc
+
+    @app.post("/v1/reward/reference")
+    async def reward_reference(request: ReferenceRequest) -> dict[str, Any]:
+        check_queue()
+        check_k(request.k)
+        images = load_images(request.images)
+        body = await scored(lambda: reference_reward(scorer, request, images))
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
+
+    @app.post("/v1/reward/group")
+    async def reward_group(request: GroupRequest) -> dict[str, Any]:
+        check_queue()
+        check_k(request.k)
+        images = load_images(request.images)
+        body = await scored(lambda: group_reward(scorer, request, images))
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
+
+    @app.post("/get_reward")
+    async def openrlhf_reward(request: GetRewardRequest) -> dict[str, Any]:
+        check_queue()
+        check_k(request.k)
+        rows = request.images or [[] for _ in request.query]
+        images = [load_images(refs, f"images.{i}") for i, refs in enumerate(rows)]
+        return await scored(lambda: get_reward(scorer, request, images))
 
     return BodyLimitMiddleware(app, limits.max_body_bytes) if limits.max_body_bytes else app
 
