@@ -51,7 +51,7 @@ __all__ = [
     "get_reward",
 ]
 
-#: Largest group for /v1/reward/group: 16 candidates are 240 judgments per order pair set.
+#: Largest group for /v1/reward/group: 16 candidates are 240 judgments (greedy).
 MAX_GROUP = 16
 #: Longest ``responses`` / ``query`` list per request.
 MAX_ROWS = 256
@@ -168,7 +168,7 @@ def group_reward(
     if g > MAX_GROUP:
         raise RequestError(
             f"responses has {g} candidates; a group holds at most {MAX_GROUP} "
-            f"({MAX_GROUP * (MAX_GROUP - 1)} judgments per order pair set)",
+            f"({MAX_GROUP * (MAX_GROUP - 1)} judgments when greedy)",
             "responses",
         )
     _check_judgments(group_cost(g, request.k, request.greedy), "responses")

@@ -168,11 +168,13 @@ class RewardRequest(BaseModel):
     reproducible (requests without one get a fresh seed per batch). ``images`` are ``data:`` URLs
     or paths on the server.
 
-    The answer is :class:`r1reward.evaluate.PairJudgment` with ``verdict`` renamed ``preferred``:
-    ``preferred`` (1, 2, or null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the
-    parseable votes preferring ``response_1``; null when none parsed), ``votes``
-    (``{"1", "2", "unparseable"}``), and per judgment ``answers`` (in the caller's positions),
-    ``orders`` (``as-given``/``swapped``), ``analyses``, ``texts``; ``well_formed_rate``.
+    The answer is :class:`r1reward.verdicts.PairScore`: ``score`` (P(``response_1`` better) from
+    the verdict distribution, averaged over the judgments and orders; always a number),
+    ``p_1_orders``, ``order_gap``, ``swap_disagreement``; the votes: ``preferred`` (1, 2, or
+    null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the parseable votes preferring
+    ``response_1``; null when none parsed), ``votes`` (``{"1", "2", "unparseable"}``); and per
+    judgment ``answers`` and ``p_first`` (in the caller's positions), ``orders``
+    (``as-given``/``swapped``), ``analyses``, ``texts``; ``well_formed_rate``, ``verdict_mass``.
     """
 
     model_config = ConfigDict(extra="forbid")

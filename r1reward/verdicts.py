@@ -226,7 +226,15 @@ class ModelVerdicts:
         self.top_p = float(top_p)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.token_ids = verdict_token_ids(processor)
+        self._token_ids: tuple[int, int] | None = None  # checked on first use (a chat-only
+        # server with a tokenizer that merges the verdict still starts)
+
+    @property
+    def token_ids(self) -> tuple[int, int]:
+        """:func:`verdict_token_ids` of the processor (raises ValueError when unusable)."""
+        if self._token_ids is None:
+            self._token_ids = verdict_token_ids(self.processor)
+        return self._token_ids
 
     def judge(
         self,

@@ -64,9 +64,14 @@ def tiny_model(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny"))
 
 
+_SERVE_FAILED: list[str] = []
+
+
 @pytest.fixture(scope="module")
-def served(tiny_model) -> Iterator[str]:
+def served(tiny_model, tmp_path_factory) -> Iterator[str]:
     """``r1reward serve`` as a subprocess (the command users run), 8-token judgments."""
+    if _SERVE_FAILED:  # a failed start is not retried for every test of the module
+        pytest.fail(_SERVE_FAILED[0])
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -87,20 +92,26 @@ def served(tiny_model) -> Iterator[str]:
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # generous: a starved 2-core machine starts it slowly
         while True:
+            problem = None
             if proc.poll() is not None:
-                raise RuntimeError(f"r1reward serve exited: {proc.stdout.read().decode()[-2000:]}")
+                problem = f"r1reward serve exited with {proc.returncode}"
+            elif time.monotonic() > deadline:
+                problem = "r1reward serve did not answer /health within 600 s"
+            if problem:
+                _SERVE_FAILED.append(f"{problem}; its log ends: {log.read_text()[-1500:]}")
+                pytest.fail(_SERVE_FAILED[0])
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("r1reward serve did not answer /health within 120 s")
             time.sleep(0.3)
         yield url
     finally:
@@ -276,6 +287,34 @@ def test_trl_reward_functions_group_rows_by_prompt(rule_server) -> None:
         JudgeReward(url=rule_server.url, mode="reference")(prompts, completions, answer=reference)
 
 
+def test_trl_reward_functions_judge_in_process() -> None:
+    """The local backend: the same rewards without a server (scorer=...), sync and async."""
+    from r1reward.verdicts import SamplerVerdicts
+
+    scorer = SamplerVerdicts(FunctionSampler(_by_number))
+    prompts = ["q1", "q1", "q2", "q2"]
+    completions = ["answer 2", "answer 6", "answer 1", "answer 0"]
+    image = [IMAGE, IMAGE, None, None]
+    group = JudgeReward(scorer=scorer, group_score="win_rate")
+    assert group(prompts, completions, image=image) == [0.0, 1.0, 1.0, 0.0]
+    bt = JudgeReward(scorer=scorer)(prompts, completions, image=image)
+    assert bt[1] > 0 > bt[0] and bt[0] + bt[1] == pytest.approx(0.0, abs=1e-9)
+    ref = AsyncJudgeReward(scorer=scorer, mode="reference", reference_column="answer")
+    assert asyncio.run(ref(prompts, completions, answer=["answer 3"] * 4)) == [0.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="exactly one of url=, scorer= or model="):
+        JudgeReward()
+
+
+def test_openrlhf_reward_func_file_posts_to_the_server(rule_server, monkeypatch) -> None:
+    from r1reward.integrations.openrlhf import reward_func
+
+    monkeypatch.setenv("R1REWARD_URL", rule_server.url)
+    prompt = _chatml("Pick")
+    out = reward_func([prompt + "answer 7<|im_end|>"], [prompt], ["answer 6"])
+    assert out["rewards"].tolist() == [1.0] and out["scores"].tolist() == [1.0]
+    assert out["extra_logs"]["swap_disagreement"] == [0.0]
+
+
 def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_path) -> None:
     """TRL's GRPOTrainer takes steps on the toy with rewards from `r1reward serve` over HTTP:
     a sync group-ranking reward and an async reward against the reference answer."""
@@ -346,6 +385,7 @@ def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_
     for h in logs:
         assert math.isfinite(h["rewards/judge_group/mean"])
         assert 0.0 <= h["rewards/judge_reference/mean"] <= 1.0
+        assert 0.0 <= h["r1reward/order_gap"] <= 1.0  # logged through TRL's log_metric
     # 4 completions a step in groups of 2: Bradley-Terry strengths are centred in each group
     assert [len(r) for r in seen] == [4, 4]
     for rewards in seen:

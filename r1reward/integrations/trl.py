@@ -241,7 +241,29 @@ class JudgeReward:
                 self.scorer, pairs, images=[rows[i]["images"] for m in groups for i in m], k=self.k
             )
         )
-        return [{"scores": [next(scored).score for _ in m]} for m in groups]
+        out = []
+        for m in groups:
+            results = [next(scored) for _ in m]
+            out.append(
+                {"scores": [r.score for r in results], "order_gaps": [r.order_gap for r in results]}
+            )
+        return out
+
+    @staticmethod
+    def _log_gaps(kwargs: dict[str, Any], answers: Sequence[dict]) -> None:
+        """Report the mean order gap of this batch through TRL's ``log_metric`` when given."""
+        log_metric = kwargs.get("log_metric")
+        if not callable(log_metric):
+            return
+        gaps: list[float] = []
+        for answer in answers:
+            if "gap_matrix" in answer:
+                m = answer["gap_matrix"]
+                gaps += [m[i][j] for i in range(len(m)) for j in range(i + 1, len(m))]
+            else:
+                gaps += [g for g in answer.get("order_gaps", []) if g is not None]
+        if gaps:
+            log_metric("r1reward/order_gap", sum(gaps) / len(gaps))
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
@@ -252,6 +274,7 @@ class JudgeReward:
             answers = self.client.post_many(self._requests(rows, groups))
         else:
             answers = self._local(rows, groups)
+        self._log_gaps(kwargs, answers)
         return self._from_answers(len(rows), groups, answers)
 
 
@@ -267,4 +290,5 @@ class AsyncJudgeReward(JudgeReward):
             answers = await self.client.apost_many(self._requests(rows, groups))
         else:
             answers = await asyncio.to_thread(self._local, rows, groups)
+        self._log_gaps(kwargs, answers)
         return self._from_answers(len(rows), groups, answers)
