@@ -124,6 +124,9 @@ def main() -> int:
     parser.add_argument(
         "--health-every", type=float, default=0.25, help="seconds between /health polls"
     )
+    parser.add_argument(
+        "--startup-timeout", type=float, default=300.0, help="seconds to wait for /health at start"
+    )
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
 
@@ -140,6 +143,7 @@ def main() -> int:
         model,
         ["--reward-max-tokens", str(args.max_tokens), "--threads", str(args.threads)],
         workdir / "server.log",
+        startup_timeout=args.startup_timeout,
     )
     try:
         asyncio.run(_burst(server.url, bodies[:1], args.k, 1, args.health_every))  # warm-up

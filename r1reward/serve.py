@@ -67,7 +67,7 @@ from r1reward.reward_api import (
     group_reward,
     reference_reward,
 )
-from r1reward.verdicts import BatchedVerdicts, score_pair
+from r1reward.verdicts import BatchedVerdicts, score_pair, verdict_scorer
 
 __all__ = [
     "Limits",
@@ -445,8 +445,6 @@ class Engine:
 
     def __post_init__(self) -> None:
         if self.verdicts is None:
-            from r1reward.verdicts import verdict_scorer
-
             self.verdicts = verdict_scorer(
                 self.model,
                 self.processor,
@@ -657,7 +655,7 @@ def create_app(engine: Engine, limits: Limits | None = None) -> Any:
 
     limits = limits or Limits()
     scorer = BatchedVerdicts(engine.batcher)
-    # judge_pair blocks its thread until its batch is generated: one thread per request in flight.
+    # a scoring call blocks its thread until its batch is generated: one thread per request in flight.
     request_pool = ThreadPoolExecutor(max_workers=256, thread_name_prefix="r1reward-request")
 
     @contextlib.asynccontextmanager
