@@ -71,14 +71,16 @@ def _payloads(n: int, k: int) -> list[dict]:
 class Server:
     """``r1reward serve`` in a subprocess; ``url`` once ``/health`` answers."""
 
-    def __init__(self, model: str, args: list[str], log: Path) -> None:
+    def __init__(
+        self, model: str, args: list[str], log: Path, startup_timeout: float = 900.0
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", model]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 900  # a loaded 2-core machine can take minutes to import
+        deadline = time.monotonic() + startup_timeout  # a loaded machine can take minutes
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}; see {log}")
@@ -89,7 +91,9 @@ class Server:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"server did not answer /health within 900 s; see {log}")
+                raise RuntimeError(
+                    f"server did not answer /health within {startup_timeout:.0f} s; see {log}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:

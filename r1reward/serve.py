@@ -10,11 +10,15 @@ model once and offers
   (:class:`r1reward.judges.OpenAIJudge`) or a teacher;
 * ``GET /v1/models``;
 * ``POST /v1/reward`` - ``{question, images, response_1, response_2, k, both_orders}`` ->
-  ``{preferred, p_1, votes, analyses, well_formed_rate, ...}``: ``k`` Table-1 judgments per order
-  (both orders by default, so position bias cancels), majority vote, and ``p_1`` = share of the
-  parseable votes that prefer ``response_1`` (paper Sec. 4.3, Voting@K). This is exactly
-  :func:`r1reward.evaluate.judge_pair` over :class:`r1reward.evaluate.ModelSampler`: the service
-  reuses the evaluator's batched sampling, parsing and voting, it does not re-implement them;
+  ``{score, p_1_orders, order_gap, swap_disagreement, preferred, p_1, votes, analyses, ...}``:
+  ``k`` Table-1 judgments per order (both orders by default, so position bias cancels);
+  ``score`` = P(response_1 better) read from the judge's verdict distribution after each analysis
+  and averaged over the orders -- a number for every valid request -- and, as the second
+  estimate, the majority vote and ``p_1`` = share of the parseable votes that prefer
+  ``response_1`` (paper Sec. 4.3, Voting@K). This is :func:`r1reward.verdicts.score_pair`;
+* ``POST /v1/reward/reference``, ``POST /v1/reward/group`` - pointwise against a reference and
+  group ranking (Bradley-Terry), and ``POST /get_reward``, OpenRLHF's remote reward protocol
+  (:mod:`r1reward.reward_api`);
 * ``GET /health`` - liveness, queue depth, the age of the running batch, batching counters;
   ``503`` with ``status: "stuck"`` when one batch has run longer than ``--stuck-after``.
 
@@ -85,6 +89,17 @@ from pydantic import (
     StrictStr,
 )
 from starlette.requests import Request  # FastAPI's; imported here for the endpoints' annotations
+
+from r1reward.reward_api import (
+    GetRewardRequest,
+    GroupRequest,
+    ReferenceRequest,
+    RequestError,
+    get_reward,
+    group_reward,
+    reference_reward,
+)
+from r1reward.verdicts import BatchedVerdicts, score_pair, verdict_scorer
 
 __all__ = [
     "Access",
@@ -256,11 +271,13 @@ class RewardRequest(BaseModel):
     reproducible (requests without one get a fresh seed per batch). ``images`` are ``data:`` URLs
     (or paths under ``--image-root`` when the server allows local images).
 
-    The answer is :class:`r1reward.evaluate.PairJudgment` with ``verdict`` renamed ``preferred``:
-    ``preferred`` (1, 2, or null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the
-    parseable votes preferring ``response_1``; null when none parsed), ``votes``
-    (``{"1", "2", "unparseable"}``), and per judgment ``answers`` (in the caller's positions),
-    ``orders`` (``as-given``/``swapped``), ``analyses``, ``texts``; ``well_formed_rate``.
+    The answer is :class:`r1reward.verdicts.PairScore`: ``score`` (P(``response_1`` better) from
+    the verdict distribution, averaged over the judgments and orders; always a number),
+    ``p_1_orders``, ``order_gap``, ``swap_disagreement``; the votes: ``preferred`` (1, 2, or
+    null on a tie / nothing parseable), ``tie``, ``p_1`` (share of the parseable votes preferring
+    ``response_1``; null when none parsed), ``votes`` (``{"1", "2", "unparseable"}``); and per
+    judgment ``answers`` and ``p_first`` (in the caller's positions), ``orders``
+    (``as-given``/``swapped``), ``analyses``, ``texts``; ``well_formed_rate``, ``verdict_mass``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -658,6 +675,9 @@ class Engine:
         batch_size: prompts per ``generate`` call inside one merged batch.
         batch_wait_ms, max_batch_items: see :class:`MicroBatcher`.
         seed: seeds the stream of per-batch seeds for requests that give none.
+        verdicts: the scorer of the reward endpoints (:mod:`r1reward.verdicts`); default
+            :class:`r1reward.verdicts.ModelVerdicts` with the settings above, or
+            :class:`r1reward.verdicts.SamplerVerdicts` around ``sampler`` when one is given.
     """
 
     model: Any
@@ -670,10 +690,20 @@ class Engine:
     batch_wait_ms: float = 5.0
     max_batch_items: int = 64
     seed: int = 0
+    verdicts: Any = None
     _rng: random.Random = field(init=False, repr=False)
     batcher: MicroBatcher = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.verdicts is None:
+            self.verdicts = verdict_scorer(
+                self.model,
+                self.processor,
+                sampler=self.sampler,
+                max_new_tokens=self.reward_max_tokens,
+                temperature=self.reward_temperature,
+                batch_size=self.batch_size,
+            )
         if self.sampler is None:
             from r1reward.evaluate import ModelSampler
 
@@ -699,6 +729,9 @@ class Engine:
         if kind == "reward":
             _, k, greedy, seed = key
             return self.sampler.sample(items, k=k, greedy=greedy, seed=self._fresh_seed(seed))
+        if kind == "verdict":
+            _, k, greedy, seed = key
+            return self.verdicts.judge(items, k=k, greedy=greedy, seed=self._fresh_seed(seed))
         if kind == "chat":
             _, n, temperature, top_p, max_tokens, seed = key
             return self._chat_batch(
@@ -1174,6 +1207,13 @@ class Guard:
             self.engine.batcher, ticket, lambda convs: self.check_prompts(convs, param)
         )
 
+    def verdicts(self, ticket: Ticket, param: str = "question") -> BatchedVerdicts:
+        """A :class:`r1reward.verdicts.BatchedVerdicts` scorer that checks prompts and obeys
+        ``ticket``, like :meth:`sampler` (the reward endpoints read verdict probabilities)."""
+        return BatchedVerdicts(
+            self.engine.batcher, ticket=ticket, check=lambda convs: self.check_prompts(convs, param)
+        )
+
     # -- waiting ----------------------------------------------------------------------------
     async def run(self, request: Any, ticket: Ticket, work: Callable[[], Any]) -> Any:
         """Run ``work()`` on the work pool and wait for it, but no longer than the ticket's
@@ -1262,8 +1302,6 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from r1reward.evaluate import judge_pair
-
     limits = limits or Limits()
     access = access or Access()
     guard = Guard(engine, limits)
@@ -1304,7 +1342,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
         if exc.status_code in (404, 405):
             path = request.url.path.encode("utf-8", "backslashreplace").decode()
             message = f"{message}: {request.method} {path} (routes: GET /health, "
-            message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward)"
+            message += "GET /v1/models, POST /v1/chat/completions, POST /v1/reward, "
+            message += "POST /v1/reward/reference, POST /v1/reward/group, POST /get_reward)"
         return JSONResponse(_error_body(exc.status_code, message), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
@@ -1413,12 +1452,13 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
-            sampler = guard.sampler(ticket, "question")
-            result = await guard.run(
+            scorer = guard.verdicts(ticket, "question")
+            # score: P(response_1 better) from the verdict distribution, never null (verdicts.py)
+            result = await scored(
                 http,
                 ticket,
-                lambda: judge_pair(
-                    sampler,
+                lambda: score_pair(
+                    scorer,
                     request.question,
                     request.response_1,
                     request.response_2,
@@ -1429,9 +1469,62 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
                     seed=request.seed,
                 ),
             )
-        body = result.to_dict()
-        verdict = body.pop("verdict")
-        return {"id": f"reward-{next(counter)}", "model": engine.name, "preferred": verdict, **body}
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
+
+    def check_k(k: int) -> None:
+        if not 1 <= k <= limits.max_k:
+            raise APIError(
+                400, f"k={k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)", "k"
+            )
+
+    def check_images(refs: Sequence[str], param: str = "images") -> None:
+        if len(refs) > limits.max_images:
+            raise APIError(
+                400, f"{len(refs)} images; at most {limits.max_images} (--max-images)", param
+            )
+
+    async def scored(http: Request, ticket: Ticket, fn: Callable[[], Any]) -> Any:
+        """:meth:`Guard.run` for a scoring call; a request the scorer refuses is a 400."""
+        try:
+            return await guard.run(http, ticket, fn)
+        except RequestError as exc:
+            raise APIError(400, str(exc), exc.param) from exc
+
+    @app.post("/v1/reward/reference")
+    async def reward_reference(request: ReferenceRequest, http: Request) -> dict[str, Any]:
+        check_k(request.k)
+        check_images(request.images)
+        async with guard.admit() as ticket:
+            params = [f"images.{i}" for i in range(len(request.images))]
+            images = await guard.images(ticket, request.images, params)
+            scorer = guard.verdicts(ticket, "question")
+            body = await scored(http, ticket, lambda: reference_reward(scorer, request, images))
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
+
+    @app.post("/v1/reward/group")
+    async def reward_group(request: GroupRequest, http: Request) -> dict[str, Any]:
+        check_k(request.k)
+        check_images(request.images)
+        async with guard.admit() as ticket:
+            params = [f"images.{i}" for i in range(len(request.images))]
+            images = await guard.images(ticket, request.images, params)
+            scorer = guard.verdicts(ticket, "question")
+            body = await scored(http, ticket, lambda: group_reward(scorer, request, images))
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
+
+    @app.post("/get_reward")
+    async def openrlhf_reward(request: GetRewardRequest, http: Request) -> dict[str, Any]:
+        check_k(request.k)
+        rows = request.images or [[] for _ in request.query]
+        for i, refs in enumerate(rows):
+            check_images(refs, f"images.{i}")
+        async with guard.admit() as ticket:
+            images = [
+                await guard.images(ticket, refs, [f"images.{i}.{j}" for j in range(len(refs))])
+                for i, refs in enumerate(rows)
+            ]
+            scorer = guard.verdicts(ticket, "query")
+            return await scored(http, ticket, lambda: get_reward(scorer, request, images))
 
     wrapped: Any = app
     if limits.max_body_bytes:

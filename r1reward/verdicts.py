@@ -1,0 +1,709 @@
+"""Scalar rewards from a pairwise judge: the verdict distribution, both orders, groups.
+
+R1-Reward (arXiv 2505.02835, Sec. 3, Table 1) answers "1" or "2". A GRPO/PPO trainer needs a
+number per sample, and a sampled verdict gives none when its text does not parse. This module
+reads the number from the judge itself:
+
+``P(1 better)``
+    After the judge has written its analysis (sampled or greedy, exactly as in evaluation), the
+    canonical ending ``<think>{analysis}</think><answer>`` is teacher-forced and the next-token
+    logits of ``"1"`` and ``"2"`` are read: ``p_first = softmax([l_1, l_2])[0]``. Every judgment
+    yields a number, also when the sampled text would not parse (a cut analysis is closed with
+    ``</think>``). ``verdict_mass`` = ``P("1") + P("2")`` under the full softmax says how much of
+    the model's probability the two verdicts hold (near 1 for a trained judge). The parsed votes
+    are kept beside it as the second estimate (Voting@K, paper Sec. 4.3).
+both orders
+    ``P(A > B) = (p_first(A, B) + 1 - p_first(B, A)) / 2``: the answer order's effect cancels to
+    first order. ``order_gap = |p_first(A, B) - (1 - p_first(B, A))|`` is reported per pair and
+    ``swap_disagreement`` flags a gap above a threshold (default 0.5).
+pointwise
+    ``P(candidate > reference)``: a pair with the reference in the second slot, in both orders.
+group ranking
+    G candidates of one prompt: all ``G (G - 1)`` ordered pairs in one batched call (each
+    unordered pair in both orders), the pairwise matrix ``P[i, j] = P(i > j)``, the win rate
+    ``mean_j P[i, j]`` and a Bradley-Terry fit ``P[i, j] ~ sigmoid(s_i - s_j)``
+    (:func:`bradley_terry`). Cost: ``G (G - 1)`` judgments (times ``k`` when sampling), each one
+    generation and one teacher-forced forward pass.
+
+A *scorer* is anything with ``judge(conversations, k=, greedy=, seed=) -> list[list[Verdict]]``
+(one list per conversation: one greedy judgment, or ``k`` samples): :class:`ModelVerdicts` runs a
+Qwen2.5-VL-style model; :class:`SamplerVerdicts` wraps a text-only sampler (a rule, an OpenAI
+server), whose parsed vote stands in for the distribution (1.0 / 0.0, and 0.5 when unparseable).
+The service (``r1reward.serve``) wraps a scorer so that concurrent requests share one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from r1reward.evaluate import vote
+from r1reward.prompt import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, build_messages, parse_judgment
+from r1reward.rollout import _eval_mode, _model_device, _visuals, generate
+
+__all__ = [
+    "AS_GIVEN",
+    "SWAPPED",
+    "Verdict",
+    "VerdictScorer",
+    "ModelVerdicts",
+    "SamplerVerdicts",
+    "BatchedVerdicts",
+    "verdict_scorer",
+    "verdict_token_ids",
+    "forced_prefix",
+    "verdict_probabilities",
+    "PairScore",
+    "GroupScore",
+    "score_pairs",
+    "score_pair",
+    "score_reference",
+    "rank_group",
+    "rank_groups",
+    "group_cost",
+    "bradley_terry",
+]
+
+AS_GIVEN = "as-given"
+SWAPPED = "swapped"
+DEFAULT_GAP_THRESHOLD = 0.5
+
+
+# ------------------------------------------------------------------------------ one judgment
+@dataclass(frozen=True)
+class Verdict:
+    """One judgment of one conversation, in the positions it was shown.
+
+    Attributes:
+        text: the generated judgment.
+        answer: the parsed ``<answer>`` (1, 2 or ``None``), as shown.
+        p_first: P(Response 1 better) from the verdict distribution after the analysis.
+        verdict_mass: ``P("1") + P("2")`` under the full next-token softmax (1.0 / 0.0 for a
+            text-only sampler: the vote parsed or not).
+        well_formed: the text follows the Table-1 format exactly.
+    """
+
+    text: str
+    answer: int | None
+    p_first: float
+    verdict_mass: float
+    well_formed: bool
+
+
+@runtime_checkable
+class VerdictScorer(Protocol):
+    """Writes judgments and reads P(Response 1 better) from each (see the module docstring)."""
+
+    def judge(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        *,
+        k: int,
+        greedy: bool,
+        seed: int | None = None,
+    ) -> list[list[Verdict]]: ...
+
+
+def forced_prefix(text: str) -> str:
+    """The canonical judgment ending that the verdict token follows: ``<think>A</think><answer>``.
+
+    ``A`` is :func:`r1reward.prompt.parse_judgment`'s analysis of ``text`` (the first complete
+    think block; a cut one up to the end or to ``<answer>``; without tags, the text before
+    ``<answer>``), so a judgment cut at the length limit or written without tags is closed the
+    way the Table-1 format closes it.
+    """
+    return f"{THINK_OPEN}{parse_judgment(text).analysis}{THINK_CLOSE}{ANSWER_OPEN}"
+
+
+def _tokenizer(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def verdict_token_ids(processor: Any) -> tuple[int, int]:
+    """Ids of the tokens ``"1"`` and ``"2"`` as they follow ``<answer>`` in a judgment.
+
+    Checked, not assumed: ``<answer>1`` must tokenize as ``<answer>`` plus exactly one token
+    (likewise for 2), or the two-token softmax would not be the verdict distribution.
+
+    Raises:
+        ValueError: naming the tokenizer, when a verdict is not a single token after ``<answer>``.
+    """
+    tok = _tokenizer(processor)
+    stem = tok.encode(f"x{THINK_CLOSE}{ANSWER_OPEN}", add_special_tokens=False)
+    ids = []
+    for digit in ("1", "2"):
+        full = tok.encode(f"x{THINK_CLOSE}{ANSWER_OPEN}{digit}", add_special_tokens=False)
+        if full[: len(stem)] != stem or len(full) != len(stem) + 1:
+            raise ValueError(
+                f"tokenizer {type(tok).__name__} ({getattr(tok, 'name_or_path', '')}): "
+                f"'{ANSWER_OPEN}{digit}' does not tokenize as '{ANSWER_OPEN}' + one token "
+                f"(got {full[len(stem) - 1 :]} after the stem); the verdict distribution "
+                "cannot be read from one next-token step"
+            )
+        ids.append(full[-1])
+    if ids[0] == ids[1]:
+        raise ValueError(f"tokenizer {type(tok).__name__}: '1' and '2' map to the same token")
+    return ids[0], ids[1]
+
+
+def _images(conversation: list[dict[str, Any]]) -> list[Any]:
+    return _visuals(conversation, 0)[0]
+
+
+def verdict_probabilities(
+    model: Any,
+    processor: Any,
+    conversations: Sequence[list[dict[str, Any]]],
+    prefixes: Sequence[str],
+    *,
+    batch_size: int = 8,
+    token_ids: tuple[int, int] | None = None,
+) -> list[tuple[float, float]]:
+    """``(p_first, verdict_mass)`` for each conversation continued by its assistant ``prefix``.
+
+    Each row is the chat-template prompt (generation prompt included) followed by ``prefixes[i]``
+    (normally :func:`forced_prefix` of a judgment), tokenized with its images and left padded, so
+    one forward pass with ``logits_to_keep=1`` gives the next-token logits ``(B, vocab)`` of every
+    row at the last column. ``p_first = softmax([l_1, l_2])[0]`` (float32), ``verdict_mass =
+    softmax(l)[1] + softmax(l)[2]``.
+    """
+    if len(conversations) != len(prefixes):
+        raise ValueError(
+            f"verdict_probabilities: {len(conversations)} conversations but {len(prefixes)} prefixes"
+        )
+    id1, id2 = token_ids or verdict_token_ids(processor)
+    device = _model_device(model)
+    out: list[tuple[float, float]] = []
+    with _eval_mode(model), torch.inference_mode():
+        for start in range(0, len(conversations), batch_size):
+            convs = list(conversations[start : start + batch_size])
+            texts = processor.apply_chat_template(convs, tokenize=False, add_generation_prompt=True)
+            if isinstance(texts, str):
+                texts = [texts]
+            texts = [t + p for t, p in zip(texts, prefixes[start : start + batch_size])]
+            images = [img for conv in convs for img in _images(conv)]
+            kwargs: dict[str, Any] = {"images": images} if images else {}
+            batch = processor(
+                text=texts, padding=True, padding_side="left", return_tensors="pt", **kwargs
+            ).to(device)
+            logits = model(**batch, logits_to_keep=1).logits[:, -1].float()  # (B, vocab)
+            pair = logits[:, [id1, id2]]  # (B, 2)
+            p_first = torch.softmax(pair, dim=-1)[:, 0]
+            mass = torch.softmax(logits, dim=-1)[:, [id1, id2]].sum(-1)
+            out += list(zip(p_first.tolist(), mass.tolist()))
+    return out
+
+
+class ModelVerdicts:
+    """Judgments of a Qwen2.5-VL-style model, each with its verdict distribution.
+
+    ``judge`` samples ``k`` judgments per conversation (or one greedy) with
+    :func:`r1reward.rollout.generate` (the K samples of a prompt in one call), then reads
+    ``P("1")`` vs ``P("2")`` after :func:`forced_prefix` of each in batched forward passes
+    (:func:`verdict_probabilities`). Cost per judgment: one generation of at most
+    ``max_new_tokens`` and one forward pass over prompt + analysis.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self._token_ids: tuple[int, int] | None = None  # checked on first use (a chat-only
+        # server with a tokenizer that merges the verdict still starts)
+
+    @property
+    def token_ids(self) -> tuple[int, int]:
+        """:func:`verdict_token_ids` of the processor (raises ValueError when unusable)."""
+        if self._token_ids is None:
+            self._token_ids = verdict_token_ids(self.processor)
+        return self._token_ids
+
+    def judge(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        *,
+        k: int,
+        greedy: bool,
+        seed: int | None = None,
+    ) -> list[list[Verdict]]:
+        if not conversations:
+            return []
+        groups = generate(
+            self.model,
+            self.processor,
+            list(conversations),
+            num_return_sequences=1 if greedy else int(k),
+            do_sample=not greedy,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            seed=self.seed if seed is None else seed,
+        )
+        flat = [(i, c.text) for i, group in enumerate(groups) for c in group]
+        probs = verdict_probabilities(
+            self.model,
+            self.processor,
+            [conversations[i] for i, _ in flat],
+            [forced_prefix(text) for _, text in flat],
+            batch_size=self.batch_size,
+            token_ids=self.token_ids,
+        )
+        out: list[list[Verdict]] = [[] for _ in conversations]
+        for (i, text), (p, mass) in zip(flat, probs):
+            j = parse_judgment(text)
+            out[i].append(Verdict(text, j.answer, p, mass, j.well_formed))
+        return out
+
+
+class SamplerVerdicts:
+    """A text-only :class:`r1reward.evaluate.Sampler` as a scorer: its vote is the distribution.
+
+    ``p_first`` is 1.0 for a parsed "1", 0.0 for "2" and 0.5 (no information) when unparseable;
+    ``verdict_mass`` is 1.0 when parsed, else 0.0. For rule judges, tests and remote judges whose
+    logits are not available.
+    """
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+
+    def judge(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        *,
+        k: int,
+        greedy: bool,
+        seed: int | None = None,
+    ) -> list[list[Verdict]]:
+        texts = self.sampler.sample(list(conversations), k=k, greedy=greedy, seed=seed)
+        out = []
+        for group in texts:
+            row = []
+            for text in group:
+                j = parse_judgment(text)
+                p = {1: 1.0, 2: 0.0}.get(j.answer, 0.5)  # type: ignore[arg-type]
+                row.append(Verdict(text, j.answer, p, float(j.answer is not None), j.well_formed))
+            out.append(row)
+        return out
+
+
+def verdict_scorer(
+    model: Any = None,
+    processor: Any = None,
+    *,
+    sampler: Any = None,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> VerdictScorer:
+    """:class:`SamplerVerdicts` around ``sampler`` when one is given, else :class:`ModelVerdicts`."""
+    if sampler is not None:
+        return SamplerVerdicts(sampler)
+    if model is None or processor is None:
+        raise ValueError("verdict_scorer: give a model and its processor, or a sampler")
+    return ModelVerdicts(
+        model,
+        processor,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------- pairs
+@dataclass
+class PairScore:
+    """The judge's view of one pair, in the caller's positions (1 = ``response_1``).
+
+    Attributes:
+        score: P(response_1 better) from the verdict distribution, averaged over the ``k``
+            judgments of each order and then over the orders. Never null.
+        p_1_orders: that probability per order (``"as-given"``; ``"swapped"`` mapped back).
+        order_gap: ``|p_as_given - p_swapped|`` (``None`` when judged in one order).
+        swap_disagreement: ``order_gap > threshold``.
+        preferred, tie, p_1, votes: the sampled votes (majority, tie, share of parseable votes
+            for response_1 or ``None``, counts) -- the second estimate.
+        answers, orders, p_first, analyses, texts: per judgment, in the caller's positions
+            (``p_first`` mapped back: P(response_1 better) according to that judgment).
+        well_formed_rate, verdict_mass: share in the exact Table-1 format; mean P("1") + P("2").
+    """
+
+    score: float
+    p_1_orders: dict[str, float]
+    order_gap: float | None
+    swap_disagreement: bool
+    preferred: int | None
+    tie: bool
+    p_1: float | None
+    votes: dict[str, int]
+    answers: list[int | None]
+    orders: list[str]
+    p_first: list[float]
+    analyses: list[str]
+    texts: list[str]
+    well_formed_rate: float
+    verdict_mass: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _pair_score(
+    per_order: Sequence[tuple[str, list[Verdict]]], threshold: float = DEFAULT_GAP_THRESHOLD
+) -> PairScore:
+    answers: list[int | None] = []
+    orders: list[str] = []
+    p_first: list[float] = []
+    analyses: list[str] = []
+    texts: list[str] = []
+    masses: list[float] = []
+    n_well = 0
+    by_order: dict[str, float] = {}
+    for order, verdicts in per_order:
+        if not verdicts:
+            raise ValueError(f"no judgment returned for order {order!r}")
+        mapped = []
+        for v in verdicts:
+            swapped = order == SWAPPED
+            ans = v.answer if (v.answer is None or not swapped) else 3 - v.answer
+            p = 1.0 - v.p_first if swapped else v.p_first
+            if not math.isfinite(p):
+                raise ValueError(f"non-finite verdict probability {p!r} for order {order!r}")
+            answers.append(ans)
+            orders.append(order)
+            p_first.append(p)
+            analyses.append(parse_judgment(v.text).analysis)
+            texts.append(v.text)
+            masses.append(v.verdict_mass)
+            n_well += int(v.well_formed)
+            mapped.append(p)
+        by_order[order] = _mean(mapped)
+    gap = abs(by_order[AS_GIVEN] - by_order[SWAPPED]) if len(by_order) == 2 else None
+    verdict, tie = vote(answers)
+    n1, n2 = answers.count(1), answers.count(2)
+    return PairScore(
+        score=_mean(list(by_order.values())),
+        p_1_orders=by_order,
+        order_gap=gap,
+        swap_disagreement=gap is not None and gap > threshold,
+        preferred=verdict,
+        tie=tie,
+        p_1=(n1 / (n1 + n2)) if n1 + n2 else None,
+        votes={"1": n1, "2": n2, "unparseable": len(answers) - n1 - n2},
+        answers=answers,
+        orders=orders,
+        p_first=p_first,
+        analyses=analyses,
+        texts=texts,
+        well_formed_rate=n_well / len(texts),
+        verdict_mass=_mean(masses),
+    )
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+
+
+def score_pairs(
+    scorer: VerdictScorer,
+    pairs: Sequence[tuple[str, str, str]],
+    *,
+    images: Sequence[Sequence[Any]] | None = None,
+    k: int = 1,
+    both_orders: bool = True,
+    greedy: bool | None = None,
+    seed: int | None = None,
+    threshold: float = DEFAULT_GAP_THRESHOLD,
+) -> list[PairScore]:
+    """Score many ``(question, response_1, response_2)`` pairs in one scorer call.
+
+    Each pair is shown as given and (with ``both_orders``) swapped: ``len(pairs) * 2``
+    conversations in a single ``scorer.judge`` call, so a model scorer batches them together.
+    ``greedy`` defaults to ``k == 1``. ``images[i]`` are the images of pair ``i``.
+    """
+    _check_k(k)
+    if images is not None and len(images) != len(pairs):
+        raise ValueError(f"score_pairs: {len(pairs)} pairs but {len(images)} image lists")
+    use_greedy = (k == 1) if greedy is None else bool(greedy)
+    layouts = [(AS_GIVEN, False)] + ([(SWAPPED, True)] if both_orders else [])
+    convs = []
+    for i, (question, r1, r2) in enumerate(pairs):
+        imgs = list(images[i]) if images is not None else []
+        for _, swap in layouts:
+            a, b = (r2, r1) if swap else (r1, r2)
+            convs.append(build_messages(question, a, b, images=imgs))
+    if not convs:
+        return []
+    verdicts = scorer.judge(convs, k=k, greedy=use_greedy, seed=seed)
+    if len(verdicts) != len(convs):
+        raise RuntimeError(f"scorer returned {len(verdicts)} results for {len(convs)} prompts")
+    n = len(layouts)
+    return [
+        _pair_score([(name, verdicts[i * n + j]) for j, (name, _) in enumerate(layouts)], threshold)
+        for i in range(len(pairs))
+    ]
+
+
+def score_pair(
+    scorer: VerdictScorer,
+    question: str,
+    response_1: str,
+    response_2: str,
+    *,
+    images: Sequence[Any] = (),
+    **kwargs: Any,
+) -> PairScore:
+    """One pair: :func:`score_pairs` of one. ``score`` = P(response_1 better)."""
+    return score_pairs(
+        scorer, [(question, response_1, response_2)], images=[list(images)], **kwargs
+    )[0]
+
+
+def score_reference(
+    scorer: VerdictScorer,
+    question: str,
+    candidates: Sequence[str],
+    reference: str | Sequence[str],
+    *,
+    images: Sequence[Any] = (),
+    **kwargs: Any,
+) -> list[PairScore]:
+    """Pointwise: P(candidate > reference) for each candidate, in both orders, one scorer call.
+
+    ``reference`` is one string for all candidates or one per candidate. The candidate is
+    ``response_1``, so each ``score`` reads directly as P(candidate better than reference).
+    """
+    refs = [reference] * len(candidates) if isinstance(reference, str) else list(reference)
+    if len(refs) != len(candidates):
+        raise ValueError(
+            f"score_reference: {len(candidates)} candidates but {len(refs)} references"
+        )
+    pairs = [(question, c, r) for c, r in zip(candidates, refs)]
+    return score_pairs(scorer, pairs, images=[list(images)] * len(pairs), **kwargs)
+
+
+# --------------------------------------------------------------------------------- groups
+def bradley_terry(
+    p: torch.Tensor | Sequence[Sequence[float]], *, l2: float = 1e-2, iters: int = 50
+) -> torch.Tensor:
+    """Bradley-Terry strengths from soft pairwise outcomes, by Newton's method.
+
+    Maximises ``sum_{i != j} P[i, j] log sigmoid(s_i - s_j) - l2/2 |s|^2`` (a concave objective;
+    the small ridge keeps the strengths finite when a candidate wins every comparison) and
+    returns ``s`` centred to mean 0. For ``P[i, j] = sigmoid(t_i - t_j)`` it recovers ``t`` up to
+    the ridge's shrinkage.
+
+    Args:
+        p: ``(G, G)`` with ``P[i, j]`` the probability that ``i`` beats ``j``; the diagonal is
+            ignored; ``P[i, j] + P[j, i]`` need not be 1 (each is its own soft observation).
+        l2: ridge strength (> 0).
+        iters: Newton steps at most (stops when the step is below 1e-10).
+
+    Returns:
+        ``(G,)`` float64 strengths in logit units, mean 0.
+    """
+    p = torch.as_tensor(p, dtype=torch.float64)
+    if p.ndim != 2 or p.shape[0] != p.shape[1]:
+        raise ValueError(f"bradley_terry: expected a square (G, G) matrix, got {tuple(p.shape)}")
+    if not l2 > 0:
+        raise ValueError(f"bradley_terry: l2 must be > 0, got {l2}")
+    g = p.shape[0]
+    off = 1.0 - torch.eye(g, dtype=torch.float64)
+    w = p * off  # observed wins of i over j
+    if not torch.isfinite(w).all() or (w < 0).any() or (w > 1).any():
+        raise ValueError("bradley_terry: probabilities must be finite and in [0, 1]")
+    n = (w + w.T) * off  # soft comparisons between i and j
+    s = torch.zeros(g, dtype=torch.float64)
+    for _ in range(iters):
+        sig = torch.sigmoid(s[:, None] - s[None, :])  # (G, G) model P(i beats j)
+        grad = (w - n * sig).sum(1) - l2 * s
+        curv = n * sig * (1 - sig)  # (G, G)
+        hess = torch.diag(curv.sum(1) + l2) - curv  # negative Hessian, positive definite
+        step = torch.linalg.solve(hess, grad)
+        s = s + step
+        if step.abs().max() < 1e-10:
+            break
+    return s - s.mean()
+
+
+def group_cost(g: int, k: int = 1, greedy: bool | None = None) -> int:
+    """Judgments :func:`rank_group` makes for ``g`` candidates: ``g (g - 1)``, times ``k`` when
+    sampling (each a generation plus one teacher-forced forward pass)."""
+    use_greedy = (k == 1) if greedy is None else bool(greedy)
+    return g * (g - 1) * (1 if use_greedy else k)
+
+
+@dataclass
+class GroupScore:
+    """Ranking of G candidates for one prompt.
+
+    Attributes:
+        scores: Bradley-Terry strengths ``(G,)`` (logit units, mean 0; :func:`bradley_terry`).
+        win_rates: ``mean_{j != i} P[i, j]`` per candidate (0.5 for a group of one).
+        ranking: candidate indices, best first (by strength, ties by index).
+        p_matrix: ``P[i][j]`` = P(i better than j), order-averaged (0.5 on the diagonal).
+        gap_matrix: the order gap of each unordered pair (symmetric, 0 on the diagonal).
+        swap_disagreements: unordered pairs whose gap exceeds the threshold.
+        judgments: judgments made (:func:`group_cost`).
+        well_formed_rate, verdict_mass: over all judgments.
+    """
+
+    scores: list[float]
+    win_rates: list[float]
+    ranking: list[int]
+    p_matrix: list[list[float]]
+    gap_matrix: list[list[float]]
+    swap_disagreements: int
+    judgments: int
+    well_formed_rate: float
+    verdict_mass: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rank_groups(
+    scorer: VerdictScorer,
+    groups: Sequence[tuple[str, Sequence[str]]],
+    *,
+    images: Sequence[Sequence[Any]] | None = None,
+    k: int = 1,
+    greedy: bool | None = None,
+    seed: int | None = None,
+    threshold: float = DEFAULT_GAP_THRESHOLD,
+    l2: float = 1e-2,
+) -> list[GroupScore]:
+    """Rank several groups ``(question, candidates)`` with all their pairs in one scorer call.
+
+    Each unordered pair ``{i, j}`` of a group is judged as ``(i, j)`` and ``(j, i)``;
+    ``P[i, j] = (p_first(i, j) + 1 - p_first(j, i)) / 2``. Cost: :func:`group_cost` per group.
+    """
+    _check_k(k)
+    if images is not None and len(images) != len(groups):
+        raise ValueError(f"rank_groups: {len(groups)} groups but {len(images)} image lists")
+    pairs, index = [], []
+    pair_images: list[list[Any]] = []
+    for gi, (question, cands) in enumerate(groups):
+        imgs = list(images[gi]) if images is not None else []
+        for i in range(len(cands)):
+            for j in range(i + 1, len(cands)):
+                pairs.append((question, cands[i], cands[j]))
+                pair_images.append(imgs)
+                index.append((gi, i, j))
+    scored = score_pairs(
+        scorer,
+        pairs,
+        images=pair_images,
+        k=k,
+        both_orders=True,
+        greedy=greedy,
+        seed=seed,
+        threshold=threshold,
+    )
+    out = []
+    for gi, (_, cands) in enumerate(groups):
+        g = len(cands)
+        p = torch.full((g, g), 0.5, dtype=torch.float64)
+        gap = torch.zeros((g, g), dtype=torch.float64)
+        mine = [(i, j, s) for (h, i, j), s in zip(index, scored) if h == gi]
+        for i, j, s in mine:
+            p[i, j], p[j, i] = s.score, 1.0 - s.score
+            gap[i, j] = gap[j, i] = float(s.order_gap or 0.0)
+        strengths = bradley_terry(p, l2=l2) if g > 1 else torch.zeros(g, dtype=torch.float64)
+        wins = (p.sum(1) - 0.5) / (g - 1) if g > 1 else torch.full((g,), 0.5)
+        n_judged = sum(len(s.texts) for _, _, s in mine)
+        out.append(
+            GroupScore(
+                scores=strengths.tolist(),
+                win_rates=wins.tolist(),
+                ranking=sorted(range(g), key=lambda c: (-float(strengths[c]), c)),
+                p_matrix=p.tolist(),
+                gap_matrix=gap.tolist(),
+                swap_disagreements=sum(int(s.swap_disagreement) for _, _, s in mine),
+                judgments=n_judged,
+                well_formed_rate=(
+                    sum(s.well_formed_rate * len(s.texts) for _, _, s in mine) / n_judged
+                    if n_judged
+                    else 0.0
+                ),
+                verdict_mass=(
+                    sum(s.verdict_mass * len(s.texts) for _, _, s in mine) / n_judged
+                    if n_judged
+                    else 0.0
+                ),
+            )
+        )
+    return out
+
+
+def rank_group(
+    scorer: VerdictScorer,
+    question: str,
+    candidates: Sequence[str],
+    *,
+    images: Sequence[Any] = (),
+    **kwargs: Any,
+) -> GroupScore:
+    """Rank the G ``candidates`` of one prompt: :func:`rank_groups` of one group."""
+    return rank_groups(scorer, [(question, candidates)], images=[list(images)], **kwargs)[0]
+
+
+class BatchedVerdicts:
+    """A scorer whose concurrent ``judge`` calls share one batch of another scorer.
+
+    Each call is submitted to ``batcher`` (anything with ``submit(key, items) -> Future``, e.g.
+    :class:`r1reward.serve.MicroBatcher`) under the key ``("verdict", k, greedy, seed)`` and
+    blocks until the merged call has produced its verdicts; the batcher's owner runs the inner
+    scorer for that key (``r1reward.serve.Engine``).
+    """
+
+    def __init__(self, batcher: Any, ticket: Any = None,
+                 check: Callable[[Sequence[Any]], Any] | None = None) -> None:
+        self.batcher = batcher
+        self.ticket = ticket  # r1reward.serve.Ticket: its deadline and disconnection drop the job
+        self.check = check  # e.g. Guard.check_prompts: a prompt the processor refuses never joins
+
+    def judge(
+        self,
+        conversations: Sequence[list[dict[str, Any]]],
+        *,
+        k: int,
+        greedy: bool,
+        seed: int | None = None,
+    ) -> list[list[Verdict]]:
+        if self.check is not None:
+            self.check(conversations)
+        key = ("verdict", int(k), bool(greedy), seed)
+        ticket = self.ticket
+        if ticket is None:
+            return self.batcher.submit(key, list(conversations)).result()
+        future = self.batcher.submit(key, list(conversations), ticket.alive)
+        ticket.track(future)
+        return future.result()
