@@ -204,10 +204,10 @@ def load_pairs(cfg: RLConfig, recipe: dict) -> list:
         n = int(spec.get("train_pairs", spec.get("n", 64)))
         pairs = make_pairs(n, seed=int(spec.get("seed", 0)), split="train",
                            image_size=int(spec.get("image_size", 56)))
-    else:
-        from r1reward.data import load
+    else:  # the training side of the declared split: held-out pairs are never trained on
+        from r1reward.data.splits import split_pairs
 
-        pairs = list(load(source))
+        pairs = split_pairs(spec, cap=False)[0]
     if cfg.min_difficulty is not None:
         pairs = [p for p in pairs if (p.difficulty or 0) >= cfg.min_difficulty]
     if not pairs:

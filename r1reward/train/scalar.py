@@ -130,8 +130,9 @@ def train_scalar(
         recipe: a loaded recipe (its ``model``, ``data`` and ``scalar`` sections are used).
         out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt`` and
             ``scalar_summary.json``.
-        pairs, heldout: training / evaluation pairs; default: the recipe's data (uncurated: the
-            baseline needs only labels).
+        pairs, heldout: training / evaluation pairs; default: the two sides of the recipe's
+            declared split (:func:`r1reward.data.splits.load_split`; uncurated: the baseline
+            needs only labels).
 
     Returns:
         ``{"heldout_accuracy", "train_accuracy", "steps", "train_seconds", "peak_rss_mb",
@@ -241,7 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward scalar: {exc}", file=sys.stderr)
         return 2
-    result = train_scalar(recipe, out_dir=args.out)
+    from r1reward.train.sft import load_pairs
+
+    try:  # the data and its held-out split are checked before any model is loaded
+        pairs = load_pairs(recipe["data"], "train")
+        heldout = load_pairs(recipe["data"], "heldout")
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"r1reward scalar: {exc}", file=sys.stderr)
+        return 2
+    result = train_scalar(recipe, out_dir=args.out, pairs=pairs, heldout=heldout)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2))
     return 0
 

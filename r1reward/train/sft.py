@@ -165,28 +165,18 @@ class _JsonlLogger:
 
 
 def load_pairs(data: dict, split: str, *, curated_path: str | Path | None = None) -> list[Any]:
-    """Pairs for a recipe's ``data`` section: toy ``train``/``heldout`` or a pairs file.
+    """Pairs for a recipe's ``data`` section: the ``train`` or ``heldout`` side of its declared
+    split (:func:`r1reward.data.splits.load_split`: the toy world's seed-disjoint splits, or a
+    pairs file with ``data.heldout: PATH`` or a seeded ``data.heldout_fraction``, never trained
+    on).
 
     For training (``split="train"``) the pairs are curated by the recipe's teacher
     (:func:`r1reward.curation.curate`, up to ``data.max_tries`` tries) into ``curated_path``
     (resumable JSONL); held-out pairs are returned as they are.
     """
-    source = data.get("source", "toy")
-    n = int(data["train_pairs"] if split == "train" else data["heldout_pairs"])
-    if source == "toy":
-        from r1reward.data.toy import make_pairs
+    from r1reward.data.splits import load_split
 
-        pairs = make_pairs(
-            n,
-            seed=int(data.get("seed", 0)),
-            split=split,
-            image_size=int(data.get("image_size", 56)),
-        )
-    else:
-        from r1reward.data import load
-
-        path = data["source"] if split == "train" else data.get("heldout", data["source"])
-        pairs = list(load(path))[:n]
+    pairs = load_split(data, split)
     if split != "train" or curated_path is None:
         return list(pairs)
     from r1reward.curation import curate, make_teacher
@@ -374,14 +364,20 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward sft: {exc}", file=sys.stderr)
         return 2
+    held = None
+    if args.eval:  # the held-out split is checked before training, not after
+        try:
+            held = load_pairs(recipe["data"], "heldout")
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"r1reward sft: {exc}", file=sys.stderr)
+            return 2
     out = train_sft(recipe, out_dir=args.out)
     summary = json.loads((out / SUMMARY_NAME).read_text())
     print(json.dumps(summary, indent=2))
-    if args.eval:
+    if held is not None:
         from r1reward.models import load_model
 
         model, processor = load_model(str(out))
-        held = load_pairs(recipe["data"], "heldout")
         rep = judge_pairs(
             model, processor, held, max_new_tokens=int(recipe["sft"].get("max_new_tokens", 256))
         )
