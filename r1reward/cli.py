@@ -1,7 +1,7 @@
 """The ``r1reward`` command: one sub-command per stage of the recipe.
 
-Each sub-command lives in the module that does the work and exposes ``main(argv) -> int``; this
-file only dispatches, so ``r1reward rl --help`` imports nothing but the RL trainer.
+Each sub-command lives in the module that does the work and exposes ``main(argv) -> int`` (or
+the function named after ``module:``); this file only dispatches, so ``r1reward rl --help`` imports nothing but the RL trainer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rl": ("r1reward.train.rl", "StableReinforce / Reinforce++ / GRPO training"),
     "eval": ("r1reward.evaluate", "benchmarks in both answer orders, Voting@K, Any-correct@K"),
     "serve": ("r1reward.serve", "HTTP service: OpenAI-compatible chat + /v1/reward"),
+    "merge": ("r1reward.models:merge_main", "merge a LoRA/QLoRA adapter folder into a full model"),
 }
 
 
@@ -48,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"r1reward: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, func = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, func or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ __all__ = [
     "load_recipe",
     "apply_overrides",
     "recipe_hash",
+    "save_recipe",
     "resolve_model_path",
     "build_tiny_cached",
     "tiny_pretrain_kwargs",
@@ -198,6 +199,19 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
         raise ValueError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
     data.setdefault("name", path.stem)
     return apply_overrides(data, overrides, source=str(path))
+
+
+RECIPE_FILE = "recipe.yaml"
+
+
+def save_recipe(recipe: dict, folder: str | Path) -> Path:
+    """Write the resolved recipe (overrides applied) as ``folder/recipe.yaml`` beside a run's
+    outputs, so ``r1reward ... --recipe folder/recipe.yaml`` repeats it."""
+    path = Path(folder) / RECIPE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = json.loads(json.dumps(recipe, default=str))
+    path.write_text(yaml.safe_dump(clean, sort_keys=False))
+    return path
 
 
 def recipe_hash(*parts: Any) -> str:

@@ -583,7 +583,8 @@ RESUME_MAY_CHANGE = frozenset(
     {"steps", "progress", "save_every", "save_total_limit", "report_to", "stop_on_nonfinite"}
 )
 #: The files of a run in its folder; a fresh run removes those of an earlier one.
-RUN_OUTPUTS = (RUN_FILE, "metrics.jsonl", "summary.json", "rl_config.json", "checkpoints", "final")
+RUN_OUTPUTS = (RUN_FILE, "metrics.jsonl", "summary.json", "rl_config.json", "recipe.yaml",
+               "checkpoints", "final")
 
 
 class ResumeError(RuntimeError):
@@ -816,7 +817,10 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     accelerator.wait_for_everyone()
     run = json.loads((out_dir / RUN_FILE).read_text())
     if accelerator.is_main_process:
+        from r1reward.recipes import save_recipe
+
         (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+        save_recipe(recipe, out_dir)  # recipe.yaml: the resolved recipe beside the run
     model, ref, processor, optimizer = build(recipe, cfg, accelerator)
     judge = make_judge(cfg.judge)
     pad_id = _pad_id(processor)
@@ -997,6 +1001,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe, overrides=overrides)
         cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
+        from r1reward.train.sft import preflight
+
+        preflight(recipe, init_model=cfg.init_model)  # model and data paths, before any work
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward rl: {exc}", file=sys.stderr)
         return 2

@@ -128,8 +128,8 @@ def train_scalar(
 
     Args:
         recipe: a loaded recipe (its ``model``, ``data`` and ``scalar`` sections are used).
-        out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt`` and
-            ``scalar_summary.json``.
+        out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt``,
+            ``scalar_summary.json`` and ``recipe.yaml`` (the resolved recipe).
         pairs, heldout: training / evaluation pairs; default: the two sides of the recipe's
             declared split (:func:`r1reward.data.splits.load_split`; uncurated: the baseline
             needs only labels).
@@ -215,6 +215,9 @@ def train_scalar(
         "n_heldout": len(heldout),
     }
     torch.save(rm.head.state_dict(), out_dir / "scalar_head.pt")
+    from r1reward.recipes import save_recipe
+
+    save_recipe(recipe, out_dir)
     (out_dir / "scalar_summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "log": log}
 
@@ -233,18 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--recipe", required=True, help="recipe name (toy-cpu, ...) or YAML path")
     parser.add_argument("--out", required=True, help="output folder (log, head, summary)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an --out that holds an earlier run")
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
     from r1reward.recipes import load_recipe
+    from r1reward.train.sft import load_pairs, preflight, refuse_used_out
 
-    try:
+    try:  # the recipe, paths, --out and the held-out split are checked before any model loads
         recipe = load_recipe(args.recipe, args.overrides)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"r1reward scalar: {exc}", file=sys.stderr)
-        return 2
-    from r1reward.train.sft import load_pairs
-
-    try:  # the data and its held-out split are checked before any model is loaded
+        preflight(recipe)
+        reason = refuse_used_out(args.out, False, args.overwrite)
+        if reason:
+            raise ValueError(reason.replace("pass --resume to continue it or ", "pass "))
         pairs = load_pairs(recipe["data"], "train")
         heldout = load_pairs(recipe["data"], "heldout")
     except (KeyError, ValueError, FileNotFoundError) as exc:
