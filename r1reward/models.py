@@ -41,6 +41,7 @@ __all__ = [
     "build_tiny_model",
     "caption_metrics",
     "adapter_base",
+    "cap_pixels",
     "check_model_path",
     "is_adapter",
     "load_model",
@@ -1211,6 +1212,7 @@ def load_model(
     lora: Any = None,
     quantization: Any = None,
     attn_implementation: str | None = "auto",
+    max_pixels: int | None = None,
 ):
     """Load a Qwen2.5-VL-style model and its processor: ``(model, processor)``.
 
@@ -1234,6 +1236,8 @@ def load_model(
             and transformers' default (SDPA) otherwise; any other value (``"sdpa"``,
             ``"eager"``, ``"flash_attention_2"``) is passed to ``from_pretrained``; None leaves
             the choice to transformers.
+        max_pixels: cap on the pixels of one image after the processor's resizing (a larger
+            image is downscaled, keeping its aspect ratio); None keeps the processor's setting.
 
     An adapter folder (``adapter_config.json``, as LoRA/QLoRA training writes) loads its base
     model (``base_model_name_or_path``) and the adapter on top: merged into a plain model unless
@@ -1252,9 +1256,10 @@ def load_model(
     from transformers import AutoModelForImageTextToText
 
     if is_adapter(path_or_hub_id):
-        return _load_adapter(Path(path_or_hub_id).expanduser(), dtype=dtype, device_map=device_map,
-                             lora=lora, quantization=quantization,
-                             attn_implementation=attn_implementation)
+        model, processor = _load_adapter(
+            Path(path_or_hub_id).expanduser(), dtype=dtype, device_map=device_map, lora=lora,
+            quantization=quantization, attn_implementation=attn_implementation)
+        return model, cap_pixels(processor, max_pixels)
     src = check_model_path(path_or_hub_id)
     kwargs: dict[str, Any] = {"local_files_only": True} if Path(src).is_dir() else {}
     dtype = _resolve_dtype(dtype)
@@ -1277,7 +1282,22 @@ def load_model(
         if quantization is not None:
             model = prepare_model_for_kbit_training(model)
         model = get_peft_model(model, config)
-    return model, processor
+    return model, cap_pixels(processor, max_pixels)
+
+
+def cap_pixels(processor: Any, max_pixels: int | None) -> Any:
+    """Set the image processor's pixel cap (``max_pixels``, ``size["longest_edge"]`` in
+    transformers' Qwen2-VL image processor) in place; ``None`` leaves it. Returns ``processor``."""
+    if max_pixels is None:
+        return processor
+    image = getattr(processor, "image_processor", None)
+    if image is None:
+        raise ValueError(f"model.max_pixels={max_pixels}: the processor has no image processor")
+    if isinstance(getattr(image, "size", None), dict) and "longest_edge" in image.size:
+        image.size["longest_edge"] = int(max_pixels)
+    if hasattr(image, "max_pixels"):
+        image.max_pixels = int(max_pixels)
+    return processor
 
 
 # --------------------------------------------------------------------------------------------

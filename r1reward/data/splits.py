@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["heldout_ids", "load_split", "split_pairs"]
+__all__ = ["heldout_ids", "is_placeholder", "load_split", "split_pairs"]
 
 log = logging.getLogger("r1reward.data")
 
@@ -49,6 +49,11 @@ def heldout_ids(ids: Iterable[str], fraction: float, seed: int = 0) -> set[str]:
     return set(ranked[:k])
 
 
+def is_placeholder(value: Any) -> bool:
+    """A recipe value left as ``<...>`` (the GPU recipes' data paths until the user sets them)."""
+    return isinstance(value, str) and value.startswith("<") and value.endswith(">")
+
+
 def _cap(pairs: list, n: Any) -> list:
     return pairs if n is None else pairs[: int(n)]
 
@@ -58,6 +63,9 @@ def _load_file(path: str, key: str) -> list:
 
     from r1reward.data import load
 
+    if is_placeholder(path):
+        raise FileNotFoundError(f"data.{key} is still the placeholder {path!r}: set it to a pairs "
+                                f"file, e.g. data.{key}=/data/pairs.jsonl")
     if not Path(path).exists():
         raise FileNotFoundError(f"data.{key}: {path}: no such file")
     return list(load(path))

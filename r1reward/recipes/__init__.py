@@ -26,6 +26,7 @@ import yaml
 __all__ = [
     "RECIPE_DIR",
     "OPTIONAL_KEYS",
+    "accelerate_config",
     "available",
     "load_recipe",
     "apply_overrides",
@@ -102,6 +103,33 @@ def _check_kind(key: str, raw: str, value: Any, kind: str | None, source: str) -
             f"{source}: override {key}={raw!r}: expected {_KIND_TEXT.get(kind, kind)}, "
             f"got {type(value).__name__} {value!r}"
         )
+
+
+#: Short names of the shipped accelerate configs (``r1reward/recipes/accelerate/*.yaml``).
+ACCELERATE_ALIASES = {"zero3": "deepspeed-zero3", "deepspeed": "deepspeed-zero3",
+                      "ddp-cpu": "ddp-cpu-2"}
+
+
+def accelerate_config(name_or_path: str | Path) -> Path:
+    """An accelerate config by name (``zero3``, ``deepspeed-zero3``, ``fsdp``, ``ddp-cpu-2``) or
+    path, as an absolute path that works from any working directory.
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a shipped name (the names are listed).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    folder = RECIPE_DIR / "accelerate"
+    name = ACCELERATE_ALIASES.get(str(name_or_path), str(name_or_path))
+    shipped = folder / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted([p.stem for p in folder.glob("*.yaml")] + list(ACCELERATE_ALIASES))
+    raise FileNotFoundError(
+        f"accelerate config {str(name_or_path)!r}: no such file, and not a shipped name "
+        f"(known: {', '.join(known)})"
+    )
 
 
 def available() -> list[str]:

@@ -159,6 +159,7 @@ def train_scalar(
         dtype=m.get("dtype"),
         lora=m.get("lora"),
         quantization=m.get("quantization"),
+        max_pixels=m.get("max_pixels"),
     )
     if cfg.get("freeze_vision"):
         from r1reward.train.sft import freeze_vision

@@ -220,6 +220,7 @@ def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], mo
         dtype=m.get("dtype"),
         lora=m.get("lora"),
         quantization=m.get("quantization"),
+        max_pixels=m.get("max_pixels"),
     )
     section = recipe["sft"]
     if section.get("freeze_vision"):
@@ -387,8 +388,10 @@ def train_sft(
         pairs = _curated_pairs(recipe, out_dir)
     model_path = resolve_model_path(recipe)
     log_path = out_dir / LOG_NAME
-    if checkpoint is None:
+    if checkpoint is None:  # a fresh run: an earlier run's checkpoints must not be resumed later
         log_path.unlink(missing_ok=True)
+        for old in out_dir.glob("checkpoint-*"):
+            shutil.rmtree(old)
     t0 = time.monotonic()
     trainer, processor = build_trainer(recipe, out_dir=out_dir, pairs=pairs, model_path=model_path)
     logger = _JsonlLogger(log_path)
@@ -436,9 +439,14 @@ def preflight(recipe: dict, *, init_model: str | None = None) -> None:
                 check_model_path(path)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"{key}: {exc}") from None
+    from r1reward.data.splits import is_placeholder
+
     data = recipe.get("data") or {}
     for key in ("source", "heldout"):
         value = data.get(key)
+        if is_placeholder(value):
+            raise FileNotFoundError(f"data.{key} is still the placeholder {value!r}: set it to a "
+                                    f"pairs file, e.g. data.{key}=/data/pairs.jsonl")
         if value and not (key == "source" and value == "toy") and not Path(value).exists():
             raise FileNotFoundError(f"data.{key}: {value}: no such file")
 
