@@ -38,10 +38,16 @@ def test_accelerate_config_by_name_from_any_directory(tmp_path, monkeypatch, cap
     assert accelerate_config("fsdp").name == "fsdp.yaml"
     with pytest.raises(FileNotFoundError, match="known: .*ddp-cpu-2"):
         accelerate_config("zero9")
-    seen = {}
-    monkeypatch.setattr(cli.os, "execv", lambda exe, argv: seen.setdefault("argv", argv))
-    cli.main(["rl", "--accelerate-config", "zero3", "--recipe", "toy-ci", "--out", "o"])
-    argv = seen["argv"]
+    class Launched(Exception):  # os.execv never returns: the stand-in stops main here too
+        pass
+
+    def fake_execv(exe, argv):
+        raise Launched(argv)
+
+    monkeypatch.setattr(cli.os, "execv", fake_execv)
+    with pytest.raises(Launched) as launched:
+        cli.main(["rl", "--accelerate-config", "zero3", "--recipe", "toy-ci", "--out", "o"])
+    argv = launched.value.args[0]
     assert argv[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(path)]
     assert argv[5:] == ["-m", "r1reward.cli", "rl", "--recipe", "toy-ci", "--out", "o"]
     assert cli.main(["sft", "--accelerate-config", "nope", "--recipe", "toy-ci"]) == 2
@@ -58,6 +64,19 @@ def test_max_pixels_caps_the_visual_tokens(tmp_path):
         out = processor.image_processor(images=[image], return_tensors="pt")
         return int(out["image_grid_thw"].prod())
 
-    full = patches(load_processor(tiny))
-    capped = patches(cap_pixels(load_processor(tiny), 112 * 112))
-    assert capped < full and capped <= (112 * 112) // (14 * 14)
+    shipped = patches(load_processor(tiny))  # the tiny processor's own cap (56 x 56 pixels)
+    assert patches(cap_pixels(load_processor(tiny), 28 * 28)) == (28 * 28) // (14 * 14) < shipped
+    assert patches(cap_pixels(load_processor(tiny), 112 * 112)) == (112 * 112) // (14 * 14)
+
+
+def test_rl_checks_the_judge_server_before_loading_anything(tmp_path, capsys, monkeypatch):
+    from r1reward.train import rl
+
+    monkeypatch.delenv("R1REWARD_JUDGE_BASE_URL", raising=False)
+    base = ["--recipe", "toy-ci", "--out", str(tmp_path / "rl")]
+    assert rl.main([*base, "rl.judge={kind: openai}"]) == 2
+    assert "R1REWARD_JUDGE_BASE_URL" in capsys.readouterr().err
+    # port 9 (discard) on the loopback: nothing listens in the test environment
+    assert rl.main([*base, "rl.judge={kind: openai, base_url: 'http://127.0.0.1:9/v1'}"]) == 2
+    assert "not reachable" in capsys.readouterr().err
+    assert not (tmp_path / "rl").exists()  # refused before any output or model

@@ -971,6 +971,31 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def check_judge(cfg: RLConfig) -> None:
+    """Before any model is loaded: an OpenAI-compatible consistency judge must have an address
+    (``rl.judge.base_url`` or ``$R1REWARD_JUDGE_BASE_URL``) that answers HTTP at all.
+
+    Raises:
+        ValueError: no address, or nothing listening there.
+    """
+    judge = cfg.judge
+    if not (cfg.consistency_reward and isinstance(judge, dict) and judge.get("kind") == "openai"):
+        return
+    import httpx
+
+    url = judge.get("base_url") or os.environ.get("R1REWARD_JUDGE_BASE_URL")
+    if not url:
+        raise ValueError("rl.judge is an OpenAI-compatible server but has no address: set "
+                         "R1REWARD_JUDGE_BASE_URL (e.g. http://127.0.0.1:8001/v1 for `vllm serve "
+                         "Qwen/Qwen2.5-VL-7B-Instruct --port 8001`) or rl.judge.base_url")
+    try:
+        httpx.get(f"{str(url).rstrip('/')}/models", timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise ValueError(f"rl.judge: the judge server at {url} is not reachable "
+                         f"({type(exc).__name__}: {exc}); start it or set "
+                         "rl.consistency_reward=false") from None
+
+
 def _used(out: Path) -> list[str]:
     """The outputs of an earlier run in ``out`` (:data:`RUN_OUTPUTS` that exist)."""
     return [name for name in RUN_OUTPUTS if (out / name).exists()]
@@ -981,7 +1006,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="r1reward rl",
         description="RL for the generative reward model: StableReinforce (default), Reinforce++ "
-        "or GRPO. Runs on one process, or several through `accelerate launch -m r1reward.train.rl`.",
+        "or GRPO. Runs on one process, or several with --accelerate-config NAME|PATH (or "
+        "`accelerate launch -m r1reward.cli rl`).",
+        epilog="examples:\n"
+        "  r1reward rl --recipe toy-ci --out runs/rl-toy\n"
+        "  r1reward rl --recipe toy-ci --out runs/rl-toy --resume rl.steps=4\n"
+        "  r1reward rl --recipe toy-cpu --algo reinforce++ --out runs/rl-rpp rl.init_model=artifacts/cpu/sft\n"
+        "  r1reward rl --accelerate-config ddp-cpu-2 --recipe toy-ci --out runs/rl-ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--recipe", required=True, help="recipe name (toy-ci, toy-cpu, ...) or YAML path")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. rl.lr=1e-5 rl.steps=10")
@@ -1004,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
         from r1reward.train.sft import preflight
 
         preflight(recipe, init_model=cfg.init_model)  # model and data paths, before any work
+        check_judge(cfg)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward rl: {exc}", file=sys.stderr)
         return 2
