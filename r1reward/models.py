@@ -1287,16 +1287,30 @@ def load_model(
 
 def cap_pixels(processor: Any, max_pixels: int | None) -> Any:
     """Set the image processor's pixel cap (``max_pixels``, ``size["longest_edge"]`` in
-    transformers' Qwen2-VL image processor) in place; ``None`` leaves it. Returns ``processor``."""
+    transformers' Qwen2-VL image processor; the floor ``shortest_edge`` is lowered to the cap
+    when above it) in place; ``None`` leaves it. Returns ``processor``."""
     if max_pixels is None:
         return processor
     image = getattr(processor, "image_processor", None)
     if image is None:
         raise ValueError(f"model.max_pixels={max_pixels}: the processor has no image processor")
-    if isinstance(getattr(image, "size", None), dict) and "longest_edge" in image.size:
-        image.size["longest_edge"] = int(max_pixels)
-    if hasattr(image, "max_pixels"):
-        image.max_pixels = int(max_pixels)
+    size, cap = getattr(image, "size", None), int(max_pixels)
+
+    def get(key: str) -> Any:
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    def put(key: str, value: int) -> None:
+        if isinstance(size, dict):
+            size[key] = value
+        else:
+            setattr(size, key, value)
+
+    if get("longest_edge") is not None:  # in pixels: the cap, and a floor not above it
+        put("longest_edge", cap)
+        if (get("shortest_edge") or 0) > cap:
+            put("shortest_edge", cap)
+    if getattr(image, "max_pixels", None) is not None:
+        image.max_pixels = cap
     return processor
 
 
