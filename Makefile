@@ -57,7 +57,8 @@ LAB_FLAGS ?=
 lab: install
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -e ".[lab]"
 	$(VENV)/bin/jupyter labextension list
-	R1REWARD_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
+	R1REWARD_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 # plotly.js (from the installed plotly), MathJax 3, RequireJS and the ipywidgets HTML manager
 # (from the npm registry, pinned) into book/_static/vendor/; idempotent.
