@@ -531,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:  # --resume without a checkpoint
         print(f"r1reward sft: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # the main process reports (and evaluates)
+        return 0
     summary = json.loads((out / SUMMARY_NAME).read_text())
     print(json.dumps(summary, indent=2))
     if held is not None:
