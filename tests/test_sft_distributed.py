@@ -1,6 +1,12 @@
 """Two-process SFT on CPU (torch.distributed over gloo, launched like ``accelerate launch`` /
 ``torchrun``): curation runs once, the model is saved once through the trainer's accelerator, and
-it equals what one process saves when it holds the whole global batch."""
+it is the model one process trains on the same global batch.
+
+Not bit-equal: a row padded in a batch of 2 or of 4 gives float differences of ~1e-5 in the
+loss, and AdamW's first steps (about ``lr * sign(grad)``) turn them into differences of up to
+2 x lr on weights whose gradient is near 0. So the test checks that both runs saw the same first
+global batch with the same gradient (loss and gradient norm of step 1) and that the saved weights
+differ by a small fraction of what training moved them (measured: 6.6 %)."""
 
 from __future__ import annotations
 
@@ -10,7 +16,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -50,13 +55,15 @@ def test_two_processes_save_what_one_process_saves(tiny, tmp_path):
     # curated once: one record per pair (a second curator would have appended its own)
     lines = (two / "curated.jsonl").read_text().splitlines()
     assert len(lines) == len({json.loads(x)["id"] for x in lines})
+    first = [next(r for r in sft.read_log(d) if "loss" in r and r["step"] == 1) for d in (one, two)]
+    assert first[1]["loss"] == pytest.approx(first[0]["loss"], rel=1e-4)
+    assert first[1]["grad_norm"] == pytest.approx(first[0]["grad_norm"], rel=1e-3)
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     base = {k.replace("model.language_model.", "model."): v  # the saved names of the text model
             for k, v in load_file(str(tiny / "model.safetensors")).items()}
-    moved = [k for k in a if k in base and not torch.equal(a[k], base[k])]
-    assert moved  # training did change the weights, so the equality is not trivial
+    diff = sum(float(((a[k] - b[k]) ** 2).sum()) for k in a) ** 0.5
+    moved = sum(float(((a[k] - base[k]) ** 2).sum()) for k in a if k in base) ** 0.5
+    assert moved > 1.0 and diff < 0.15 * moved, (diff, moved)
     model, _ = load_model(two)  # the saved folder loads as a model
     assert sum(p.numel() for p in model.parameters()) > 0
