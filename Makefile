@@ -22,13 +22,14 @@ BOOK_FLAGS := --all -W -n --keep-going
 CI_BOOK := _build/ci
 
 .PHONY: help install vendor chromium test test-unit test-notebooks test-book test-browser book \
-	clean lint
+	clean lint lab
 
 help:
 	@echo "make book   install everything, execute every chapter on the toy model (cpu profile), build _build/html"
 	@echo "make test   install everything, run pytest, the notebooks (ci profile, nbmake), the book build with -W"
 	@echo "            (ci profile, into $(CI_BOOK)) and the headless-Chromium test of the built pages"
 	@echo "make lint   ruff check"
+	@echo "make lab    JupyterLab on notebooks/ with the widgets extension (PROFILE=cpu; gpu on a workstation)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +48,17 @@ install: $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# JupyterLab on the chapters, with R1REWARD_PROFILE set for every kernel it starts (cpu by
+# default; `make lab PROFILE=gpu` on a workstation). Installs the `lab` extra on first use and
+# lists the lab extensions first, so the widgets extension (jupyterlab_widgets) is seen to be there.
+PROFILE ?= cpu
+LAB_FLAGS ?=
+lab: install
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -e ".[lab]"
+	$(VENV)/bin/jupyter labextension list
+	R1REWARD_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 # plotly.js (from the installed plotly), MathJax 3, RequireJS and the ipywidgets HTML manager
 # (from the npm registry, pinned) into book/_static/vendor/; idempotent.

@@ -1,12 +1,13 @@
 """The ``r1reward`` command: one sub-command per stage of the recipe.
 
-Each sub-command lives in the module that does the work and exposes ``main(argv) -> int``; this
-file only dispatches, so ``r1reward rl --help`` imports nothing but the RL trainer.
+Each sub-command lives in the module that does the work and exposes ``main(argv) -> int`` (or
+the function named after ``module:``); this file only dispatches, so ``r1reward rl --help`` imports nothing but the RL trainer.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -19,7 +20,43 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("r1reward.lab", "the collapse lab: RL variants x learning rates x seeds, measured"),
     "eval": ("r1reward.evaluate", "benchmarks in both answer orders, Voting@K, Any-correct@K"),
     "serve": ("r1reward.serve", "HTTP service: OpenAI-compatible chat + /v1/reward"),
+    "merge": ("r1reward.models:merge_main", "merge a LoRA/QLoRA adapter folder into a full model"),
 }
+
+
+#: Commands that run under ``accelerate launch`` when given ``--accelerate-config NAME|PATH``.
+LAUNCHABLE = ("sft", "scalar", "rl")
+
+
+def launch_command(name: str, rest: list[str]) -> list[str] | None:
+    """``accelerate launch --config_file CONFIG -m r1reward.cli NAME REST`` when ``rest`` holds
+    ``--accelerate-config NAME|PATH`` (resolved by :func:`r1reward.recipes.accelerate_config`,
+    so a shipped name works from any directory), else ``None``.
+
+    Raises:
+        FileNotFoundError: an unknown config name or missing file.
+        ValueError: ``--accelerate-config`` without a value.
+    """
+    from r1reward.recipes import accelerate_config
+
+    value, kept, i = None, [], 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--accelerate-config":
+            if i + 1 >= len(rest):
+                raise ValueError("--accelerate-config needs a name (zero3, fsdp, ...) or a path")
+            value, i = rest[i + 1], i + 2
+            continue
+        if arg.startswith("--accelerate-config="):
+            value = arg.split("=", 1)[1]
+        else:
+            kept.append(arg)
+        i += 1
+    if value is None:
+        return None
+    config = accelerate_config(value)
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+            "-m", "r1reward.cli", name, *kept]
 
 
 def _usage() -> str:
@@ -32,6 +69,12 @@ def _usage() -> str:
         "commands:",
     ]
     lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [
+        "",
+        f"{', '.join(LAUNCHABLE)} take --accelerate-config NAME|PATH (zero3, fsdp, ddp-cpu-2, or a",
+        "file) and then run under `accelerate launch` with that config, e.g.",
+        "  r1reward rl --accelerate-config zero3 --recipe qwen2.5-vl-7b-full-zero3 --out runs/rl-7b",
+    ]
     return "\n".join(lines)
 
 
@@ -49,8 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"r1reward: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    if name in LAUNCHABLE:
+        try:
+            launch = launch_command(name, rest)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"r1reward {name}: {exc}", file=sys.stderr)
+            return 2
+        if launch is not None:
+            print("+ " + " ".join(launch), file=sys.stderr)
+            os.execv(launch[0], launch)  # replaces this process; accelerate starts the workers
+    module_name, _, func = COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, func or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

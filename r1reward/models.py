@@ -40,8 +40,14 @@ __all__ = [
     "PRETRAIN_INSTRUCTION",
     "build_tiny_model",
     "caption_metrics",
+    "adapter_base",
+    "cap_pixels",
+    "check_model_path",
+    "is_adapter",
     "load_model",
     "load_processor",
+    "merge_adapter",
+    "merge_main",
     "tiny_config",
     "pretrain_scene",
     "pretrain_tiny_model",
@@ -1206,6 +1212,7 @@ def load_model(
     lora: Any = None,
     quantization: Any = None,
     attn_implementation: str | None = "auto",
+    max_pixels: int | None = None,
 ):
     """Load a Qwen2.5-VL-style model and its processor: ``(model, processor)``.
 
@@ -1229,24 +1236,32 @@ def load_model(
             and transformers' default (SDPA) otherwise; any other value (``"sdpa"``,
             ``"eager"``, ``"flash_attention_2"``) is passed to ``from_pretrained``; None leaves
             the choice to transformers.
+        max_pixels: cap on the pixels of one image after the processor's resizing (a larger
+            image is downscaled, keeping its aspect ratio); None keeps the processor's setting.
+
+    An adapter folder (``adapter_config.json``, as LoRA/QLoRA training writes) loads its base
+    model (``base_model_name_or_path``) and the adapter on top: merged into a plain model unless
+    the base is quantized (then a ``PeftModel``, its adapter trainable when ``lora`` is given, so
+    RL continues the SFT adapter); with ``lora`` and an unquantized base a fresh adapter is put
+    on the merged model. The processor comes from the adapter folder when it holds one.
 
     Returns:
         ``(model, processor)``; the model is a ``Qwen2_5_VLForConditionalGeneration`` (or a
         ``PeftModel`` around it) and the processor a ``Qwen2_5_VLProcessor``.
+
+    Raises:
+        FileNotFoundError: a path that is neither a model folder, an adapter folder nor a Hub id,
+            or an adapter whose base model is missing.
     """
     from transformers import AutoModelForImageTextToText
 
-    src = str(path_or_hub_id)
-    local = Path(src).expanduser()
-    kwargs: dict[str, Any] = {}
-    if local.is_dir():
-        src = str(local)
-        kwargs["local_files_only"] = True
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"{local}: not a model folder (no config.json)")
-    elif src.startswith((".", "/", "~")) or src.count("/") > 1:
-        # looks like a path, not a Hub id ("org/name"): do not send it to the Hub
-        raise FileNotFoundError(f"{src}: no such model folder")
+    if is_adapter(path_or_hub_id):
+        model, processor = _load_adapter(
+            Path(path_or_hub_id).expanduser(), dtype=dtype, device_map=device_map, lora=lora,
+            quantization=quantization, attn_implementation=attn_implementation)
+        return model, cap_pixels(processor, max_pixels)
+    src = check_model_path(path_or_hub_id)
+    kwargs: dict[str, Any] = {"local_files_only": True} if Path(src).is_dir() else {}
     dtype = _resolve_dtype(dtype)
     model_kwargs = dict(kwargs)
     if quantization is not None:
@@ -1267,7 +1282,173 @@ def load_model(
         if quantization is not None:
             model = prepare_model_for_kbit_training(model)
         model = get_peft_model(model, config)
+    return model, cap_pixels(processor, max_pixels)
+
+
+def cap_pixels(processor: Any, max_pixels: int | None) -> Any:
+    """Set the image processor's pixel cap (``max_pixels``, ``size["longest_edge"]`` in
+    transformers' Qwen2-VL image processor; the floor ``shortest_edge`` is lowered to the cap
+    when above it) in place; ``None`` leaves it. Returns ``processor``."""
+    if max_pixels is None:
+        return processor
+    image = getattr(processor, "image_processor", None)
+    if image is None:
+        raise ValueError(f"model.max_pixels={max_pixels}: the processor has no image processor")
+    size, cap = getattr(image, "size", None), int(max_pixels)
+
+    def get(key: str) -> Any:
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    def put(key: str, value: int) -> None:
+        if isinstance(size, dict):
+            size[key] = value
+        else:
+            setattr(size, key, value)
+
+    if get("longest_edge") is not None:  # in pixels: the cap, and a floor not above it
+        put("longest_edge", cap)
+        if (get("shortest_edge") or 0) > cap:
+            put("shortest_edge", cap)
+    if getattr(image, "max_pixels", None) is not None:
+        image.max_pixels = cap
+    return processor
+
+
+# --------------------------------------------------------------------------------------------
+# model paths and LoRA/QLoRA adapter folders
+# --------------------------------------------------------------------------------------------
+
+
+def is_adapter(path: str | os.PathLike[str]) -> bool:
+    """True for a peft adapter folder (``adapter_config.json`` and no ``config.json``)."""
+    local = Path(path).expanduser()
+    return (local / "adapter_config.json").is_file() and not (local / "config.json").is_file()
+
+
+def check_model_path(path_or_hub_id: str | os.PathLike[str]) -> str:
+    """The model source to load, checked before any expensive work: a model folder (with
+    ``config.json``), an adapter folder, or something shaped like a Hub id (``org/name``).
+
+    Raises:
+        FileNotFoundError: a folder without ``config.json`` / ``adapter_config.json``, or a path
+            (``./x``, ``/x``, ``~/x``, ``a/b/c``) that does not exist.
+    """
+    src = str(path_or_hub_id)
+    local = Path(src).expanduser()
+    if local.is_dir():
+        if not ((local / "config.json").is_file() or is_adapter(local)):
+            raise FileNotFoundError(
+                f"{local}: not a model folder (no config.json) nor an adapter folder "
+                "(no adapter_config.json)"
+            )
+        return str(local)
+    if src.startswith((".", "/", "~")) or src.count("/") > 1 or local.exists():
+        # looks like a path, not a Hub id ("org/name"): do not send it to the Hub
+        raise FileNotFoundError(f"{src}: no such model folder")
+    return src
+
+
+def adapter_base(adapter: str | os.PathLike[str], base_model: str | None = None) -> str:
+    """The base model of an adapter folder: ``base_model`` when given, else its
+    ``adapter_config.json``'s ``base_model_name_or_path`` (a relative path is tried from the
+    working directory, then from the adapter folder).
+
+    Raises:
+        FileNotFoundError: the base model is neither a folder nor a Hub id.
+    """
+    import json
+
+    adapter = Path(adapter).expanduser()
+    config_path = adapter / "adapter_config.json"
+    base = base_model or json.loads(config_path.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise FileNotFoundError(f"{config_path}: no base_model_name_or_path; pass the base model")
+    if not Path(base).expanduser().is_dir() and (adapter / base).is_dir():
+        base = str(adapter / base)
+    try:
+        return check_model_path(base)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{config_path}: base model {base!r} not found ({exc})") from None
+
+
+def _has_processor(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _load_adapter(adapter: Path, *, base_model: str | None = None, dtype: Any = None,
+                  device_map: Any = None, lora: Any = None, quantization: Any = None,
+                  attn_implementation: str | None = "auto"):
+    """``(model, processor)`` of an adapter folder on its base (see :func:`load_model`)."""
+    from peft import PeftModel
+
+    base = adapter_base(adapter, base_model)
+    model, processor = load_model(base, dtype=dtype, device_map=device_map,
+                                  quantization=quantization,
+                                  attn_implementation=attn_implementation)
+    if _has_processor(adapter):
+        processor = load_processor(str(adapter), local_files_only=True)
+    trainable = lora is not None and quantization is not None
+    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    if quantization is not None:
+        return model, processor
+    model = model.merge_and_unload()
+    if lora is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, _lora_config(lora))
     return model, processor
+
+
+def merge_adapter(
+    adapter: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    base_model: str | None = None,
+    dtype: Any = None,
+) -> Path:
+    """Merge a LoRA adapter folder into its base model and save a plain model folder.
+
+    ``out`` gets the merged weights (``model.safetensors``), ``config.json`` and the processor
+    files (the adapter folder's when it has them, else the base model's); it loads with
+    :func:`load_model` like any model folder. The base is loaded unquantized: a QLoRA adapter
+    merges into the full-precision base (``dtype``, default the base's float32 load).
+    """
+    model, processor = _load_adapter(Path(adapter).expanduser(), base_model=base_model,
+                                     dtype=dtype)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def merge_main(argv: list[str] | None = None) -> int:
+    """``r1reward merge ADAPTER --out DIR [--base PATH] [--dtype bfloat16]``."""
+    parser = argparse.ArgumentParser(
+        prog="r1reward merge",
+        description="Merge a LoRA/QLoRA adapter folder (what LoRA SFT or RL writes) into its base "
+        "model and save a plain model folder that eval, serve and rl.init_model load.",
+        epilog="example:\n  r1reward merge runs/sft-7b-qlora --out runs/sft-7b-merged --dtype bfloat16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("adapter", help="adapter folder (adapter_config.json + adapter weights)")
+    parser.add_argument("--out", required=True, help="folder for the merged model")
+    parser.add_argument("--base", default=None,
+                        help="base model path or hub id (default: the adapter's base_model_name_or_path)")
+    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default float32)")
+    args = parser.parse_args(argv)
+    if not is_adapter(args.adapter):
+        print(f"r1reward merge: {args.adapter}: not an adapter folder (no adapter_config.json, or "
+              "it is already a full model)", file=sys.stderr)
+        return 2
+    try:
+        base = adapter_base(args.adapter, args.base)
+    except FileNotFoundError as exc:
+        print(f"r1reward merge: {exc}", file=sys.stderr)
+        return 2
+    out = merge_adapter(args.adapter, args.out, base_model=base, dtype=args.dtype)
+    print(f"{args.adapter} + {base} -> {out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

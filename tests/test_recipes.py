@@ -116,3 +116,21 @@ def test_recipe_builds_its_trainer_and_scalar_model_on_cpu(name, tiny, tmp_path)
     batch = encode_responses(processor, pairs[:2], [1, 2])
     batch.pop("mm_token_type_ids", None)
     assert rm(**batch).shape == (2,)
+
+
+def test_bad_override_values_name_the_key_and_the_type():
+    for item, expected in [
+        ("sft.lr=abc", "a number"),
+        ("sft.bf16=1", "true or false"),
+        ("rl.report_to=tensorboard", "a list"),
+        ("data.heldout_fraction=half", "a number"),
+        ("model.tiny=3", "a mapping"),
+    ]:
+        key = item.split("=")[0]
+        with pytest.raises(ValueError, match=rf"{key}=.*expected {expected}"):
+            load_recipe("toy-ci", [item])
+    # declared optional keys are settable although the YAML leaves them out; null always passes
+    r = load_recipe("toy-ci", ["data.heldout_fraction=0.1", "sft.lr=null", "sft.epochs=1.5"])
+    assert r["data"]["heldout_fraction"] == 0.1 and r["sft"]["lr"] is None
+    with pytest.raises(KeyError, match="heldout_fraction"):  # listed among the known keys
+        load_recipe("toy-ci", ["data.heldot=x"])

@@ -6,7 +6,10 @@ Bradley-Terry baseline), ``rl`` (StableReinforce, Sec. 3) and ``eval``. Shipped 
 ``toy-ci``, ``toy-cpu`` (the tiny model on 2 CPU cores) and ``qwen2.5-vl-7b-lora`` (one GPU).
 
 Overrides are dotted ``key=value`` strings whose values are parsed as YAML, so ``sft.lr=1e-3``
-gives a float, ``model.lora=null`` gives ``None`` and ``model.lora={r: 8}`` gives a dict.
+gives a float, ``model.lora=null`` gives ``None`` and ``model.lora={r: 8}`` gives a dict. A value
+of the wrong kind (``sft.lr=abc``) is refused with the key and the expected type: the type is the
+one declared in :data:`OPTIONAL_KEYS`, or else that of the value the recipe already holds.
+Keys declared in :data:`OPTIONAL_KEYS` may be set even when the YAML file leaves them out.
 """
 
 from __future__ import annotations
@@ -22,16 +25,111 @@ import yaml
 
 __all__ = [
     "RECIPE_DIR",
+    "OPTIONAL_KEYS",
+    "accelerate_config",
     "available",
     "load_recipe",
     "apply_overrides",
     "recipe_hash",
+    "save_recipe",
     "resolve_model_path",
     "build_tiny_cached",
     "tiny_pretrain_kwargs",
 ]
 
 RECIPE_DIR = Path(__file__).resolve().parent
+
+
+#: Keys a recipe may leave out, which then take their default; settable from the command line.
+#: ``section -> key -> (expected kind, help)``; kinds are those of :func:`_kind_of`.
+OPTIONAL_KEYS: dict[str, dict[str, tuple[str, str]]] = {
+    "data": {
+        "heldout": ("str", "held-out pairs file, never trained on (r1reward.data.splits)"),
+        "heldout_fraction": (
+            "number",
+            "seeded share of the data.source file held out and never trained on",
+        ),
+    },
+    "model": {
+        "max_pixels": ("int", "cap on the pixels of each image given to the processor"),
+    },
+    "sft": {
+        "report_to": ("list", "transformers trackers, e.g. [tensorboard] or [wandb]"),
+        "save_steps": ("int", "checkpoint every N optimizer steps (0: only the final one)"),
+        "save_total_limit": ("int", "checkpoints kept (the oldest are removed)"),
+    },
+}
+
+
+def _kind_of(value: Any) -> str | None:
+    """The kind an override must have to replace ``value`` (None: anything goes)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return None
+
+
+_KIND_TEXT = {
+    "bool": "true or false",
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "list": "a list such as [a, b]",
+    "mapping": "a mapping such as {key: value}",
+}
+
+
+def _check_kind(key: str, raw: str, value: Any, kind: str | None, source: str) -> None:
+    """Raise ``ValueError`` naming ``key`` when ``value`` is not of ``kind`` (``null`` passes)."""
+    if kind is None or value is None:
+        return
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": isinstance(value, str | int | float) and not isinstance(value, bool),
+        "list": isinstance(value, list),
+        "mapping": isinstance(value, dict),
+    }.get(kind, True)
+    if not ok:
+        raise ValueError(
+            f"{source}: override {key}={raw!r}: expected {_KIND_TEXT.get(kind, kind)}, "
+            f"got {type(value).__name__} {value!r}"
+        )
+
+
+#: Short names of the shipped accelerate configs (``r1reward/recipes/accelerate/*.yaml``).
+ACCELERATE_ALIASES = {"zero3": "deepspeed-zero3", "deepspeed": "deepspeed-zero3",
+                      "ddp-cpu": "ddp-cpu-2"}
+
+
+def accelerate_config(name_or_path: str | Path) -> Path:
+    """An accelerate config by name (``zero3``, ``deepspeed-zero3``, ``fsdp``, ``ddp-cpu-2``) or
+    path, as an absolute path that works from any working directory.
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a shipped name (the names are listed).
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path.resolve()
+    folder = RECIPE_DIR / "accelerate"
+    name = ACCELERATE_ALIASES.get(str(name_or_path), str(name_or_path))
+    shipped = folder / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted([p.stem for p in folder.glob("*.yaml")] + list(ACCELERATE_ALIASES))
+    raise FileNotFoundError(
+        f"accelerate config {str(name_or_path)!r}: no such file, and not a shipped name "
+        f"(known: {', '.join(known)})"
+    )
 
 
 def available() -> list[str]:
@@ -77,14 +175,19 @@ def apply_overrides(recipe: dict, overrides: Iterable[str], *, source: str = "re
                     f"{source}: cannot set {key!r}: {where!r} is {node!r}, not a section; "
                     f"set the whole value instead, e.g. {where}={{{part}: ...}}"
                 )
-            if part not in node:
+            optional = OPTIONAL_KEYS.get(parts[0], {}) if depth == 1 else {}
+            if part not in node and not (last and part in optional):
                 where = ".".join(parts[:depth]) or "top level"
-                known = ", ".join(sorted(node)) or "(none)"
+                known = ", ".join(sorted({*node, *optional})) or "(none)"
                 raise KeyError(
                     f"{source}: unknown key {key!r} ({part!r} is not in {where}; known: {known})"
                 )
             if last:
-                node[part] = _parse_value(raw)
+                value = _parse_value(raw)
+                kind = optional[part][0] if part in optional else _kind_of(node.get(part))
+                if kind != "str":  # a string value may hold anything YAML reads (paths, ids)
+                    _check_kind(key, raw, value, kind, source)
+                node[part] = value
             else:
                 node = node[part]
     return out
@@ -124,6 +227,19 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
         raise ValueError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
     data.setdefault("name", path.stem)
     return apply_overrides(data, overrides, source=str(path))
+
+
+RECIPE_FILE = "recipe.yaml"
+
+
+def save_recipe(recipe: dict, folder: str | Path) -> Path:
+    """Write the resolved recipe (overrides applied) as ``folder/recipe.yaml`` beside a run's
+    outputs, so ``r1reward ... --recipe folder/recipe.yaml`` repeats it."""
+    path = Path(folder) / RECIPE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = json.loads(json.dumps(recipe, default=str))
+    path.write_text(yaml.safe_dump(clean, sort_keys=False))
+    return path
 
 
 def recipe_hash(*parts: Any) -> str:

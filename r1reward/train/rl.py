@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import random
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,10 +237,10 @@ def load_pairs(cfg: RLConfig, recipe: dict) -> list:
         n = int(spec.get("train_pairs", spec.get("n", 64)))
         pairs = make_pairs(n, seed=int(spec.get("seed", 0)), split="train",
                            image_size=int(spec.get("image_size", 56)))
-    else:
-        from r1reward.data import load
+    else:  # the training side of the declared split: held-out pairs are never trained on
+        from r1reward.data.splits import split_pairs
 
-        pairs = list(load(source))
+        pairs = split_pairs(spec, cap=False)[0]
     if cfg.min_difficulty is not None:
         pairs = [p for p in pairs if (p.difficulty or 0) >= cfg.min_difficulty]
     if not pairs:
@@ -623,20 +625,105 @@ def params_finite(model) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+RUN_FILE = "run.json"
+#: What a resumed run may change: how far it runs and how it reports, not what it computes.
+RESUME_MAY_CHANGE = frozenset(
+    {"steps", "progress", "save_every", "save_total_limit", "report_to", "stop_on_nonfinite"}
+)
+#: The files of a run in its folder; a fresh run removes those of an earlier one.
+RUN_OUTPUTS = (RUN_FILE, "metrics.jsonl", "summary.json", "rl_config.json", "recipe.yaml",
+               "checkpoints", "final")
+
+
+class ResumeError(RuntimeError):
+    """``--resume`` cannot continue this folder's run (the message says why and what to do)."""
+
+
+def run_identity(recipe: dict, cfg: RLConfig, pairs: Sequence[Any]) -> dict:
+    """What fixes a run's computation: the recipe (its ``rl`` section resolved, minus
+    :data:`RESUME_MAY_CHANGE`) and the ids of its training pairs; with their hash."""
+    rl_part = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_MAY_CHANGE}
+    config = {**{k: v for k, v in recipe.items() if k != "rl"}, "rl": rl_part}
+    config = json.loads(json.dumps(config, sort_keys=True, default=str))
+    ids = [str(getattr(p, "id", "")) for p in pairs]
+    blob = json.dumps([config, ids], sort_keys=True).encode()
+    return {"config": config, "n_pairs": len(ids),
+            "config_hash": hashlib.sha256(blob).hexdigest()[:16]}
+
+
+def start_run(out_dir: Path, identity: dict) -> dict:
+    """A fresh run in ``out_dir``: remove an earlier run's outputs (:data:`RUN_OUTPUTS`, so
+    neither its checkpoints nor its metrics can be mistaken for this run's) and write
+    ``run.json`` with a new run id. Main process only."""
+    for name in RUN_OUTPUTS:
+        target = out_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    run = {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           **identity}
+    (out_dir / RUN_FILE).write_text(json.dumps(run, indent=1))
+    return run
+
+
+def resume_point(out_dir: Path, identity: dict) -> tuple[dict, Path]:
+    """``(run, checkpoint)`` to continue from: this folder's run and its last complete
+    checkpoint, which must carry the same run id and the same settings.
+
+    Raises:
+        ResumeError: no run, no checkpoint, a checkpoint of another run, or other settings.
+    """
+    path = out_dir / RUN_FILE
+    if not path.is_file():
+        raise ResumeError(f"--resume: {out_dir} holds no run ({RUN_FILE} missing); start it "
+                          "without --resume")
+    run = json.loads(path.read_text())
+    found = _checkpoints(out_dir)
+    if not found:
+        raise ResumeError(
+            f"--resume: run {run['run_id']} in {out_dir} saved no complete checkpoint (with "
+            "rl.save_every=0 the only one is written at the end); nothing to resume -- rerun "
+            "with --overwrite")
+    last = found[-1]
+    state = json.loads((last / "trainer_state.json").read_text())
+    if state.get("run_id") != run["run_id"]:
+        raise ResumeError(f"--resume: {last} belongs to run {state.get('run_id')}, not to this "
+                          f"folder's run {run['run_id']}; refusing to continue another run")
+    if state.get("config_hash") != identity["config_hash"]:
+        diff = _diff(state.get("config") or {}, identity["config"])
+        if state.get("n_pairs") != identity["n_pairs"]:
+            diff.append(f"training pairs {state.get('n_pairs')} -> {identity['n_pairs']}")
+        raise ResumeError(f"--resume: {last} was written with other settings: "
+                          f"{'; '.join(diff[:8]) or 'other training pairs'}; only "
+                          f"rl.{{{', '.join(sorted(RESUME_MAY_CHANGE))}}} may change")
+    return run, last
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(a.keys() | b.keys())
+                for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]} {a!r} -> {b!r}"]
+
+
 def _checkpoints(out_dir: Path) -> list[Path]:
     root = out_dir / "checkpoints"
     done = [p for p in root.glob("step-*") if (p / "trainer_state.json").exists()]
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def save_checkpoint(accelerator, out_dir: Path, step: int, data_position: int, cfg: RLConfig) -> Path:
+def save_checkpoint(accelerator, out_dir: Path, step: int, data_position: int, cfg: RLConfig,
+                    run: dict | None = None) -> Path:
     """Model/adapter, optimizer and RNG states (torch, python, numpy) through
     ``accelerator.save_state``, then ``trainer_state.json`` last (its presence marks a complete
-    checkpoint). Older checkpoints beyond ``save_total_limit`` are removed."""
+    checkpoint) with the run's id and resolved settings (``run``, see :func:`start_run`).
+    Older checkpoints beyond ``save_total_limit`` are removed."""
     path = out_dir / "checkpoints" / f"step-{step:06d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        state = {"step": step, "data_position": data_position, "seed": cfg.seed}
+        state = {"step": step, "data_position": data_position, "seed": cfg.seed,
+                 **{k: (run or {}).get(k) for k in ("run_id", "config_hash", "n_pairs", "config")}}
         (path / "trainer_state.json").write_text(json.dumps(state))
         for old in _checkpoints(out_dir)[: -max(1, cfg.save_total_limit)]:
             shutil.rmtree(old, ignore_errors=True)
@@ -762,25 +849,33 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
 
         rollout_vllm.configure(**cfg.vllm)
     rank, world = accelerator.process_index, accelerator.num_processes
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
-    accelerator.wait_for_everyone()
-
     if pairs is None:
         pairs = load_pairs(cfg, recipe)
     else:
         pairs = [p for p in pairs if cfg.min_difficulty is None or (p.difficulty or 0) >= cfg.min_difficulty]
         if not pairs:
             raise ValueError(f"train_rl: no pairs with difficulty >= {cfg.min_difficulty}")
+    # a run id and the settings it computes with; a resumed run must match its checkpoint's
+    identity = run_identity(recipe, cfg, pairs)
+    if resume:
+        run, last = resume_point(out_dir, identity)  # before any model is loaded
+    elif accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start_run(out_dir, identity)
+    accelerator.wait_for_everyone()
+    run = json.loads((out_dir / RUN_FILE).read_text())
+    if accelerator.is_main_process:
+        from r1reward.recipes import save_recipe
+
+        (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+        save_recipe(recipe, out_dir)  # recipe.yaml: the resolved recipe beside the run
     model, ref, processor, optimizer = build(recipe, cfg, accelerator)
     judge = make_judge(cfg.judge)
     pad_id = _pad_id(processor)
     metrics_path = out_dir / "metrics.jsonl"
 
     start = 0
-    if resume and _checkpoints(out_dir):
-        last = _checkpoints(out_dir)[-1]
+    if resume:
         accelerator.load_state(str(last))
         state = json.loads((last / "trainer_state.json").read_text())
         start = int(state["step"])
@@ -790,8 +885,6 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         )
         if accelerator.is_main_process:
             _truncate_metrics(metrics_path, start)
-    elif accelerator.is_main_process and metrics_path.exists():
-        metrics_path.unlink()
     accelerator.wait_for_everyone()
     if cfg.report_to:
         accelerator.init_trackers("r1reward-rl", config=_flat(dataclasses.asdict(cfg)))
@@ -799,6 +892,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     bar = tqdm(range(start, cfg.steps), desc=f"rl {cfg.algo}", initial=start, total=cfg.steps,
                disable=not (cfg.progress and accelerator.is_local_main_process))
     collapsed = False
+    saved = start if resume else -1  # the step of the last checkpoint written
     for step in bar:
         t0 = time.perf_counter()
         # 1. rollout: this process's slice of the global batch
@@ -874,8 +968,13 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             collapsed = True
             break
         if cfg.save_every and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
-            save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.pairs_per_step * world, cfg)
+            save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.pairs_per_step * world, cfg, run)
+            saved = step + 1
     bar.close()
+    done = max(start, cfg.steps)
+    if not collapsed and saved != done:
+        # the last state stays resumable (to extend the run) even with save_every 0
+        save_checkpoint(accelerator, out_dir, done, done * cfg.pairs_per_step * world, cfg, run)
 
     final = out_dir / "final"
     accelerator.wait_for_everyone()
@@ -920,27 +1019,93 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def check_judge(cfg: RLConfig) -> None:
+    """Before any model is loaded: an OpenAI-compatible consistency judge must have an address
+    (``rl.judge.base_url`` or ``$R1REWARD_JUDGE_BASE_URL``) that answers HTTP at all.
+
+    Raises:
+        ValueError: no address, or nothing listening there.
+    """
+    judge = cfg.judge
+    if not (cfg.consistency_reward and isinstance(judge, dict) and judge.get("kind") == "openai"):
+        return
+    import httpx
+
+    url = judge.get("base_url") or os.environ.get("R1REWARD_JUDGE_BASE_URL")
+    if not url:
+        raise ValueError("rl.judge is an OpenAI-compatible server but has no address: set "
+                         "R1REWARD_JUDGE_BASE_URL (e.g. http://127.0.0.1:8001/v1 for `vllm serve "
+                         "Qwen/Qwen2.5-VL-7B-Instruct --port 8001`) or rl.judge.base_url")
+    try:
+        httpx.get(f"{str(url).rstrip('/')}/models", timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise ValueError(f"rl.judge: the judge server at {url} is not reachable "
+                         f"({type(exc).__name__}: {exc}); start it or set "
+                         "rl.consistency_reward=false") from None
+
+
+def _used(out: Path) -> list[str]:
+    """The outputs of an earlier run in ``out`` (:data:`RUN_OUTPUTS` that exist)."""
+    return [name for name in RUN_OUTPUTS if (out / name).exists()]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``r1reward rl --recipe toy-ci rl.algo=reinforce++ rl.steps=40 --out runs/x [--resume]``."""
     parser = argparse.ArgumentParser(
         prog="r1reward rl",
         description="RL for the generative reward model: StableReinforce (default), Reinforce++ "
-        "or GRPO. Runs on one process, or several through `accelerate launch -m r1reward.train.rl`.",
+        "or GRPO. Runs on one process, or several with --accelerate-config NAME|PATH (or "
+        "`accelerate launch -m r1reward.cli rl`).",
+        epilog="examples:\n"
+        "  r1reward rl --recipe toy-ci --out runs/rl-toy\n"
+        "  r1reward rl --recipe toy-ci --out runs/rl-toy --resume rl.steps=4\n"
+        "  r1reward rl --recipe toy-cpu --algo reinforce++ --out runs/rl-rpp rl.init_model=artifacts/cpu/sft\n"
+        "  r1reward rl --accelerate-config ddp-cpu-2 --recipe toy-ci --out runs/rl-ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--recipe", required=True, help="recipe name (toy-ci, toy-cpu, ...) or YAML path")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. rl.lr=1e-5 rl.steps=10")
     parser.add_argument("--algo", choices=sorted(ALGO_PRESETS), help="shortcut for rl.algo=...")
     parser.add_argument("--out", default=None, help="output folder (default runs/rl-<recipe>-<algo>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue this folder's run from its last checkpoint (same run id and "
+                        "settings; only rl.steps and the reporting keys may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a fresh run in a folder that holds an earlier one, removing "
+                        "its checkpoints, metrics and final model")
     args = parser.parse_args(argv)
 
     from r1reward.recipes import load_recipe
 
     overrides = list(args.overrides) + ([f"rl.algo={args.algo}"] if args.algo else [])
-    recipe = load_recipe(args.recipe, overrides=overrides)
-    algo = recipe.get("rl", {}).get("algo", "stable-reinforce")
-    out = args.out or f"runs/rl-{Path(args.recipe).stem}-{algo}"
-    final = train_rl(recipe, out_dir=out, resume=args.resume)
+    try:
+        recipe = load_recipe(args.recipe, overrides=overrides)
+        cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
+        from r1reward.train.sft import preflight
+
+        preflight(recipe, init_model=cfg.init_model)  # model and data paths, before any work
+        check_judge(cfg)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"r1reward rl: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/rl-{Path(args.recipe).stem}-{cfg.algo}")
+    if args.resume and args.overwrite:
+        print("r1reward rl: --resume continues a run and --overwrite replaces it; pick one",
+              file=sys.stderr)
+        return 2
+    if not args.resume and not args.overwrite and _used(out):
+        print(f"r1reward rl: {out} holds an earlier run ({', '.join(_used(out))}); pass --resume "
+              "to continue it or --overwrite to replace it", file=sys.stderr)
+        return 2
+    if cfg.init_model is None:
+        print(f"r1reward rl: warning: rl.init_model is null, so RL starts from model.path "
+              f"({(recipe.get('model') or {}).get('path') or 'the tiny model'}), not from a "
+              "cold-start SFT model (the paper starts RL from SFT, Sec. 4.1)", file=sys.stderr)
+    try:
+        final = train_rl(recipe, out_dir=out, resume=args.resume)
+    except ResumeError as exc:
+        print(f"r1reward rl: {exc}", file=sys.stderr)
+        return 2
     recs = read_metrics(out)
     if recs and os.environ.get("RANK", "0") == "0":
         last = recs[-1]

@@ -128,10 +128,11 @@ def train_scalar(
 
     Args:
         recipe: a loaded recipe (its ``model``, ``data`` and ``scalar`` sections are used).
-        out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt`` and
-            ``scalar_summary.json``.
-        pairs, heldout: training / evaluation pairs; default: the recipe's data (uncurated: the
-            baseline needs only labels).
+        out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt``,
+            ``scalar_summary.json`` and ``recipe.yaml`` (the resolved recipe).
+        pairs, heldout: training / evaluation pairs; default: the two sides of the recipe's
+            declared split (:func:`r1reward.data.splits.load_split`; uncurated: the baseline
+            needs only labels).
 
     Returns:
         ``{"heldout_accuracy", "train_accuracy", "steps", "train_seconds", "peak_rss_mb",
@@ -158,6 +159,7 @@ def train_scalar(
         dtype=m.get("dtype"),
         lora=m.get("lora"),
         quantization=m.get("quantization"),
+        max_pixels=m.get("max_pixels"),
     )
     if cfg.get("freeze_vision"):
         from r1reward.train.sft import freeze_vision
@@ -214,6 +216,9 @@ def train_scalar(
         "n_heldout": len(heldout),
     }
     torch.save(rm.head.state_dict(), out_dir / "scalar_head.pt")
+    from r1reward.recipes import save_recipe
+
+    save_recipe(recipe, out_dir)
     (out_dir / "scalar_summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "log": log}
 
@@ -232,16 +237,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--recipe", required=True, help="recipe name (toy-cpu, ...) or YAML path")
     parser.add_argument("--out", required=True, help="output folder (log, head, summary)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into an --out that holds an earlier run")
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
     from r1reward.recipes import load_recipe
+    from r1reward.train.sft import load_pairs, preflight, refuse_used_out
 
-    try:
+    try:  # the recipe, paths, --out and the held-out split are checked before any model loads
         recipe = load_recipe(args.recipe, args.overrides)
+        preflight(recipe)
+        reason = refuse_used_out(args.out, False, args.overwrite)
+        if reason:
+            raise ValueError(reason.replace("pass --resume to continue it or ", "pass "))
+        pairs = load_pairs(recipe["data"], "train")
+        heldout = load_pairs(recipe["data"], "heldout")
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward scalar: {exc}", file=sys.stderr)
         return 2
-    result = train_scalar(recipe, out_dir=args.out)
+    result = train_scalar(recipe, out_dir=args.out, pairs=pairs, heldout=heldout)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2))
     return 0
 

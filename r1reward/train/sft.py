@@ -39,6 +39,8 @@ __all__ = [
     "judge_pairs",
     "peak_rss_mb",
     "load_pairs",
+    "preflight",
+    "refuse_used_out",
     "main",
 ]
 
@@ -108,8 +110,19 @@ def build_dataset(pairs: Sequence[Any], processor: Any):
     return datasets.Dataset.from_list(examples)
 
 
+def _report_to(value: Any) -> str | list[str]:
+    """``sft.report_to`` (``null``, ``none``, a tracker name or a list of them) for transformers."""
+    if not value or value == "none":
+        return "none"
+    return [value] if isinstance(value, str) else list(value)
+
+
 def sft_config(section: dict, out_dir: str | Path, *, bf16: bool | None = None):
-    """TRL ``SFTConfig`` from a recipe's ``sft`` section, with CPU-safe settings made explicit."""
+    """TRL ``SFTConfig`` from a recipe's ``sft`` section, with CPU-safe settings made explicit.
+
+    ``report_to`` (trackers), ``save_steps`` and ``save_total_limit`` (checkpoints for
+    ``--resume``) come from the section; by default nothing is reported and no checkpoint is
+    written."""
     import torch
     from trl import SFTConfig
 
@@ -136,8 +149,11 @@ def sft_config(section: dict, out_dir: str | Path, *, bf16: bool | None = None):
         use_cpu=not cuda,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
-        report_to="none",
-        save_strategy="no",
+        report_to=_report_to(section.get("report_to")),
+        # checkpoints every sft.save_steps optimizer steps for --resume (none by default)
+        save_strategy="steps" if int(section.get("save_steps") or 0) > 0 else "no",
+        save_steps=int(section.get("save_steps") or 0) or 500,
+        save_total_limit=section.get("save_total_limit"),
         eval_strategy="no",
         remove_unused_columns=False,
         disable_tqdm=bool(section.get("disable_tqdm", False)),
@@ -164,35 +180,29 @@ class _JsonlLogger:
         self.callback = Callback()
 
 
-def load_pairs(data: dict, split: str, *, curated_path: str | Path | None = None) -> list[Any]:
-    """Pairs for a recipe's ``data`` section: toy ``train``/``heldout`` or a pairs file.
+def load_pairs(
+    data: dict, split: str, *, curated_path: str | Path | None = None, retry_failed: bool = True
+) -> list[Any]:
+    """Pairs for a recipe's ``data`` section: the ``train`` or ``heldout`` side of its declared
+    split (:func:`r1reward.data.splits.load_split`: the toy world's seed-disjoint splits, or a
+    pairs file with ``data.heldout: PATH`` or a seeded ``data.heldout_fraction``, never trained
+    on).
 
     For training (``split="train"``) the pairs are curated by the recipe's teacher
     (:func:`r1reward.curation.curate`, up to ``data.max_tries`` tries) into ``curated_path``
-    (resumable JSONL); held-out pairs are returned as they are.
+    (resumable JSONL; ``retry_failed=False`` reads it without asking the teacher again for pairs
+    it failed on); held-out pairs are returned as they are.
     """
-    source = data.get("source", "toy")
-    n = int(data["train_pairs"] if split == "train" else data["heldout_pairs"])
-    if source == "toy":
-        from r1reward.data.toy import make_pairs
+    from r1reward.data.splits import load_split
 
-        pairs = make_pairs(
-            n,
-            seed=int(data.get("seed", 0)),
-            split=split,
-            image_size=int(data.get("image_size", 56)),
-        )
-    else:
-        from r1reward.data import load
-
-        path = data["source"] if split == "train" else data.get("heldout", data["source"])
-        pairs = list(load(path))[:n]
+    pairs = load_split(data, split)
     if split != "train" or curated_path is None:
         return list(pairs)
     from r1reward.curation import curate, make_teacher
 
     teacher = make_teacher(data.get("teacher") or {"kind": "toy"})
-    return curate(pairs, teacher, curated_path, int(data.get("max_tries", 3)), progress=False)
+    return curate(pairs, teacher, curated_path, int(data.get("max_tries", 3)), progress=False,
+                  retry_failed=retry_failed)
 
 
 def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], model_path: str):
@@ -210,6 +220,7 @@ def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], mo
         dtype=m.get("dtype"),
         lora=m.get("lora"),
         quantization=m.get("quantization"),
+        max_pixels=m.get("max_pixels"),
     )
     section = recipe["sft"]
     if section.get("freeze_vision"):
@@ -288,42 +299,114 @@ def judge_pairs(
     }
 
 
-def train_sft(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any] | None = None) -> Path:
+def _distributed() -> bool:
+    """Launched as one of several processes (``accelerate launch`` / ``torchrun``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _curated_pairs(recipe: dict, out_dir: Path) -> list[Any]:
+    """The recipe's training pairs, curated once: with several processes the main one curates
+    (the teacher may be a paid API) while the others wait, then they read its file."""
+    path = out_dir / "curated.jsonl"
+    if not _distributed():
+        return load_pairs(recipe["data"], "train", curated_path=path)
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        return load_pairs(recipe["data"], "train", curated_path=path,
+                          retry_failed=state.is_main_process)
+
+
+def _last_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return found[-1] if found else None
+
+
+def _save_model(trainer: Any, out_dir: Path, model_section: dict) -> None:
+    """Save the trained model through the trainer's accelerator, so DeepSpeed ZeRO-3 and FSDP
+    shards are gathered into one full state dict (main process writes). A LoRA model is saved
+    as its adapter (``out_dir/adapter``) and merged into a full model on the main process; a
+    4-bit (QLoRA) model stays an adapter folder in ``out_dir``."""
+    from r1reward.models import merge_adapter
+
+    quantized = bool(model_section.get("quantization"))
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)
+    state_dict = acc.get_state_dict(trainer.model)  # gathered (ZeRO-3 / FSDP); None off-main
+    main = acc.is_main_process
+    if hasattr(model, "merge_and_unload") and not quantized:
+        adapter = out_dir / "adapter"
+        model.save_pretrained(adapter, state_dict=state_dict, is_main_process=main)
+        acc.wait_for_everyone()
+        if main:
+            merge_adapter(adapter, out_dir, dtype=model_section.get("dtype"))
+            shutil.rmtree(adapter)
+    else:
+        model.save_pretrained(out_dir, state_dict=state_dict, is_main_process=main,
+                              save_function=acc.save)
+    acc.wait_for_everyone()
+
+
+def train_sft(
+    recipe: dict,
+    *,
+    out_dir: str | Path,
+    pairs: Sequence[Any] | None = None,
+    resume: bool = False,
+) -> Path:
     """Cold-start SFT per ``recipe``; writes a loadable model folder to ``out_dir``.
 
     Args:
         recipe: a loaded recipe (:func:`r1reward.recipes.load_recipe`).
         out_dir: the output folder: model weights (merged when LoRA), processor files,
-            ``sft_log.jsonl`` (loss curve, one line per log step) and ``sft_summary.json``
-            (steps, seconds, peak RSS).
+            ``sft_log.jsonl`` (loss curve, one line per log step), ``sft_summary.json``
+            (steps, seconds, peak RSS) and ``recipe.yaml`` (the resolved recipe).
         pairs: curated training pairs (with ``meta["teacher_analysis"]``); default: the recipe's
-            data, curated by its teacher into ``out_dir/curated.jsonl``.
+            data, curated by its teacher into ``out_dir/curated.jsonl`` (once, by the main
+            process, when several are launched).
+        resume: continue from the last ``checkpoint-*`` in ``out_dir`` (``sft.save_steps`` > 0
+            writes them).
 
     Returns:
         ``out_dir`` as a ``Path``; ``load_model(out_dir)`` loads the fine-tuned judge.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
     """
-    from r1reward.recipes import resolve_model_path
+    from r1reward.recipes import resolve_model_path, save_recipe
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _last_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(
+            f"--resume: {out_dir} holds no checkpoint-* folder (set sft.save_steps > 0 to write "
+            "them); nothing to resume")
     if pairs is None:
-        pairs = load_pairs(recipe["data"], "train", curated_path=out_dir / "curated.jsonl")
+        pairs = _curated_pairs(recipe, out_dir)
     model_path = resolve_model_path(recipe)
     log_path = out_dir / LOG_NAME
-    log_path.unlink(missing_ok=True)
+    if checkpoint is None:  # a fresh run: an earlier run's checkpoints must not be resumed later
+        log_path.unlink(missing_ok=True)
+        for old in out_dir.glob("checkpoint-*"):
+            shutil.rmtree(old)
     t0 = time.monotonic()
     trainer, processor = build_trainer(recipe, out_dir=out_dir, pairs=pairs, model_path=model_path)
     logger = _JsonlLogger(log_path)
-    trainer.add_callback(logger.callback)
-    result = trainer.train()
-    model = trainer.model
-    if hasattr(model, "merge_and_unload") and not recipe["model"].get("quantization"):
-        model = model.merge_and_unload()
+    main = trainer.accelerator.is_main_process
+    if main:
+        trainer.add_callback(logger.callback)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    _save_model(trainer, out_dir, recipe["model"])
+    if not main:
+        return out_dir
     if Path(model_path).is_dir():
         _copy_processor_files(Path(model_path), out_dir)
     else:
         processor.save_pretrained(out_dir)
-    model.save_pretrained(out_dir)
+    save_recipe(recipe, out_dir)
     summary = {
         "model_path": model_path,
         "train_examples": len(trainer.train_dataset),
@@ -332,9 +415,57 @@ def train_sft(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any] | None 
         "train_seconds": round(time.monotonic() - t0, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": __import__("torch").get_num_threads(),
+        "processes": trainer.accelerator.num_processes,
+        "resumed_from": str(checkpoint) if checkpoint else None,
     }
     (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
     return out_dir
+
+
+def preflight(recipe: dict, *, init_model: str | None = None) -> None:
+    """The checks that can fail before expensive work (curation may call a paid teacher):
+    ``model.path`` (or ``init_model``) is a model folder, an adapter folder or a Hub id, and
+    the data files the ``data`` section names exist.
+
+    Raises:
+        FileNotFoundError: naming the recipe key and the path.
+    """
+    from r1reward.models import check_model_path
+
+    for key, path in (("model.path", (recipe.get("model") or {}).get("path")),
+                      ("rl.init_model", init_model)):
+        if path:
+            try:
+                check_model_path(path)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{key}: {exc}") from None
+    from r1reward.data.splits import is_placeholder
+
+    data = recipe.get("data") or {}
+    for key in ("source", "heldout"):
+        value = data.get(key)
+        if is_placeholder(value):
+            raise FileNotFoundError(f"data.{key} is still the placeholder {value!r}: set it to a "
+                                    f"pairs file, e.g. data.{key}=/data/pairs.jsonl")
+        if value and not (key == "source" and value == "toy") and not Path(value).exists():
+            raise FileNotFoundError(f"data.{key}: {value}: no such file")
+
+
+#: What a finished or started SFT / scalar run leaves in its folder.
+_RUN_FILES = (SUMMARY_NAME, LOG_NAME, "model.safetensors", "adapter_config.json",
+              "scalar_summary.json", "scalar_log.jsonl")
+
+
+def refuse_used_out(out: str | Path, resume: bool, overwrite: bool) -> str | None:
+    """The reason not to start a fresh run in ``out`` (it holds an earlier run's outputs and
+    neither ``--resume`` nor ``--overwrite`` was given), else ``None``."""
+    out = Path(out)
+    used = [name for name in _RUN_FILES if (out / name).exists()]
+    used += sorted(p.name for p in out.glob("checkpoint-*"))[:1]
+    if used and not (resume or overwrite):
+        return (f"{out} holds an earlier run ({', '.join(used)}); pass --resume to continue it "
+                "or --overwrite to replace it")
+    return None
 
 
 def read_log(out_dir: str | Path) -> list[dict]:
@@ -356,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
             "examples:\n"
             "  r1reward sft --recipe toy-cpu --out runs/sft-toy\n"
             "  r1reward sft --recipe qwen2.5-vl-7b-lora --out runs/sft-7b sft.lr=2e-5 sft.epochs=2\n"
-            "  r1reward sft --recipe my.yaml --out runs/x model.path=artifacts/cpu/tiny-model"
+            "  r1reward sft --recipe my.yaml --out runs/x model.path=artifacts/cpu/tiny-model\n"
+            "  r1reward sft --recipe toy-ci --out runs/x data.source=pairs.jsonl "
+            "data.heldout_fraction=0.1 --eval"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -365,23 +498,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval", action="store_true", help="judge the held-out pairs afterwards and print"
     )
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue from the last checkpoint-* in --out (written every sft.save_steps)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="train into an --out that holds an earlier run (its curated pairs are reused)",
+    )
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
     from r1reward.recipes import load_recipe
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
+        preflight(recipe)  # model and data paths, before any (paid) curation
+        reason = refuse_used_out(args.out, args.resume, args.overwrite)
+        if reason:
+            raise ValueError(reason)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward sft: {exc}", file=sys.stderr)
         return 2
-    out = train_sft(recipe, out_dir=args.out)
+    held = None
+    if args.eval:  # the held-out split is checked before training, not after
+        try:
+            held = load_pairs(recipe["data"], "heldout")
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"r1reward sft: {exc}", file=sys.stderr)
+            return 2
+    try:
+        out = train_sft(recipe, out_dir=args.out, resume=args.resume)
+    except FileNotFoundError as exc:  # --resume without a checkpoint
+        print(f"r1reward sft: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # the main process reports (and evaluates)
+        return 0
     summary = json.loads((out / SUMMARY_NAME).read_text())
     print(json.dumps(summary, indent=2))
-    if args.eval:
+    if held is not None:
         from r1reward.models import load_model
 
         model, processor = load_model(str(out))
-        held = load_pairs(recipe["data"], "heldout")
         rep = judge_pairs(
             model, processor, held, max_new_tokens=int(recipe["sft"].get("max_new_tokens", 256))
         )
