@@ -1751,7 +1751,7 @@ def build_parser() -> argparse.ArgumentParser:
             "/v1/models, the pairwise reward POST /v1/reward, and GET /health. Loads the model once."
         ),
         epilog=(
-            "example: r1reward build-tiny runs/tiny && r1reward serve --model runs/tiny --port 8000\n"
+            "example: r1reward build-tiny --out runs/tiny && r1reward serve --model runs/tiny --port 8000\n"
             "then: curl -s localhost:8000/v1/reward -H 'content-type: application/json' -d "
             '\'{"question": "...", "response_1": "...", "response_2": "...", "k": 4}\''
         ),

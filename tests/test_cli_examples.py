@@ -19,11 +19,7 @@ from r1reward.recipes import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 #: known wrong examples in files other issues own (the reason says which)
-KNOWN_BAD = {
-    "r1reward build-tiny runs/tiny": "serve --help example: build-tiny takes --out (issue 18)",
-    "r1reward eval --model artifacts/cpu/sft --data toy_heldout.jsonl --format r1reward --k "
-    "1,5,15 --out runs/eval/sft": "eval --help example: no format 'r1reward' (issue 16)",
-}
+KNOWN_BAD: dict[str, str] = {}
 
 
 class _Parsed(Exception):
@@ -114,6 +110,8 @@ def _all_examples() -> list[str]:
         words = line.split()
         if "..." in line or "|" in line or (words[1] not in cli.COMMANDS and words[1] != "--help"):
             continue  # prose or placeholders ("r1reward COMMAND [options]", table headers)
+        if len(words) == 2 and words[1] in cli.COMMANDS:
+            continue  # the name of a command in prose ("`r1reward eval` reads ..."), not an example
         out.append(line)
     return list(dict.fromkeys(out))
 
