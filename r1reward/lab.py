@@ -89,10 +89,9 @@ class LabConfig:
     @classmethod
     def from_dict(cls, section: dict | None) -> LabConfig:
         section = dict(section or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ValueError(f"recipe lab: unknown keys {unknown}; expected some of {sorted(names)}")
+        from r1reward.recipes import check_section
+
+        check_section(cls, section, "lab")
         cfg = cls(**section)
         cfg.lrs = [float(x) for x in cfg.lrs]
         cfg.seeds = [int(x) for x in cfg.seeds]

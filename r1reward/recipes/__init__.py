@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "check_section",
     "RECIPE_DIR",
     "OPTIONAL_KEYS",
     "accelerate_config",
@@ -240,6 +241,17 @@ def save_recipe(recipe: dict, folder: str | Path) -> Path:
     clean = json.loads(json.dumps(recipe, default=str))
     path.write_text(yaml.safe_dump(clean, sort_keys=False))
     return path
+
+
+def check_section(cls: type, section: dict, name: str) -> None:
+    """Refuse keys of a recipe section that its dataclass ``cls`` does not have, naming them and
+    the section (``rl``, ``lab``, ...) and listing the keys it does have."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ValueError(f"recipe {name}: unknown keys {unknown}; expected some of {sorted(names)}")
 
 
 def recipe_hash(*parts: Any) -> str:

@@ -208,10 +208,9 @@ class RLConfig:
     @classmethod
     def from_dict(cls, section: dict | None) -> RLConfig:
         section = dict(section or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - names)
-        if unknown:
-            raise ValueError(f"recipe rl: unknown keys {unknown}; expected some of {sorted(names)}")
+        from r1reward.recipes import check_section
+
+        check_section(cls, section, "rl")
         if "adam_betas" in section:
             section["adam_betas"] = tuple(section["adam_betas"])
         if isinstance(section.get("report_to"), str):
