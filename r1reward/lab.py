@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1reward.profile import quiet_libraries
+
 __all__ = [
     "LabConfig",
     "ROW_FIELDS",
@@ -204,12 +206,6 @@ def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
             f"rl.lr={lr!r}", "rl.save_every=0", "rl.progress=false"]
 
 
-def _quiet() -> None:
-    from r1reward.profile import quiet_libraries
-
-    quiet_libraries()
-
-
 def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_model: str,
              overrides: tuple, pairs: list, heldout: list, cfg_dict: dict) -> dict:
     """Train one grid cell (cached in its folder), evaluate it (cached) and return its row."""
@@ -218,7 +214,7 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
     from r1reward.train.rl import read_metrics
     from r1reward.train.rl_experiments import heldout_accuracy, run_variant
 
-    _quiet()
+    quiet_libraries()
     cfg = LabConfig.from_dict(cfg_dict)
     name = run_name(variant, lr, seed)
     row_file = Path(root) / name / "lab_row.json"
@@ -321,7 +317,7 @@ def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_p
     from r1reward.recipes import load_recipe
     from r1reward.train.rl_experiments import _map
 
-    _quiet()
+    quiet_libraries()
     resolved = load_recipe(recipe, overrides)
     cfg = LabConfig.from_dict(resolved.get("lab"))
     out = Path(out_dir)
@@ -512,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward lab: {exc}", file=sys.stderr)
         return 2
-    _quiet()
+    quiet_libraries()
     init = args.init_model or pipeline.sft_model(profile)
     train = pipeline.curated_pairs(profile)
     held = pipeline.heldout_pairs(profile, cfg.heldout_pairs)

@@ -41,9 +41,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from r1reward.evaluate import vote
+from r1reward.evaluate import ModelSampler, vote
 from r1reward.prompt import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, build_messages, parse_judgment
-from r1reward.rollout import _eval_mode, _model_device, _visuals, generate
+from r1reward.rollout import _eval_mode, _model_device, _visuals
 
 __all__ = [
     "AS_GIVEN",
@@ -221,11 +221,11 @@ class ModelVerdicts:
     ) -> None:
         self.model = model
         self.processor = processor
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
         self.batch_size = int(batch_size)
-        self.seed = int(seed)
+        # the judgments themselves are the evaluator's (same generate call, same seeding)
+        self.sampler = ModelSampler(model, processor, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, temperature=temperature,
+                                    top_p=top_p, seed=seed)
         self._token_ids: tuple[int, int] | None = None  # checked on first use (a chat-only
         # server with a tokenizer that merges the verdict still starts)
 
@@ -246,19 +246,8 @@ class ModelVerdicts:
     ) -> list[list[Verdict]]:
         if not conversations:
             return []
-        groups = generate(
-            self.model,
-            self.processor,
-            list(conversations),
-            num_return_sequences=1 if greedy else int(k),
-            do_sample=not greedy,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=self.max_new_tokens,
-            batch_size=self.batch_size,
-            seed=self.seed if seed is None else seed,
-        )
-        flat = [(i, c.text) for i, group in enumerate(groups) for c in group]
+        texts = self.sampler.sample(list(conversations), k=k, greedy=greedy, seed=seed)
+        flat = [(i, text) for i, group in enumerate(texts) for text in group]
         probs = verdict_probabilities(
             self.model,
             self.processor,
