@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--model", default=None, help="model folder (default: a fresh tiny model)")
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an rl.* setting for this profile, e.g. --set micro_batch_size=16")
     args = ap.parse_args(argv)
 
     import torch
+    import yaml
     from bench_rl_vs_trl import _fix_length, _model
 
     from r1reward.lab import LabConfig
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         lab = LabConfig.from_dict(recipe["lab"])
         overrides |= {**lab.rl, "prompts_per_step": lab.samples_per_step}
     recipe["rl"].update(overrides)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        recipe["rl"][key.removeprefix("rl.")] = yaml.safe_load(value)
 
     times: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     step = {"i": 0}

@@ -1099,7 +1099,8 @@ def evaluate(
             images or paths (relative ones under ``image_root``); videos are paths or frame
             lists. Video pairs are skipped (and counted, with the reason) when a video file
             needs PyAV and it is missing, or when the sampler says ``supports_video = False``.
-        ks: Voting@K / Any-correct@K values; ``max(ks)`` samples are drawn per unit.
+        ks: Voting@K / Any-correct@K values; ``max(ks)`` samples are drawn per unit; empty:
+            the greedy judgment only.
         orders: ``"both"``, ``"random"`` or ``"chosen-first"`` (see the module docstring).
         out_dir: gets ``results.jsonl`` (resumable), ``config.json``, ``summary.json``,
             ``summary.md``.
@@ -1123,7 +1124,7 @@ def evaluate(
     from r1reward.scoring import SCORING_MODES
 
     ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1:
+    if ks and ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
     if orders not in ORDER_MODES:
         raise ValueError(f"orders must be one of {', '.join(ORDER_MODES)}; got {orders!r}")
@@ -1135,7 +1136,7 @@ def evaluate(
         )
     if scoring not in SCORING_MODES:
         raise ValueError(f"scoring must be one of {', '.join(SCORING_MODES)}; got {scoring!r}")
-    kmax = ks[-1]
+    kmax = ks[-1] if ks else 0  # no ks: greedy judgments only
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(image_root) if image_root is not None else None
@@ -1223,7 +1224,8 @@ def evaluate(
                 rights.append(right)
             s = chunk_seed(seed, index)
             greedy_texts = sampler.sample(convs, k=1, greedy=True, seed=s)
-            sampled_texts = sampler.sample(convs, k=kmax, greedy=False, seed=s)
+            sampled_texts = (sampler.sample(convs, k=kmax, greedy=False, seed=s) if kmax
+                             else [[] for _ in convs])
             records = []
             for (pair, order), right, g, samp in zip(chunk, rights, greedy_texts, sampled_texts):
                 if len(g) != 1 or len(samp) != kmax:

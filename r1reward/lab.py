@@ -87,6 +87,9 @@ class LabConfig:
     workers: int = 1
     collapse_min_well_formed: float = 0.5
     collapse_length_fraction: float = 0.9
+    # a run stops once it has been collapsed this many steps in a row (0: every run goes the full
+    # ``steps``); its held-out accuracy is then that of the model it stopped with
+    stop_after_collapsed: int = 0
 
     @classmethod
     def from_dict(cls, section: dict | None) -> LabConfig:
@@ -118,17 +121,18 @@ def collapse_step(records: Sequence[dict], max_new_tokens: int, *, min_well_form
                   length_fraction: float = 0.9) -> tuple[int | None, str | None]:
     """The first RL step at which a run collapsed, and why; ``(None, None)`` if it never did.
 
-    A step counts as collapsed when its parameters are no longer finite (the trainer then stops),
-    when fewer than ``min_well_formed`` of its sampled judgments are well formed, or when their
-    mean length reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN,
-    length hits the maximum", Sec. 3.1). ``records`` are the trainer's ``metrics.jsonl`` lines."""
+    A step counts as collapsed by :func:`r1reward.train.rl.collapse_reason` (the one definition,
+    which the trainer's ``rl.stop_on_collapse`` uses too): its parameters are no longer finite,
+    fewer than ``min_well_formed`` of its sampled judgments are well formed, or their mean length
+    reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN, length hits the
+    maximum", Sec. 3.1). ``records`` are the trainer's ``metrics.jsonl`` lines."""
+    from r1reward.train.rl import collapse_reason
+
     for rec in records:
-        if not rec.get("params_finite", True) or not _finite(rec.get("loss", 0.0)):
-            return int(rec["step"]), "non-finite"
-        if rec["well_formed"] < min_well_formed:
-            return int(rec["step"]), "ill-formed"
-        if rec["length_mean"] >= length_fraction * max_new_tokens:
-            return int(rec["step"]), "length"
+        why = collapse_reason(rec, max_new_tokens, min_well_formed=min_well_formed,
+                              length_fraction=length_fraction)
+        if why is not None:
+            return int(rec["step"]), why
     return None, None
 
 
@@ -203,7 +207,11 @@ def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
                          f"{variant}'s {k} samples per prompt")
     return [*(f"rl.{k_}={json.dumps(v)}" for k_, v in cfg.rl.items()),
             f"rl.steps={cfg.steps}", f"rl.prompts_per_step={cfg.samples_per_step // k}",
-            f"rl.lr={lr!r}", "rl.save_every=0", "rl.progress=false"]
+            f"rl.lr={lr!r}", "rl.save_every=0", "rl.progress=false",
+            *((f"rl.stop_on_collapse={cfg.stop_after_collapsed}",
+               f"rl.collapse_min_well_formed={cfg.collapse_min_well_formed!r}",
+               f"rl.collapse_length_fraction={cfg.collapse_length_fraction!r}")
+              if cfg.stop_after_collapsed else ())]
 
 
 def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_model: str,
@@ -222,7 +230,7 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
     ovr = [*overrides, *_variant_overrides(cfg, variant, lr)]
     path = run_variant(recipe, variant, seed, root, init_model=init_model, overrides=ovr,
                        pairs=pairs, name=name)
-    eval_key = {"heldout": [p.id for p in heldout]}
+    eval_key = {"heldout": [p.id for p in heldout], "greedy_only": True}
     if row_file.is_file():
         cached = json.loads(row_file.read_text())
         if cached.get("eval_key") == eval_key:

@@ -60,12 +60,17 @@ class Completion:
             :func:`generate`.
         finish: ``"stop"`` (a stop token was generated) or ``"length"`` (``max_new_tokens``
             reached).
+        logprobs: with ``generate(..., return_logprobs=True)`` (sampling, transformers engine):
+            the log-probability of each token of ``token_ids`` under the sampling policy, at the
+            sampling temperature over the whole vocabulary (what
+            :func:`completion_logprobs` computes from a full forward pass); else ``None``.
     """
 
     text: str
     token_ids: list[int]
     prompt_index: int
     finish: Literal["stop", "length"]
+    logprobs: list[float] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +286,7 @@ def generate(
     seed: int | None = None,
     progress: bool = False,
     engine: str = "transformers",
+    return_logprobs: bool = False,
 ) -> list[list[Completion]]:
     """Sample ``num_return_sequences`` completions for each conversation.
 
@@ -302,6 +308,10 @@ def generate(
         engine: ``"transformers"`` (default), ``"vllm"`` (colocated vLLM engine with weight
             sync, :mod:`r1reward.rollout_vllm`; needs vllm and CUDA) or ``"auto"`` (vLLM when
             installed and the model is on CUDA, else transformers). Same records either way.
+        return_logprobs: also record each sampled token's log-probability
+            (:attr:`Completion.logprobs`), read from the logits the sampling step computes
+            anyway, so a trainer needs no separate pass for the old policy's log-probs. Only when
+            sampling with the transformers engine; otherwise the completions carry ``None``.
 
     Returns:
         ``out[i]`` holds the ``num_return_sequences`` :class:`Completion` of conversation ``i``.
@@ -354,6 +364,7 @@ def generate(
             num_return_sequences=k,
         )
 
+    record = return_logprobs and not greedy
     results: list[list[Completion]] = [[] for _ in conversations]
     bar = None
     if progress:
@@ -365,18 +376,26 @@ def generate(
             chunk = conversations[start : start + batch_size]
             batch = encode(processor, chunk).to(device)
             prompt_len = batch["input_ids"].shape[1]
+            recorder = _ChosenLogprobs(temperature) if record else None
+            extra = {}
+            if recorder is not None:
+                from transformers import LogitsProcessorList
+
+                extra["logits_processor"] = LogitsProcessorList([recorder])
             with _seeded(None if seed is None else _batch_seed(seed, b), device):
-                out = model.generate(**batch, **gen_kwargs)
+                out = model.generate(**batch, **gen_kwargs, **extra)
             sequences = out if isinstance(out, torch.Tensor) else out.sequences
             new = sequences[:, prompt_len:].tolist()
+            lps = recorder.finish(sequences[:, prompt_len:]).tolist() if recorder else None
             rows_per_prompt = 1 if greedy else k
             for r, row in enumerate(new):
                 ids, finish = _split_row(row, stop_set, pad_id)
                 text = tok.decode(ids, skip_special_tokens=True)
                 idx = start + r // rows_per_prompt
                 copies = k if greedy else 1
+                lp = lps[r][: len(ids)] if lps is not None else None
                 for _ in range(copies):
-                    results[idx].append(Completion(text, list(ids), idx, finish))
+                    results[idx].append(Completion(text, list(ids), idx, finish, lp))
             if bar is not None:
                 bar.update(len(chunk))
     if bar is not None:
@@ -387,6 +406,37 @@ def generate(
 # --------------------------------------------------------------------------------------------
 # log-probabilities
 # --------------------------------------------------------------------------------------------
+
+
+class _ChosenLogprobs:
+    """Records the log-probability of each sampled token while ``generate`` runs.
+
+    Placed among the processors (which ``generate`` applies before its temperature and top-p
+    warpers), it sees each step's logits; the token chosen from them is known one call later
+    (the last column of ``input_ids``), so only one ``[B, V]`` row of log-probs is kept at a
+    time. :meth:`finish` adds the last token's and returns ``[B, T]``."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = float(temperature)
+        self.prev: torch.Tensor | None = None
+        self.out: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.prev is not None:
+            self.out.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
+        logits = scores.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        self.prev = torch.log_softmax(logits, dim=-1)
+        return scores
+
+    def finish(self, new_tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` log-probs of ``new_tokens`` ``[B, T]`` (the generated columns)."""
+        if self.prev is None or new_tokens.shape[1] == 0:
+            return torch.zeros(new_tokens.shape, dtype=torch.float32)
+        last = self.prev.gather(1, new_tokens[:, -1:]).squeeze(1)
+        cols = [*self.out, last][: new_tokens.shape[1]]
+        return torch.stack(cols, dim=1).cpu()
 
 
 def build_batch(

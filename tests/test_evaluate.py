@@ -185,6 +185,22 @@ def test_a_judge_that_reads_the_responses_is_consistent(tmp_path):
     assert s["swap_consistency"]["greedy_both_right"] == 1.0
 
 
+def test_no_ks_draws_only_the_greedy_judgment(tmp_path):
+    calls = []
+
+    def oracle(conv, index, seed):
+        calls.append(seed)
+        r1, _ = shown(conv)
+        return answer(1 if "GOOD" in r1 else 2)
+
+    s = ev.evaluate(ev.FunctionSampler(oracle), make_pairs(4), ks=(), out_dir=tmp_path,
+                    progress=False)
+    recs = ev.load_records(tmp_path / ev.RESULTS_FILE)
+    assert {r["sample"] for r in recs} == {ev.GREEDY} and len(recs) == 8  # 4 pairs x 2 orders
+    assert len(calls) == 8  # nothing sampled beside the greedy judgments
+    assert s["overall"]["greedy"] == 1.0 and not any(k.startswith("voting@") for k in s["overall"])
+
+
 # ------------------------------------------------------------------------------------------
 # metrics from records
 # ------------------------------------------------------------------------------------------

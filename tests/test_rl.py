@@ -270,12 +270,14 @@ def test_vision_tower_stays_frozen_unless_asked(tiny, tmp_path, monkeypatch, fre
     assert changed(text)
 
 
+@pytest.mark.parametrize("old_logprobs", ["sampler", "trainer"])
 @pytest.mark.parametrize(
     "algo,lora,kl_coef", [("grpo", {"r": 4, "lora_alpha": 8}, 0.05), ("reinforce++", None, 0.05)]
 )
-def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef):
+def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef, old_logprobs):
     """GRPO with a LoRA adapter (reference = adapter off, KL in the loss) and Reinforce++ with a
-    separate frozen reference (KL in the reward) both train and save."""
+    separate frozen reference (KL in the reward) both train and save, with the old log-probs
+    recorded by the sampler or from a separate pass."""
     monkeypatch.setattr(rl, "score", _text_reward)
     recipe = _recipe(tiny, 3, 0)
     recipe["model"]["lora"] = lora
@@ -286,13 +288,19 @@ def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef
         mini_batch_size=4,
         micro_batch_size=2,
         samples_per_prompt=4 if algo == "grpo" else None,
+        old_logprobs=old_logprobs,
     )
     final = rl.train_rl(recipe, out_dir=tmp_path / algo)
     recs = rl.read_metrics(tmp_path / algo)
     assert [r["step"] for r in recs] == [1, 2, 3] and all(r["params_finite"] for r in recs)
     assert recs[0]["samples"] == (16 if algo == "grpo" else 4)
-    assert recs[0]["kl"] == 0  # step 1 samples from the reference itself
-    assert any(r["kl"] != 0 for r in recs[1:])  # after an update the policy has moved away
+    # step 1 samples from the reference itself: KL 0, exactly when the old log-probs come from
+    # the same forward pass as the reference's, up to rounding when the sampler recorded them
+    if old_logprobs == "trainer":
+        assert recs[0]["kl"] == 0
+    else:
+        assert abs(recs[0]["kl"]) < 1e-6
+    assert any(abs(r["kl"]) > 1e-4 for r in recs[1:])  # after an update the policy has moved away
     saved = final / ("adapter_config.json" if lora else "config.json")
     assert saved.is_file()
 
@@ -326,3 +334,39 @@ def test_lazy_old_logprobs_give_the_same_update(tiny):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert sa["loss"] == pytest.approx(sb["loss"], rel=1e-5, abs=1e-7)
     assert sa["max_ratio"] == pytest.approx(sb["max_ratio"], rel=1e-5)
+
+
+def test_stop_on_collapse_ends_the_run_after_n_collapsed_steps(tiny, tmp_path):
+    """The untrained tiny model never writes a well-formed judgment, so every step is collapsed
+    ("ill-formed", rl.collapse_reason): with rl.stop_on_collapse=2 the run ends after step 2 and
+    still saves its (finite) model and a resumable last checkpoint."""
+    recipe = _recipe(tiny, 4, 0)
+    recipe["rl"].update(stop_on_collapse=2, kl_coef=0.0)
+    final = rl.train_rl(recipe, out_dir=tmp_path / "run")
+    recs = rl.read_metrics(tmp_path / "run")
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(rl.collapse_reason(r, 12) == "ill-formed" for r in recs)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped"] == "collapsed (ill-formed) 2 steps in a row"
+    assert summary["collapsed"] is False and (final / "config.json").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
+    assert rl.collapse_reason({"well_formed": 1.0, "length_mean": 115.2, "loss": 0.0}, 128) == "length"
+    assert rl.collapse_reason({"well_formed": 1.0, "length_mean": 40.0, "loss": 0.0}, 128) is None
+
+
+def test_sampler_old_logprobs_train_like_a_separate_pass(tiny, tmp_path, monkeypatch):
+    """rl.old_logprobs="sampler" (the default: read while sampling) and "trainer" (a separate
+    no-grad pass) give the same run up to float rounding (KL on, so both need old log-probs)."""
+    monkeypatch.setattr(rl, "score", _text_reward)
+    runs = {}
+    for mode in ("sampler", "trainer"):
+        recipe = _recipe(tiny, 2, 0)
+        recipe["rl"]["old_logprobs"] = mode
+        rl.train_rl(recipe, out_dir=tmp_path / mode)
+        runs[mode] = rl.read_metrics(tmp_path / mode)
+    for a, b in zip(runs["sampler"], runs["trainer"]):
+        for key in ("loss", "kl", "max_ratio", "grad_norm", "length_mean", "reward"):
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), (a["step"], key)
+    assert any(r["loss"] != 0 for r in runs["sampler"])
+    with pytest.raises(ValueError, match="old_logprobs"):
+        rl.RLConfig(old_logprobs="cache").resolved()

@@ -232,6 +232,32 @@ def test_completion_logprobs_equal_the_sampling_distribution(tiny, convs):
     torch.testing.assert_close(lp[:, -new.shape[1] :], expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_equal_a_full_forward_and_leave_sampling_alone(tiny, convs, temperature):
+    """generate(return_logprobs=True) records each sampled token's log-prob at the sampling
+    temperature (what the trainer's separate pass computes) without changing what is sampled;
+    rows that stopped early keep only their own tokens' log-probs."""
+    model, processor = tiny
+    kw = dict(num_return_sequences=2, temperature=temperature, max_new_tokens=10, batch_size=3, seed=5)
+    got = generate(model, processor, convs, return_logprobs=True, **kw)
+    plain = generate(model, processor, convs, **kw)
+    flat = [c for g in got for c in g]
+    assert [c.token_ids for c in flat] == [c.token_ids for g in plain for c in g]
+    assert all(c.logprobs is None for g in plain for c in g)
+    batch, mask = build_batch(processor, [convs[c.prompt_index] for c in flat], flat)
+    model.eval()
+    with torch.no_grad():
+        lp = completion_logprobs(model, batch, mask, temperature=temperature)
+    width = max(len(c.token_ids) for c in flat)
+    for i, c in enumerate(flat):
+        assert len(c.logprobs) == len(c.token_ids)
+        start = lp.shape[1] - width
+        torch.testing.assert_close(torch.tensor(c.logprobs), lp[i, start : start + len(c.token_ids)],
+                                   atol=1e-4, rtol=1e-4)
+    greedy = generate(model, processor, convs[:1], do_sample=False, max_new_tokens=4, return_logprobs=True)
+    assert greedy[0][0].logprobs is None  # greedy decoding has no sampling distribution to record
+
+
 def test_checkpoint_generation_defaults_do_not_change_sampling(tiny, convs):
     """Qwen2.5-VL-Instruct ships top_k=1 and repetition_penalty=1.05 in generation_config;
     generate() samples from the plain tempered distribution regardless."""

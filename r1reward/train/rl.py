@@ -133,6 +133,10 @@ class RLConfig:
     # CUDA + the vllm package) or "auto" (vLLM when importable and the policy is on CUDA)
     engine: str = "transformers"
     vllm: dict | None = None  # extra vllm.LLM arguments, e.g. {gpu_memory_utilization: 0.3}
+    # where the old policy's log-probs come from: "sampler" -- recorded while sampling (no extra
+    # forward pass; the transformers engine, else it falls back to "trainer"); "trainer" -- a
+    # no-grad forward pass over the samples (the first mini-batch's taken lazily, as TRL does)
+    old_logprobs: str = "sampler"
     # data
     data: dict | None = None  # None -> the recipe's `data` section (toy train split or a file)
     min_difficulty: int | None = None  # keep pairs with difficulty >= this (the "hard" subset)
@@ -150,6 +154,10 @@ class RLConfig:
     save_total_limit: int = 2
     report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
     stop_on_nonfinite: bool = True  # a model with NaN weights cannot sample: stop and say so
+    # stop once this many steps in a row were collapsed (collapse_reason); 0: never stop for it
+    stop_on_collapse: int = 0
+    collapse_min_well_formed: float = 0.5  # a step with fewer well-formed samples is collapsed
+    collapse_length_fraction: float = 0.9  # ... or one whose mean length reaches this x max_new_tokens
     progress: bool = True
 
     # ---- resolved views --------------------------------------------------------------------
@@ -182,6 +190,8 @@ class RLConfig:
             raise ValueError(
                 f"rl.engine={out.engine!r}: expected 'transformers', 'vllm' or 'auto'"
             )
+        if out.old_logprobs not in ("sampler", "trainer"):
+            raise ValueError(f"rl.old_logprobs={out.old_logprobs!r}: expected 'sampler' or 'trainer'")
         if out.vllm is not None and not isinstance(out.vllm, dict):
             raise ValueError(f"rl.vllm={out.vllm!r}: expected a mapping of vllm.LLM arguments")
         if preset["advantage"] != "batch" and out.samples_per_prompt < 2:
@@ -334,6 +344,7 @@ class Rollout:
     labels: list[int]
     finish: list[str]
     pair_ids: list[str]
+    old_logp: torch.Tensor | None = None  # [B, T] from the sampler (rl.old_logprobs="sampler")
 
     def micro(self, idx: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
         return collate([self.prompts[int(j) // self.k] for j in idx], pad_id)
@@ -390,6 +401,7 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
         model, processor, convs, num_return_sequences=k, do_sample=True,
         temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.rollout_batch_size, seed=seed, engine=cfg.engine,
+        return_logprobs=cfg.old_logprobs == "sampler",
     )
     model.train(was_training)
 
@@ -403,7 +415,7 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
                                                  "vision_start_token_id", "vision_end_token_id")}
     vision.discard(None)
     tok = getattr(processor, "tokenizer", processor)
-    ids, texts, finish = [], [], []
+    ids, texts, finish, logps = [], [], [], []
     for c in flat:
         cut = next((i for i, t in enumerate(c.token_ids) if t in vision), None)
         if cut is None:
@@ -412,14 +424,18 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
             ids.append(list(c.token_ids[:cut]))
             texts.append(tok.decode(c.token_ids[:cut], skip_special_tokens=True))
             finish.append("vision-token")
-    return make_rollout(processor, pairs, convs, ids, k, texts=texts, finish=finish)
+        logps.append(None if c.logprobs is None else c.logprobs[: len(ids[-1])])
+    return make_rollout(processor, pairs, convs, ids, k, texts=texts, finish=finish,
+                        logprobs=None if any(lp is None for lp in logps) else logps)
 
 
 def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequence[int]], k: int,
-                 *, texts: list[str] | None = None, finish: list[str] | None = None) -> Rollout:
+                 *, texts: list[str] | None = None, finish: list[str] | None = None,
+                 logprobs: Sequence[Sequence[float]] | None = None) -> Rollout:
     """Tensors of a rollout from sampled token ids (``len(pairs) * k`` of them, the ``k``
     samples of pair ``i`` at rows ``i*k ... i*k+k-1``): each prompt encoded once with
-    :func:`r1reward.rollout.encode`, completions right-padded with their mask."""
+    :func:`r1reward.rollout.encode`, completions right-padded with their mask; ``logprobs``
+    (the sampler's, one per token) become :attr:`Rollout.old_logp`."""
     from r1reward.rollout import encode
 
     n = len(pairs) * k
@@ -428,11 +444,17 @@ def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequen
     tok = getattr(processor, "tokenizer", processor)
     texts = texts if texts is not None else [tok.decode(t, skip_special_tokens=True) for t in token_ids]
     ids, mask = completion_tensors(token_ids, _pad_id(processor))
+    old = None
+    if logprobs is not None:
+        old = torch.zeros_like(mask)
+        for i, lp in enumerate(logprobs):
+            old[i, : len(lp)] = torch.tensor(list(lp), dtype=torch.float32)
+        old = old * mask
     return Rollout(
         prompts=[dict(encode(processor, [c])) for c in convs], k=k, ids=ids, mask=mask,
         texts=list(texts), labels=[int(pairs[j // k].preferred) for j in range(n)],
         finish=list(finish) if finish is not None else ["stop"] * n,
-        pair_ids=[pairs[j // k].id for j in range(n)],
+        pair_ids=[pairs[j // k].id for j in range(n)], old_logp=old,
     )
 
 
@@ -593,6 +615,23 @@ def policy_loss(cfg: RLConfig, logp: torch.Tensor, old_logp: torch.Tensor, advan
     return algorithms.policy_loss(logp, old_logp, advantages, mask, clip_eps=cfg.clip_eps,
                                   pre_clip=cfg.pre_clip_bounds, clip_eps_high=cfg.clip_eps_high,
                                   length_norm=bool(cfg.length_norm))
+
+
+def collapse_reason(rec: dict, max_new_tokens: int, *, min_well_formed: float = 0.5,
+                    length_fraction: float = 0.9) -> str | None:
+    """Why the step of metrics record ``rec`` counts as collapsed, or ``None``: ``"non-finite"``
+    (parameters or loss no longer finite), ``"ill-formed"`` (fewer than ``min_well_formed`` of its
+    sampled judgments well formed) or ``"length"`` (their mean length reached
+    ``length_fraction * max_new_tokens``: the paper's "length hits the maximum", Sec. 3.1).
+    The one definition of collapse; :func:`r1reward.lab.collapse_step` applies it to a run."""
+    loss = rec.get("loss", 0.0)
+    if not rec.get("params_finite", True) or not (isinstance(loss, int | float) and math.isfinite(loss)):
+        return "non-finite"
+    if rec["well_formed"] < min_well_formed:
+        return "ill-formed"
+    if rec["length_mean"] >= length_fraction * max_new_tokens:
+        return "length"
+    return None
 
 
 def _f(x) -> float:
@@ -891,6 +930,9 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     bar = tqdm(range(start, cfg.steps), desc=f"rl {cfg.algo}", initial=start, total=cfg.steps,
                disable=not (cfg.progress and accelerator.is_local_main_process))
     collapsed = False
+    stopped: str | None = None  # why the run ended before cfg.steps
+    run_collapsed = 0  # collapsed steps in a row (rl.stop_on_collapse)
+    end = cfg.steps  # the step the run ends at
     saved = start if resume else -1  # the step of the last checkpoint written
     for step in bar:
         t0 = time.perf_counter()
@@ -906,11 +948,12 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
                                 seed=cfg.seed * 100_003 + step * world + rank)
         # 2. rewards
         parts = score(ro, judge, bool(cfg.consistency_reward))
-        # 3. old and reference log-probs (policy before this step's updates); without a
-        # reference the old log-probs are left to ppo_update, which saves a forward pass
+        # 3. old and reference log-probs (policy before this step's updates): the old ones as
+        # the sampler recorded them; else, without a reference, left to ppo_update (which saves
+        # a forward pass), or a separate pass
         ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
-        old_logp = None
-        if ref_logp is not None:
+        old_logp = ro.old_logp
+        if old_logp is None and ref_logp is not None:
             old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
         kl = None
         if ref_logp is not None:
@@ -964,13 +1007,20 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['length_mean']:.0f}",
                         loss=f"{rec['loss']:.3g}")
         if not rec["params_finite"] and cfg.stop_on_nonfinite:
-            collapsed = True
+            collapsed, stopped = True, "non-finite"
+            break
+        why = collapse_reason(rec, cfg.max_new_tokens, min_well_formed=cfg.collapse_min_well_formed,
+                              length_fraction=cfg.collapse_length_fraction)
+        run_collapsed = run_collapsed + 1 if why else 0
+        if cfg.stop_on_collapse and run_collapsed >= cfg.stop_on_collapse:
+            # the model still has finite weights: it is saved as the final model below
+            stopped, end = f"collapsed ({why}) {run_collapsed} steps in a row", step + 1
             break
         if cfg.save_every and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(accelerator, out_dir, step + 1, (step + 1) * cfg.pairs_per_step * world, cfg, run)
             saved = step + 1
     bar.close()
-    done = max(start, cfg.steps)
+    done = max(start, end)
     if not collapsed and saved != done:
         # the last state stays resumable (to extend the run) even with save_every 0
         save_checkpoint(accelerator, out_dir, done, done * cfg.pairs_per_step * world, cfg, run)
@@ -987,7 +1037,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     if accelerator.is_main_process:
         recs = read_metrics(out_dir)
         summary = {"algo": cfg.algo, "steps_done": len(recs), "collapsed": collapsed,
-                   "final": str(final) if not collapsed else None}
+                   "stopped": stopped, "final": str(final) if not collapsed else None}
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     if cfg.report_to:
         accelerator.end_training()

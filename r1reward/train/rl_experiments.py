@@ -182,25 +182,27 @@ def _num(x: Any) -> float:
 
 
 def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str | Path, *,
-                     max_new_tokens: int = 128, batch_size: int = 16) -> dict[str, float]:
+                     max_new_tokens: int = 128, batch_size: int = 64,
+                     sampled: bool = False) -> dict[str, float]:
     """Greedy held-out judgments of a model through :func:`r1reward.evaluate.evaluate` (both
-    answer orders); returns the greedy accuracy, the accuracy of one sample at temperature 1,
-    the greedy position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict
-    ignores the content), the well-formed rate and the mean response length in tokens."""
+    answer orders); returns the greedy accuracy, the accuracy of one sample at temperature 1
+    (only with ``sampled=True``, which doubles the cost; else ``nan``), the greedy
+    position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict ignores the
+    content), the well-formed rate and the mean response length in tokens."""
     from r1reward.evaluate import ModelSampler, evaluate, load_records
     from r1reward.models import load_model
     from r1reward.prompt import parse_judgment
 
     model, processor = load_model(str(model_path))
     sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    summary = evaluate(sampler, pairs, ks=(1,), orders="both", out_dir=out_dir,
+    summary = evaluate(sampler, pairs, ks=(1,) if sampled else (), orders="both", out_dir=out_dir,
                        batch_size=batch_size, progress=False)
     greedy = [r for r in load_records(Path(out_dir) / "results.jsonl") if r.get("sample") == "greedy"]
     tok = processor.tokenizer
     texts = [r.get("text", "") for r in greedy]
     return {
         "accuracy": _num(summary["overall"]["greedy"]),
-        "sampled_accuracy": _num(summary["overall"]["voting@1"]),
+        "sampled_accuracy": _num(summary["overall"]["voting@1"]) if sampled else float("nan"),
         "position_bias": _num(summary["position_bias"]["greedy"]),  # None: no verdict at all
         "well_formed": sum(parse_judgment(t).well_formed for t in texts) / max(1, len(texts)),
         "length": sum(len(tok(t)["input_ids"]) for t in texts) / max(1, len(texts)),
