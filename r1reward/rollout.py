@@ -25,13 +25,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from r1reward.completion import (
+    STOP_TOKENS,
+    Completion,
+    Conversation,
+    batch_seed,
+    split_row,
+    stop_token_ids,
+    tokenizer_of,
+    visuals,
+)
+
 __all__ = [
+    "STOP_TOKENS",
     "Completion",
     "encode",
     "generate",
@@ -40,108 +50,9 @@ __all__ = [
     "stop_token_ids",
 ]
 
-Conversation = list[dict[str, Any]]
-
-#: Tokens that end a completion (Qwen2.5-VL's end of turn, and end of text).
-STOP_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled completion.
-
-    Attributes:
-        text: the decoded completion without special tokens (``<think>``/``<answer>`` tags are
-            kept: they are ordinary text or non-special tokens).
-        token_ids: the generated token ids, including the stop token when ``finish == "stop"``
-            (the policy must learn to stop, so the stop token is part of the action sequence),
-            without padding.
-        prompt_index: index of the conversation it answers, in the list given to
-            :func:`generate`.
-        finish: ``"stop"`` (a stop token was generated) or ``"length"`` (``max_new_tokens``
-            reached).
-        logprobs: with ``generate(..., return_logprobs=True)`` (sampling, transformers engine):
-            the log-probability of each token of ``token_ids`` under the sampling policy, at the
-            sampling temperature over the whole vocabulary (what
-            :func:`completion_logprobs` computes from a full forward pass); else ``None``.
-    """
-
-    text: str
-    token_ids: list[int]
-    prompt_index: int
-    finish: Literal["stop", "length"]
-    logprobs: list[float] | None = None
-
-
 # --------------------------------------------------------------------------------------------
 # encoding
 # --------------------------------------------------------------------------------------------
-
-
-def _tokenizer(processor: Any) -> Any:
-    return getattr(processor, "tokenizer", processor)
-
-
-def stop_token_ids(processor: Any) -> list[int]:
-    """Ids of :data:`STOP_TOKENS` present in the processor's vocabulary."""
-    tok = _tokenizer(processor)
-    vocab = tok.get_vocab()
-    ids = [vocab[t] for t in STOP_TOKENS if t in vocab]
-    if not ids:
-        if tok.eos_token_id is None:
-            raise ValueError(
-                f"tokenizer {type(tok).__name__} has neither {STOP_TOKENS} nor an eos token; "
-                "cannot tell where a completion ends"
-            )
-        ids = [tok.eos_token_id]
-    return ids
-
-
-def _load_visual(item: Any) -> Any:
-    """PIL images pass through; paths (str/Path) and URLs are opened with transformers'
-    ``load_image`` (a URL needs the network: the caller's choice)."""
-    if isinstance(item, (str, Path)):
-        from transformers.image_utils import load_image
-
-        return load_image(str(item))
-    return item
-
-
-def _visuals(conversation: Conversation, index: int) -> tuple[list[Any], list[Any]]:
-    images: list[Any] = []
-    videos: list[Any] = []
-    if not isinstance(conversation, list):
-        raise TypeError(
-            f"conversation {index}: expected a list of chat messages "
-            f"(r1reward.prompt.build_messages output), got {type(conversation).__name__}"
-        )
-    for m, message in enumerate(conversation):
-        content = message.get("content") if isinstance(message, dict) else None
-        if content is None:
-            raise ValueError(
-                f"conversation {index}, message {m}: expected a dict with 'role' and 'content'"
-            )
-        if isinstance(content, str):
-            continue
-        for item in content:
-            kind = item.get("type")
-            if kind == "image" or (kind is None and "image" in item):
-                key = next((k for k in ("image", "path", "url") if k in item), None)
-                if key is None:
-                    raise ValueError(
-                        f"conversation {index}, message {m}: image item without an 'image', "
-                        f"'path' or 'url' key (got keys {sorted(item)})"
-                    )
-                images.append(_load_visual(item[key]))
-            elif kind == "video" or (kind is None and "video" in item):
-                key = next((k for k in ("video", "path", "url") if k in item), None)
-                if key is None:
-                    raise ValueError(
-                        f"conversation {index}, message {m}: video item without a 'video', "
-                        f"'path' or 'url' key (got keys {sorted(item)})"
-                    )
-                videos.append(item[key])
-    return images, videos
 
 
 def encode(
@@ -170,7 +81,7 @@ def encode(
     images: list[Any] = []
     videos: list[Any] = []
     for i, conv in enumerate(conversations):  # validates the messages before rendering
-        im, vi = _visuals(conv, i)
+        im, vi = visuals(conv, i)
         images += im
         videos += vi
     texts = processor.apply_chat_template(
@@ -246,30 +157,11 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _batch_seed(seed: int, batch_index: int) -> int:
-    """Seed of batch ``batch_index`` of a call seeded with ``seed``; calls with nearby seeds
-    (step 3 and step 4 of a trainer) never share a batch seed."""
-    return (seed * 1_000_003 + batch_index) % (2**63)
-
-
 def _model_device(model: Any) -> torch.device:
     try:
         return model.device
     except AttributeError:
         return next(model.parameters()).device
-
-
-def _split_row(
-    row: list[int], stop_ids: set[int], pad_id: int | None
-) -> tuple[list[int], Literal["stop", "length"]]:
-    for j, t in enumerate(row):
-        if t in stop_ids:
-            return row[: j + 1], "stop"
-    if pad_id is not None:
-        # generate pads finished rows with pad_id; an unfinished row has no padding
-        while row and row[-1] == pad_id and pad_id not in stop_ids:
-            row = row[:-1]
-    return row, "length"
 
 
 def generate(
@@ -336,7 +228,7 @@ def generate(
         )
     if not hasattr(model, "generate") and hasattr(model, "module"):
         model = model.module  # a DistributedDataParallel wrapper
-    tok = _tokenizer(processor)
+    tok = tokenizer_of(processor)
     stops = stop_token_ids(processor)
     stop_set = set(stops)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
@@ -382,14 +274,14 @@ def generate(
                 from transformers import LogitsProcessorList
 
                 extra["logits_processor"] = LogitsProcessorList([recorder])
-            with _seeded(None if seed is None else _batch_seed(seed, b), device):
+            with _seeded(None if seed is None else batch_seed(seed, b), device):
                 out = model.generate(**batch, **gen_kwargs, **extra)
             sequences = out if isinstance(out, torch.Tensor) else out.sequences
             new = sequences[:, prompt_len:].tolist()
             lps = recorder.finish(sequences[:, prompt_len:]).tolist() if recorder else None
             rows_per_prompt = 1 if greedy else k
             for r, row in enumerate(new):
-                ids, finish = _split_row(row, stop_set, pad_id)
+                ids, finish = split_row(row, stop_set, pad_id)
                 text = tok.decode(ids, skip_special_tokens=True)
                 idx = start + r // rows_per_prompt
                 copies = k if greedy else 1
@@ -460,7 +352,7 @@ def build_batch(
         )
     ids = [list(c.token_ids if isinstance(c, Completion) else c) for c in completions]
     batch = encode(processor, conversations)
-    tok = _tokenizer(processor)
+    tok = tokenizer_of(processor)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stop_token_ids(processor)[0]
     bsz, p = batch["input_ids"].shape
     c = max((len(x) for x in ids), default=0)

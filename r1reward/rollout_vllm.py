@@ -15,7 +15,7 @@ faster than transformers ``generate``; this module keeps everything else identic
   checkpoint's ``generation_config`` ignored), so samples come from the policy that
   ``completion_logprobs`` scores;
 - seeds per request: prompt ``i`` of a call seeded with ``seed`` is sampled with
-  ``SamplingParams(seed=_batch_seed(seed, i))``, so a call is reproducible and independent of how
+  ``SamplingParams(seed=batch_seed(seed, i))``, so a call is reproducible and independent of how
   vLLM schedules the batch. vLLM's random streams differ from torch's, so sampled tokens are not
   those of the transformers engine; greedy decoding is what the two share (see the parity test).
 
@@ -50,8 +50,8 @@ from typing import Any
 
 import torch
 
-from r1reward.rollout import Completion, _batch_seed, _split_row, _tokenizer, _visuals
-from r1reward.rollout import stop_token_ids as _stop_token_ids
+from r1reward.completion import Completion, batch_seed, split_row, tokenizer_of, visuals
+from r1reward.completion import stop_token_ids as _stop_token_ids
 
 __all__ = [
     "TARGET_VLLM",
@@ -283,7 +283,7 @@ def engine_for(model: Any) -> Any:
 
 def _request(processor: Any, conversation: list[dict], index: int) -> dict[str, Any]:
     """One vLLM prompt: the chat-templated text and the conversation's images."""
-    images, videos = _visuals(conversation, index)
+    images, videos = visuals(conversation, index)
     text = processor.apply_chat_template([conversation], tokenize=False, add_generation_prompt=True)
     text = text[0] if isinstance(text, list) else text
     request: dict[str, Any] = {"prompt": text}
@@ -308,7 +308,7 @@ def _completion_ids(out: Any, stops: list[int], stop_set: set[int]) -> tuple[lis
         and reason in stop_set
     ):
         ids.append(reason)  # a vLLM version that leaves the stop token out of token_ids
-    return _split_row(ids, stop_set, None)
+    return split_row(ids, stop_set, None)
 
 
 def generate(
@@ -339,7 +339,7 @@ def generate(
     version = _weights_version(policy)
     if version is None or state["version"] != version:
         sync_weights(policy, llm)
-    tok = _tokenizer(processor)
+    tok = tokenizer_of(processor)
     stops = _stop_token_ids(processor)
     stop_set = set(stops)
     k = num_return_sequences
@@ -359,7 +359,7 @@ def generate(
                 frequency_penalty=0.0,
                 max_tokens=int(max_new_tokens),
                 stop_token_ids=list(stops),
-                seed=None if seed is None else _batch_seed(seed, i),
+                seed=None if seed is None else batch_seed(seed, i),
                 skip_special_tokens=True,
             )
         )

@@ -41,9 +41,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from r1reward.completion import visuals
 from r1reward.evaluate import ModelSampler, vote
 from r1reward.prompt import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, build_messages, parse_judgment
-from r1reward.rollout import _eval_mode, _model_device, _visuals
+from r1reward.rollout import _eval_mode, _model_device
 
 __all__ = [
     "AS_GIVEN",
@@ -151,7 +152,7 @@ def verdict_token_ids(processor: Any) -> tuple[int, int]:
 
 
 def _images(conversation: list[dict[str, Any]]) -> list[Any]:
-    return _visuals(conversation, 0)[0]
+    return visuals(conversation, 0)[0]
 
 
 def verdict_probabilities(

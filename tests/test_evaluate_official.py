@@ -241,7 +241,7 @@ def test_help_examples_run_as_printed(tmp_path, monkeypatch, capsys):
     as printed after the ``r1reward toy`` example (the tiny-model ones: test_evaluate_e2e)."""
     import shlex
 
-    from r1reward.data import toy
+    from r1reward.data import toy_cli
 
     epilog = ev.build_parser().epilog
     lines = [ln.strip() for ln in epilog.splitlines() if ln.strip().startswith("r1reward ")]
@@ -250,7 +250,7 @@ def test_help_examples_run_as_printed(tmp_path, monkeypatch, capsys):
     for line in lines:
         argv = shlex.split(line)[2:]
         if line.startswith("r1reward toy "):
-            assert toy.main(argv) == 0
+            assert toy_cli.main(argv) == 0
         elif line.startswith("r1reward eval "):
             ev.build_parser().parse_args(argv)
             if "const:" in line:

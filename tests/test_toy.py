@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from r1reward.data import load, toy
+from r1reward.data import load, toy, toy_cli
 
 N_HELDOUT = 2400
 
@@ -137,7 +137,7 @@ def test_swap_keeps_oracle_and_rewrites_analysis(heldout):
 
 
 def test_cli_writes_loadable_pairs(tmp_path):
-    assert toy.main(["--n", "12", "--split", "heldout", "--seed", "3", "--out", str(tmp_path)]) == 0
+    assert toy_cli.main(["--n", "12", "--split", "heldout", "--seed", "3", "--out", str(tmp_path)]) == 0
     files = list(tmp_path.glob("*.jsonl"))
     assert len(files) == 1
     pairs = load(files[0], check_images=True)

@@ -35,13 +35,9 @@ Tasks (category: task) and what difficulty 1 / 2 / 3 changes:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import random
 import re
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -652,32 +648,3 @@ def heuristic_accuracy(pairs: list[PreferencePair]) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------
 # CLI: r1reward toy
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``r1reward toy --n N --split S --seed K --out DIR``: write a pairs JSONL plus PNG images."""
-    ap = argparse.ArgumentParser(
-        prog="r1reward toy",
-        description="Write toy multimodal preference pairs as a 'pairs' JSONL with PNG images "
-        "(read back with r1reward.data.load).",
-    )
-    ap.add_argument("--n", type=int, default=1000, help="number of pairs (default 1000)")
-    ap.add_argument("--split", choices=SPLITS, default="train", help="train or heldout")
-    ap.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
-    ap.add_argument("--image-size", type=int, default=56, help="image side in pixels (default 56)")
-    ap.add_argument("--out", type=Path, required=True, help="output folder")
-    args = ap.parse_args(argv)
-
-    from r1reward.data.io import write_pairs
-
-    t0 = time.perf_counter()
-    pairs = make_pairs(args.n, seed=args.seed, split=args.split, image_size=args.image_size)
-    path = args.out / f"toy_{args.split}_seed{args.seed}.jsonl"
-    write_pairs(pairs, path)
-    dt = time.perf_counter() - t0
-    print(f"wrote {len(pairs)} {args.split} pairs to {path} in {dt:.1f} s", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
