@@ -179,6 +179,10 @@ class RuleJudge:
     analysis of a misread image is still consistent.
     """
 
+    #: a local rule, free to run: RL asks it even when the consistency reward is off (to log the
+    #: consistency rate); a model or paid judge is asked only when its reward is used
+    free = True
+
     def __init__(self) -> None:
         from r1reward.data import toy  # imported here: the toy world is only needed by this judge
 

@@ -370,3 +370,44 @@ def test_sampler_old_logprobs_train_like_a_separate_pass(tiny, tmp_path, monkeyp
     assert any(r["loss"] != 0 for r in runs["sampler"])
     with pytest.raises(ValueError, match="old_logprobs"):
         rl.RLConfig(old_logprobs="cache").resolved()
+
+
+class _PaidJudge:
+    """A judge that is not free to run: it counts its calls and sees what images it gets."""
+
+    use_images = True
+
+    def __init__(self):
+        self.calls, self.images = 0, []
+
+    def judge(self, analyses, answers, images=None):
+        self.calls += 1
+        self.images.append(images)
+        return [1] * len(analyses)
+
+
+def test_a_paid_judge_is_asked_only_when_its_reward_is_used():
+    texts = ["<think>a</think><answer>1</answer>", "<think>b</think><answer>2</answer>", "no tags"]
+    ro = rl.Rollout(prompts=[], k=1, ids=torch.zeros(3, 1, dtype=torch.long), mask=torch.ones(3, 1),
+                    texts=texts, labels=[1, 1, 2], finish=["stop"] * 3, pair_ids=["a", "b", "c"])
+    paid = _PaidJudge()
+    off = rl.score(ro, paid, use_consistency=False)
+    assert paid.calls == 0 and torch.isnan(off["consistency"]).all()
+    assert off["total"].tolist() == (off["result"] + 0.5 * off["format"]).tolist()
+    on = rl.score(ro, paid, use_consistency=True)
+    assert paid.calls == 1 and on["consistency"].tolist() == [1.0, 1.0, 1.0]
+    from r1reward.judges import RuleJudge
+
+    rule = rl.score(ro, RuleJudge(), use_consistency=False)  # free: still asked, for the log
+    assert not torch.isnan(rule["consistency"]).any()
+
+
+def test_the_trainer_shows_a_judge_that_looks_at_images_each_samples_images(tiny, tmp_path, monkeypatch):
+    paid = _PaidJudge()
+    monkeypatch.setattr(rl, "make_judge", lambda spec: paid)
+    recipe = _recipe(tiny, 1, 0)
+    recipe["rl"].update(consistency_reward=True, kl_coef=0.0)
+    rl.train_rl(recipe, out_dir=tmp_path / "run")
+    (images,) = paid.images
+    n = recipe["rl"]["prompts_per_step"]
+    assert len(images) == n and all(len(i) == 1 and hasattr(i[0], "size") for i in images)

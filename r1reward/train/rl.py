@@ -460,17 +460,23 @@ def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequen
 
 def score(ro: Rollout, judge, use_consistency: bool, images=None) -> dict[str, torch.Tensor]:
     """Reward parts ``[B]`` (Section 3.2): format, result, consistency and their combination.
-    Without the consistency reward the combination sees consistency 0: ``Result + 0.5 Format``."""
+    Without the consistency reward the combination sees consistency 0: ``Result + 0.5 Format``,
+    and the judge is asked only when it is free to run (``judge.free``, the toy's rule judge:
+    its verdicts are still logged); a model or paid judge is then not called and the
+    consistency part is NaN. ``images``: one list per sample, for judges that look at them."""
     from r1reward import rewards
     from r1reward.prompt import parse_judgment
 
     fmt = torch.tensor(rewards.format_rewards(ro.texts), dtype=torch.float32)
     res = torch.tensor(rewards.result_rewards(ro.texts, ro.labels), dtype=torch.float32)
-    judged = [parse_judgment(t) for t in ro.texts]
-    cons = torch.tensor(
-        judge.judge([j.analysis for j in judged], [j.answer for j in judged], images=images),
-        dtype=torch.float32,
-    )
+    if use_consistency or getattr(judge, "free", False):
+        judged = [parse_judgment(t) for t in ro.texts]
+        cons = torch.tensor(
+            judge.judge([j.analysis for j in judged], [j.answer for j in judged], images=images),
+            dtype=torch.float32,
+        )
+    else:
+        cons = torch.full_like(fmt, float("nan"))
     used = cons if use_consistency else torch.zeros_like(cons)
     total = torch.tensor(rewards.combine_batch(fmt.tolist(), res.tolist(), used.tolist()),
                          dtype=torch.float32)
@@ -946,15 +952,21 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         with policy_for_generation(accelerator, model) as policy:
             ro = sample_rollout(policy, processor, batch, cfg,
                                 seed=cfg.seed * 100_003 + step * world + rank)
-        # 2. rewards
-        parts = score(ro, judge, bool(cfg.consistency_reward))
+        # 2. rewards (a judge that looks at images gets each sample's pair's images)
+        if getattr(judge, "use_images", False):
+            parts = score(ro, judge, bool(cfg.consistency_reward),
+                          images=[list(batch[j // ro.k].images) for j in range(len(ro.texts))])
+        else:
+            parts = score(ro, judge, bool(cfg.consistency_reward))
         # 3. old and reference log-probs (policy before this step's updates): the old ones as
         # the sampler recorded them; else, without a reference, left to ppo_update (which saves
         # a forward pass), or a separate pass
         ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
         old_logp = ro.old_logp
         if old_logp is None and ref_logp is not None:
+            model.eval()  # the policy that sampled: no dropout (LoRA's) in the old log-probs
             old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+            model.train()
         kl = None
         if ref_logp is not None:
             from r1reward.algorithms import kl_estimate
@@ -972,7 +984,9 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         local = {
             "reward": parts["total"], "reward_format": parts["format"],
             "reward_result": parts["result"], "reward_consistency": parts["consistency"],
-            "consistent": (parts["consistency"] == 1).float(), "length": lengths,
+            # NaN where the judge was not asked (consistency reward off, judge not free)
+            "consistent": torch.where(parts["consistency"].isnan(), parts["consistency"],
+                                      (parts["consistency"] == 1).float()), "length": lengths,
             "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
         }
         g = {k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in local.items()}
