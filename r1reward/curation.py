@@ -23,9 +23,7 @@ were cut short by them is recorded as ``failed`` (no difficulty) and retried on 
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
-import io
 import json
 import os
 import random
@@ -39,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from r1reward.judges import image_to_data_url
 from r1reward.prompt import build_messages, build_prompt, format_target, parse_judgment
 
 __all__ = [
@@ -189,21 +188,6 @@ class TransformersTeacher:
         return [Reply(group[0].text) for group in outs]
 
 
-def _image_data_url(image: Any) -> str:
-    """A ``data:image/...;base64`` URL for a PIL image or an image file path."""
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if str(image).startswith(("http://", "https://", "data:")):
-            return str(image)
-        mime = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}.get(
-            path.suffix.lower(), "png"
-        )
-        return f"data:image/{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 class OpenAITeacher:
     """Any OpenAI-compatible ``/chat/completions`` endpoint as teacher (paper: GPT-4o).
 
@@ -282,7 +266,7 @@ class OpenAITeacher:
     def request_body(self, pair: Any) -> dict:
         """The chat-completions request for one pair (Table-1 prompt, images as data URLs)."""
         content: list[dict] = [
-            {"type": "image_url", "image_url": {"url": _image_data_url(img)}}
+            {"type": "image_url", "image_url": {"url": image_to_data_url(img)}}
             for img in (pair.images or [])
         ]
         content.append(
