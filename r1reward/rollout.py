@@ -24,6 +24,7 @@ installed and the model is on CUDA, and transformers otherwise.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "STOP_TOKENS",
     "Completion",
     "encode",
+    "frozen_vision_cache",
     "generate",
     "build_batch",
     "completion_logprobs",
@@ -133,6 +135,66 @@ def _check_engine(engine: str, model: Any = None) -> str:
         f"rollout engine {engine!r}: expected 'transformers' or 'vllm' "
         "(or 'auto': vLLM when installed and the model is on CUDA, else transformers)"
     )
+
+
+def _vision_owner(model: Any) -> Any:
+    """The submodule that turns pixels into visual tokens (Qwen2.5-VL's inner model: it has the
+    vision tower ``visual`` and ``get_image_features``), or ``None`` for a text-only model."""
+    for module in model.modules():
+        if hasattr(type(module), "get_placeholder_mask") and hasattr(module, "visual"):
+            return module
+    return None
+
+
+@contextlib.contextmanager
+def frozen_vision_cache(model: Any) -> Iterator[dict]:
+    """Compute the frozen vision tower's features of each image once inside the block.
+
+    One RL step runs the vision tower on the same images again and again: in the sampling pass,
+    in the old-log-prob pass and in every micro-batch of every PPO epoch. While the tower is
+    frozen (no parameter of it requires a gradient, as with ``rl.freeze_vision``) and has no
+    dropout, its output is a function of the image alone, so inside this block
+    ``get_image_features`` keeps each image's features, keyed by its grid and a hash of its
+    pixels, and computes only the images it has not seen (without gradients, outside inference
+    mode, so the sampling pass can fill the cache that the update then reads). Yields the cache
+    (``{key: features}``); a tower that is trained, or a model without one, is left alone (the
+    cache stays empty)."""
+    owner = _vision_owner(model)
+    cache: dict = {}
+    if owner is None or any(p.requires_grad for p in owner.visual.parameters()) or any(
+        isinstance(m, torch.nn.Dropout) and m.p > 0 for m in owner.visual.modules()
+    ):
+        yield cache
+        return
+    original = owner.get_image_features
+
+    def get_image_features(pixel_values, image_grid_thw=None, **kwargs):
+        if image_grid_thw is None or set(kwargs) - {"return_dict"}:
+            return original(pixel_values, image_grid_thw, **kwargs)
+        grids = [tuple(g) for g in image_grid_thw.tolist()]
+        chunks = pixel_values.split([t * h * w for t, h, w in grids])
+        keys = [(g, hashlib.blake2b(c.detach().float().cpu().contiguous().numpy().tobytes(),
+                                    digest_size=16).digest()) for g, c in zip(grids, chunks)]
+        first = {}
+        for i, key in enumerate(keys):
+            if key not in cache:
+                first.setdefault(key, i)
+        if first:
+            rows = list(first.values())
+            with torch.inference_mode(False), torch.no_grad():
+                out = original(torch.cat([chunks[i] for i in rows]).clone(),
+                               image_grid_thw[rows].clone(), **kwargs)
+            for key, feats in zip(first, out.pooler_output):
+                cache[key] = feats
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=tuple(cache[k] for k in keys))
+
+    owner.get_image_features = get_image_features
+    try:
+        yield cache
+    finally:
+        del owner.get_image_features
 
 
 @contextlib.contextmanager

@@ -292,3 +292,43 @@ def test_images_given_as_paths_encode_like_pil_images(tiny, tmp_path):
     bad = [{"role": "user", "content": [{"type": "image", "img": img}]}]
     with pytest.raises(ValueError, match="conversation 0, message 0: image item without"):
         encode(processor, [bad])
+
+
+def test_frozen_vision_cache_runs_the_tower_once_per_image_and_changes_nothing(tiny, convs):
+    """Inside frozen_vision_cache a frozen vision tower runs once per distinct image -- in the
+    sampling pass, under inference mode -- and a later scoring pass with gradients reuses it;
+    samples and log-probs equal those without the cache, and the model is restored after."""
+    from r1reward.rollout import frozen_vision_cache
+
+    model, processor = tiny
+    owner = model.model
+    calls = []
+    forward = owner.visual.forward
+    owner.visual.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    try:
+        kw = dict(num_return_sequences=2, max_new_tokens=8, batch_size=3, seed=2)
+        plain = generate(model, processor, convs, **kw)
+        flat = [c for g in plain for c in g]
+        batch, mask = build_batch(processor, [convs[c.prompt_index] for c in flat], flat)
+        model.eval()
+        ref = completion_logprobs(model, batch, mask)
+        for p in owner.visual.parameters():
+            p.requires_grad_(False)
+        calls.clear()
+        with frozen_vision_cache(model) as cache:
+            cached = generate(model, processor, convs, **kw)
+            lp = completion_logprobs(model, batch, mask)  # with gradients: the update's pass
+            lp.sum().backward()
+        assert len(calls) == 1 and len(cache) == len(convs)  # one tower call, one entry per image
+        assert [c.token_ids for g in cached for c in g] == [c.token_ids for c in flat]
+        torch.testing.assert_close(lp.detach(), ref, atol=1e-6, rtol=1e-6)
+        assert "get_image_features" not in vars(owner)
+        next(owner.visual.parameters()).requires_grad_(True)  # a trained tower: no cache
+        with frozen_vision_cache(model) as cache:
+            completion_logprobs(model, batch, mask)
+        assert cache == {}
+    finally:
+        owner.visual.forward = forward
+        for p in owner.visual.parameters():
+            p.requires_grad_(True)
+        model.zero_grad(set_to_none=True)

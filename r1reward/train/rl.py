@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from r1reward.rollout import frozen_vision_cache
+
 # --------------------------------------------------------------------------------------------
 # 0. Configuration: the `rl:` section of a recipe
 # --------------------------------------------------------------------------------------------
@@ -949,34 +951,36 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         else:
             batch = [pairs[i].swap() if _u(cfg.seed, step, i) < cfg.swap_prob else pairs[i]
                      for i in chosen]
-        with policy_for_generation(accelerator, model) as policy:
-            ro = sample_rollout(policy, processor, batch, cfg,
-                                seed=cfg.seed * 100_003 + step * world + rank)
-        # 2. rewards (a judge that looks at images gets each sample's pair's images)
-        if getattr(judge, "use_images", False):
-            parts = score(ro, judge, bool(cfg.consistency_reward),
-                          images=[list(batch[j // ro.k].images) for j in range(len(ro.texts))])
-        else:
-            parts = score(ro, judge, bool(cfg.consistency_reward))
-        # 3. old and reference log-probs (policy before this step's updates): the old ones as
-        # the sampler recorded them; else, without a reference, left to ppo_update (which saves
-        # a forward pass), or a separate pass
-        ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
-        old_logp = ro.old_logp
-        if old_logp is None and ref_logp is not None:
-            model.eval()  # the policy that sampled: no dropout (LoRA's) in the old log-probs
-            old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
-            model.train()
-        kl = None
-        if ref_logp is not None:
-            from r1reward.algorithms import kl_estimate
+        # the frozen vision tower's features of each image, computed once for the whole step
+        with frozen_vision_cache(accelerator.unwrap_model(model)):
+            with policy_for_generation(accelerator, model) as policy:
+                ro = sample_rollout(policy, processor, batch, cfg,
+                                    seed=cfg.seed * 100_003 + step * world + rank)
+            # 2. rewards (a judge that looks at images gets each sample's pair's images)
+            if getattr(judge, "use_images", False):
+                parts = score(ro, judge, bool(cfg.consistency_reward),
+                              images=[list(batch[j // ro.k].images) for j in range(len(ro.texts))])
+            else:
+                parts = score(ro, judge, bool(cfg.consistency_reward))
+            # 3. old and reference log-probs (policy before this step's updates): the old ones as
+            # the sampler recorded them; else, without a reference, left to ppo_update (which saves
+            # a forward pass), or a separate pass
+            ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
+            old_logp = ro.old_logp
+            if old_logp is None and ref_logp is not None:
+                model.eval()  # the policy that sampled: no dropout (LoRA's) in the old log-probs
+                old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
+                model.train()
+            kl = None
+            if ref_logp is not None:
+                from r1reward.algorithms import kl_estimate
 
-            kl = kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind, mask=ro.mask)
-        # 4. advantages over the whole batch (all processes)
-        adv, adv_info = compute_advantages(accelerator, cfg, parts["total"], ro.mask, kl)
-        # 5-6. PPO epochs of the policy loss with Pre-Clip
-        gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * world + rank)
-        upd = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp, pad_id, gen)
+                kl = kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind, mask=ro.mask)
+            # 4. advantages over the whole batch (all processes)
+            adv, adv_info = compute_advantages(accelerator, cfg, parts["total"], ro.mask, kl)
+            # 5-6. PPO epochs of the policy loss with Pre-Clip
+            gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * world + rank)
+            upd = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp, pad_id, gen)
         finite = params_finite(model)
 
         # logging: global means over processes
