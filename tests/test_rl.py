@@ -411,3 +411,28 @@ def test_the_trainer_shows_a_judge_that_looks_at_images_each_samples_images(tiny
     (images,) = paid.images
     n = recipe["rl"]["prompts_per_step"]
     assert len(images) == n and all(len(i) == 1 and hasattr(i[0], "size") for i in images)
+
+
+def test_grpo_loss_uses_the_configured_kl_estimator(tiny):
+    """The KL that GRPO adds to its loss is rl.kl_kind's estimator (k3 by the preset), not a
+    hard-coded one: with the same reference log-probs, k1 and k3 give different losses, and the
+    presets pick k1 for the Reinforce family's reward and k3 for GRPO's loss."""
+    assert rl.RLConfig(algo="grpo").resolved().kl_kind == "k3"
+    assert rl.RLConfig(algo="reinforce++").resolved().kl_kind == "k1"
+    with pytest.raises(ValueError, match="kl_kind"):
+        rl.RLConfig(algo="grpo", kl_kind="k9").resolved()
+    losses = {}
+    for kind in ("k1", "k3"):
+        cfg = rl.RLConfig(algo="grpo", prompts_per_step=2, samples_per_prompt=2, mini_batch_size=4,
+                          micro_batch_size=4, ppo_epochs=1, lr=0.0, kl_coef=1.0, kl_kind=kind).resolved()
+        acc, model, opt, processor, ro = _setup(tiny, cfg)
+        old = rl.batched_logprobs(model, ro, rl._pad_id(processor), 4, 1.0)
+        ref = (old + 0.5) * ro.mask  # a reference that disagrees with the policy
+        adv = torch.zeros_like(ro.mask)
+        stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, ref, rl._pad_id(processor),
+                              torch.Generator().manual_seed(0))
+        losses[kind] = stats["loss"]
+    # d = logp - ref = -0.5 on every token: k1 = -0.5, k3 = exp(0.5) - 1 - 0.5, averaged per
+    # sequence and then over the 4 samples, one of them empty (its term is 0)
+    assert losses["k1"] == pytest.approx(0.75 * -0.5, abs=1e-4)
+    assert losses["k3"] == pytest.approx(0.75 * (math.exp(0.5) - 1.5), abs=1e-4)

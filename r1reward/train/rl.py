@@ -98,6 +98,13 @@ ALGO_PRESETS: dict[str, dict[str, Any]] = {
 PRESET_DEFAULTS: dict[str, Any] = {"loss": "ppo", "length_norm": True, "clip_eps_high": None}
 
 
+def default_kl_kind(algo: str) -> str:
+    """The KL estimator where the preset puts the KL: ``k1`` in Reinforce++'s per-token reward
+    (unbiased; its sign carries the penalty), ``k3`` in GRPO's loss (non-negative, low variance,
+    Shao et al. 2024)."""
+    return "k1" if ALGO_PRESETS[algo]["kl_in"] == "reward" else "k3"
+
+
 @dataclass
 class RLConfig:
     """All knobs of the trainer (the ``rl:`` recipe section). Sizes are *per process*."""
@@ -126,7 +133,9 @@ class RLConfig:
     consistency_reward: bool | None = None
     judge: str | dict = "rule"  # "rule" (toy) | {kind: openai|transformers, ...} (r1reward.judges)
     kl_coef: float = 0.0
-    kl_kind: str = "k1"
+    # the KL estimator where the KL enters (reward or loss) and in the log; None -> preset
+    # (default_kl_kind: k1 in the Reinforce family's reward, k3 in GRPO's loss)
+    kl_kind: str | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64
@@ -175,6 +184,10 @@ class RLConfig:
         for key in ("loss", "length_norm", "clip_eps_high"):
             if getattr(out, key) is None:
                 setattr(out, key, preset.get(key, PRESET_DEFAULTS[key]))
+        if out.kl_kind is None:
+            out.kl_kind = default_kl_kind(out.algo)
+        if out.kl_kind not in ("k1", "k2", "k3"):
+            raise ValueError(f"rl.kl_kind={out.kl_kind!r}: expected 'k1', 'k2' or 'k3'")
         if out.loss not in ("ppo", "gspo", "cispo"):
             raise ValueError(f"rl.loss={out.loss!r}: expected 'ppo', 'gspo' or 'cispo'")
         n = out.prompts_per_step * out.samples_per_prompt
@@ -588,7 +601,7 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
                 loss, info = policy_loss(cfg, logp, old_logp[idx].to(device),
                                          advantages[idx].to(device), mask)
                 if ref_logp is not None and ALGO_PRESETS[cfg.algo]["kl_in"] == "loss":
-                    kl = algorithms.kl_estimate(logp, ref_logp[idx].to(device), kind="k3", mask=mask)
+                    kl = algorithms.kl_estimate(logp, ref_logp[idx].to(device), kind=cfg.kl_kind, mask=mask)
                     loss = loss + cfg.kl_coef * ((kl.sum(1) / mask.sum(1).clamp(min=1)).mean())
                 accelerator.backward(loss)  # divided by grad_accum inside accelerate
                 if accelerator.sync_gradients:
