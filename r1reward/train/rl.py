@@ -996,40 +996,8 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             upd = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp, pad_id, gen)
         finite = params_finite(model)
 
-        # logging: global means over processes
-        lengths = ro.mask.sum(1)
-        local = {
-            "reward": parts["total"], "reward_format": parts["format"],
-            "reward_result": parts["result"], "reward_consistency": parts["consistency"],
-            # NaN where the judge was not asked (consistency reward off, judge not free)
-            "consistent": torch.where(parts["consistency"].isnan(), parts["consistency"],
-                                      (parts["consistency"] == 1).float()), "length": lengths,
-            "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
-        }
-        g = {k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in local.items()}
-        scal = torch.tensor([upd["loss"], upd["grad_norm"], upd["max_ratio"], upd["nonfinite_ratios"],
-                             upd["clip_fraction"], float(kl.sum() / ro.mask.sum().clamp(min=1)) if kl is not None else 0.0,
-                             float(not finite)], device=accelerator.device)
-        red = accelerator.gather(scal[None]).cpu()
-        dt = time.perf_counter() - t0
-        rec = {
-            "step": step + 1, "algo": cfg.algo,
-            "reward": _m(g["reward"]), "reward_format": _m(g["reward_format"]),
-            "reward_result": _m(g["reward_result"]), "reward_consistency": _m(g["reward_consistency"]),
-            "accuracy": _m(g["reward_result"]), "well_formed": _m(g["reward_format"]),
-            "consistency_rate": _m(g["consistent"]), "length_mean": _m(g["length"]),
-            "length_max": float(g["length"].max()), "truncated": _m(g["truncated"]),
-            "loss": float(red[:, 0].mean()), "grad_norm": float(red[:, 1].max()),
-            "max_ratio": float(red[:, 2].max()), "nonfinite_ratios": int(red[:, 3].sum()),
-            "clip_fraction": float(red[:, 4].mean()), "kl": float(red[:, 5].mean()),
-            "filtered_fraction": _f(adv_info.get("filtered_fraction", 0.0)),
-            "adv_min": float(adv[ro.mask > 0].min()) if ro.mask.sum() else 0.0,
-            "adv_max": float(adv[ro.mask > 0].max()) if ro.mask.sum() else 0.0,
-            "reward_std": float(g["reward"].std(unbiased=False)),
-            "params_finite": bool(red[:, 6].sum() == 0),
-            "samples": int(g["reward"].numel()), "processes": world, "seconds": dt,
-            "samples_per_s": g["reward"].numel() / dt,
-        }
+        rec = step_record(accelerator, cfg, step, ro, parts, upd, kl, adv, adv_info, finite,
+                          seconds_since=t0)
         if accelerator.is_main_process:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -1073,6 +1041,48 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     if cfg.report_to:
         accelerator.end_training()
     return final
+
+
+def step_record(accelerator, cfg: RLConfig, step: int, ro: Rollout, parts: dict, upd: dict,
+                kl: torch.Tensor | None, adv: torch.Tensor, adv_info: dict, finite: bool, *,
+                seconds_since: float) -> dict:
+    """The ``metrics.jsonl`` record of RL step ``step`` (0-based): rewards, lengths and the
+    update's diagnostics as global means (or maxima) over all processes, and the seconds since
+    ``seconds_since`` (a ``time.perf_counter()`` value taken when the step began)."""
+    lengths = ro.mask.sum(1)
+    local = {
+        "reward": parts["total"], "reward_format": parts["format"],
+        "reward_result": parts["result"], "reward_consistency": parts["consistency"],
+        # NaN where the judge was not asked (consistency reward off, judge not free)
+        "consistent": torch.where(parts["consistency"].isnan(), parts["consistency"],
+                                  (parts["consistency"] == 1).float()), "length": lengths,
+        "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
+    }
+    g = {k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in local.items()}
+    scal = torch.tensor([upd["loss"], upd["grad_norm"], upd["max_ratio"], upd["nonfinite_ratios"],
+                         upd["clip_fraction"], float(kl.sum() / ro.mask.sum().clamp(min=1)) if kl is not None else 0.0,
+                         float(not finite)], device=accelerator.device)
+    red = accelerator.gather(scal[None]).cpu()
+    dt = time.perf_counter() - seconds_since
+    rec = {
+        "step": step + 1, "algo": cfg.algo,
+        "reward": _m(g["reward"]), "reward_format": _m(g["reward_format"]),
+        "reward_result": _m(g["reward_result"]), "reward_consistency": _m(g["reward_consistency"]),
+        "accuracy": _m(g["reward_result"]), "well_formed": _m(g["reward_format"]),
+        "consistency_rate": _m(g["consistent"]), "length_mean": _m(g["length"]),
+        "length_max": float(g["length"].max()), "truncated": _m(g["truncated"]),
+        "loss": float(red[:, 0].mean()), "grad_norm": float(red[:, 1].max()),
+        "max_ratio": float(red[:, 2].max()), "nonfinite_ratios": int(red[:, 3].sum()),
+        "clip_fraction": float(red[:, 4].mean()), "kl": float(red[:, 5].mean()),
+        "filtered_fraction": _f(adv_info.get("filtered_fraction", 0.0)),
+        "adv_min": float(adv[ro.mask > 0].min()) if ro.mask.sum() else 0.0,
+        "adv_max": float(adv[ro.mask > 0].max()) if ro.mask.sum() else 0.0,
+        "reward_std": float(g["reward"].std(unbiased=False)),
+        "params_finite": bool(red[:, 6].sum() == 0),
+        "samples": int(g["reward"].numel()), "processes": accelerator.num_processes, "seconds": dt,
+        "samples_per_s": g["reward"].numel() / dt,
+    }
+    return rec
 
 
 def _u(seed: int, step: int, index: int) -> float:
