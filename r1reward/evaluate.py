@@ -1016,12 +1016,16 @@ def _official_markdown(official: dict[str, Any] | None) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
+class SettingsMismatch(ValueError):
+    """The output folder holds records made with other settings (resuming would mix them)."""
+
+
 def _check_config(path: Path, config: dict[str, Any]) -> None:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
         if diff:
-            raise ValueError(
+            raise SettingsMismatch(
                 f"{path}: this output folder holds a run with other settings {diff} (old, new);"
                 " resuming would mix them: use a new --out"
             )

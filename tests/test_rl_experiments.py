@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import yaml
@@ -139,3 +140,18 @@ def test_evaluate_runs_keeps_each_pair_set_in_its_own_folder(tiny, tmp_path):
         assert seen == {p.id for p in pairs}
     assert [r["seed"] for r in a + b] == [0, 0]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in a + b)
+
+
+def test_heldout_accuracy_remakes_a_cached_evaluation_made_with_other_settings(tiny, tmp_path):
+    """A chapter's cached evaluation folder made with other settings (here: another batch size,
+    as after an upgrade) is evaluated anew instead of failing the chapter, greedy only by default."""
+    from r1reward.data.toy import make_pairs
+    from r1reward.evaluate import load_records
+
+    pairs = make_pairs(2, split="heldout")
+    first = rx.heldout_accuracy(tiny, pairs, tmp_path / "eval", max_new_tokens=8, batch_size=4)
+    again = rx.heldout_accuracy(tiny, pairs, tmp_path / "eval", max_new_tokens=8, batch_size=2)
+    config = json.loads((tmp_path / "eval" / "config.json").read_text())
+    assert config["batch_size"] == 2 and config["samples_per_unit"] == 0
+    assert {r["sample"] for r in load_records(tmp_path / "eval" / "results.jsonl")} == {"greedy"}
+    assert again["accuracy"] == first["accuracy"] and math.isnan(again["sampled_accuracy"])

@@ -19,6 +19,7 @@ Variants (Table 6 of the paper, the RL rows):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -189,14 +190,19 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
     (only with ``sampled=True``, which doubles the cost; else ``nan``), the greedy
     position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict ignores the
     content), the well-formed rate and the mean response length in tokens."""
-    from r1reward.evaluate import ModelSampler, evaluate, load_records
+    from r1reward.evaluate import ModelSampler, SettingsMismatch, evaluate, load_records
     from r1reward.models import load_model
     from r1reward.prompt import parse_judgment
 
     model, processor = load_model(str(model_path))
     sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    summary = evaluate(sampler, pairs, ks=(1,) if sampled else (), orders="both", out_dir=out_dir,
-                       batch_size=batch_size, progress=False)
+    run = functools.partial(evaluate, sampler, pairs, ks=(1,) if sampled else (), orders="both",
+                            out_dir=out_dir, batch_size=batch_size, progress=False)
+    try:
+        summary = run()
+    except SettingsMismatch:  # a cached evaluation made with other settings: make it anew
+        shutil.rmtree(out_dir)
+        summary = run()
     greedy = [r for r in load_records(Path(out_dir) / "results.jsonl") if r.get("sample") == "greedy"]
     tok = processor.tokenizer
     texts = [r.get("text", "") for r in greedy]
