@@ -3,7 +3,11 @@ parses as printed: the command exists, its flags and arguments are accepted by t
 parser (stopped right after parsing, so nothing is trained or loaded), ``--accelerate-config``
 resolves, recipe names and dotted overrides resolve with typed values, and an ``eval --format``
 is a format ``r1reward.data.load`` knows. Examples of commands owned elsewhere that are known to
-be wrong are marked ``xfail(strict=True)``: fixing them turns the mark into a failure to remove."""
+be wrong are marked ``xfail(strict=True)``: fixing them turns the mark into a failure to remove.
+
+The commands that need a GPU (a Qwen2.5-VL recipe, or ``eval`` on a GPU device map) also run with
+``--dry-run`` from an empty folder and no network: the recipe resolves, the 7B model is built on
+the meta device and the plan is printed (see :mod:`r1reward.dryrun`)."""
 
 from __future__ import annotations
 
