@@ -289,7 +289,7 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
         except ImportError:
             engine = "vllm (not installed here)"
         out["engine"] = f"{engine} (--engine {args.engine})"
-        trainable, total = _meta_model(config, {}, freeze_vision=False)
+        _, total = _meta_model(config, {}, freeze_vision=False)
         out["parameters"] = f"{total:,}"
         if hasattr(config, "text_config"):
             from r1reward.scaling import kv_cache_bytes_per_token
