@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: Commands that run under ``accelerate launch`` when given ``--accelerate-config NAME|PATH``.
 LAUNCHABLE = ("sft", "scalar", "rl")
 
+#: Commands that take ``--dry-run``: the plan (model on the meta device), nothing run
+#: (:mod:`r1reward.dryrun`).
+DRY_RUN = ("sft", "scalar", "rl", "eval")
+
 
 def launch_command(name: str, rest: list[str]) -> list[str] | None:
     """``accelerate launch --config_file CONFIG -m r1reward.cli NAME REST`` when ``rest`` holds
@@ -74,6 +78,10 @@ def _usage() -> str:
         f"{', '.join(LAUNCHABLE)} take --accelerate-config NAME|PATH (zero3, fsdp, ddp-cpu-2, or a",
         "file) and then run under `accelerate launch` with that config, e.g.",
         "  r1reward rl --accelerate-config zero3 --recipe qwen2.5-vl-7b-full-zero3 --out runs/rl-7b",
+        "",
+        f"{', '.join(DRY_RUN)} take --dry-run: resolve the recipe, build the model on the meta",
+        "device (no weights, no download) and print the plan (parameters, data, steps, memory):",
+        "  r1reward sft --recipe qwen2.5-vl-7b-qlora --out runs/sft-7b-qlora --dry-run",
     ]
     return "\n".join(lines)
 
@@ -92,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"r1reward: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if "--dry-run" in rest and name in DRY_RUN:  # before any launch: the plan, no GPU work
+        from r1reward import dryrun
+
+        return dryrun.main(name, [a for a in rest if a != "--dry-run"])
     if name in LAUNCHABLE:
         try:
             launch = launch_command(name, rest)

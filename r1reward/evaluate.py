@@ -71,6 +71,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from r1reward.engines import add_engine_argument, reserve_gpu, resolve_engine
+
 __all__ = [
     "ORDER_MODES",
     "CHOSEN_FIRST",
@@ -220,6 +222,9 @@ class ModelSampler:
         max_new_tokens: generation budget per judgment.
         temperature, top_p: sampling settings for the K samples (the paper samples at T=1.0).
         seed: default seed when :meth:`sample` is called without one.
+        engine: ``"transformers"`` or ``"vllm"`` (the colocated engine of
+            :mod:`r1reward.rollout_vllm`; see :mod:`r1reward.engines`), or ``"auto"`` as in
+            :func:`r1reward.rollout.generate`. The same records either way.
     """
 
     def __init__(
@@ -233,6 +238,7 @@ class ModelSampler:
         top_p: float = 1.0,
         seed: int = 0,
         name: str = "",
+        engine: str = "transformers",
     ) -> None:
         self.model = model
         self.processor = processor
@@ -242,6 +248,7 @@ class ModelSampler:
         self.top_p = float(top_p)
         self.seed = int(seed)
         self.name = name or str(getattr(getattr(model, "config", None), "_name_or_path", ""))
+        self.engine = engine
 
     def sample(
         self,
@@ -265,6 +272,7 @@ class ModelSampler:
             batch_size=self.batch_size,
             seed=self.seed if seed is None else seed,
             progress=False,
+            engine=self.engine,
         )
         return [[c.text for c in comps] for comps in out]
 
@@ -274,13 +282,16 @@ class ModelSampler:
         return getattr(self.processor, "video_processor", None) is not None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "sampler": "model",
             "model": self.name,
             "max_new_tokens": self.max_new_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
+        if self.engine != "transformers":  # only when set, so folders of earlier runs resume
+            out["engine"] = self.engine  # sampled judgments differ between engines
+        return out
 
 
 def _describe(sampler: Any) -> dict[str, Any]:
@@ -1393,6 +1404,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="sampling and random-order seed")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16")
     parser.add_argument("--device-map", default=None, help="e.g. auto (GPU)")
+    add_engine_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -1413,7 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, OSError, RuntimeError, KeyError) as exc:  # DataError is a ValueError
+    except (ValueError, OSError, RuntimeError, KeyError, ImportError) as exc:  # DataError: ValueError
         if args.debug:
             raise
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -1447,6 +1459,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from r1reward.models import load_model
 
+        engine = resolve_engine(args.engine)
+        # without --device-map the transformers copy stays on the CPU and only feeds vLLM its
+        # weights, so vLLM may take most of the GPU
+        reserve_gpu(engine, 0.3 if args.device_map else 0.85)
         kwargs: dict[str, Any] = {}
         if args.dtype:
             import torch
@@ -1463,6 +1479,7 @@ def _run(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
             name=args.model,
+            engine=engine,
         )
     summary = evaluate(
         sampler,

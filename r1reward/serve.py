@@ -90,6 +90,7 @@ from pydantic import (
 )
 from starlette.requests import Request  # FastAPI's; imported here for the endpoints' annotations
 
+from r1reward.engines import add_engine_argument, resolve_engine
 from r1reward.reward_api import (
     GetRewardRequest,
     GroupRequest,
@@ -678,6 +679,8 @@ class Engine:
         verdicts: the scorer of the reward endpoints (:mod:`r1reward.verdicts`); default
             :class:`r1reward.verdicts.ModelVerdicts` with the settings above, or
             :class:`r1reward.verdicts.SamplerVerdicts` around ``sampler`` when one is given.
+        engine: ``"transformers"`` or ``"vllm"`` (:mod:`r1reward.engines`): what generates
+            chat completions and judgments; verdict probabilities stay a transformers forward.
     """
 
     model: Any
@@ -691,6 +694,7 @@ class Engine:
     max_batch_items: int = 64
     seed: int = 0
     verdicts: Any = None
+    engine: str = "transformers"
     _rng: random.Random = field(init=False, repr=False)
     batcher: MicroBatcher = field(init=False, repr=False)
 
@@ -703,6 +707,7 @@ class Engine:
                 max_new_tokens=self.reward_max_tokens,
                 temperature=self.reward_temperature,
                 batch_size=self.batch_size,
+                engine=self.engine,
             )
         if self.sampler is None:
             from r1reward.evaluate import ModelSampler
@@ -714,6 +719,7 @@ class Engine:
                 max_new_tokens=self.reward_max_tokens,
                 temperature=self.reward_temperature,
                 name=self.name,
+                engine=self.engine,
             )
         self._rng = random.Random(self.seed)
         self.batcher = MicroBatcher(
@@ -762,6 +768,7 @@ class Engine:
             max_new_tokens=max_tokens,
             batch_size=self.batch_size,
             seed=seed,
+            engine=self.engine,
         )
         prompt_tokens = [
             int(encode(self.processor, [conv])["attention_mask"].sum()) for conv in conversations
@@ -1774,6 +1781,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--device-map", default=None, help="e.g. auto or cuda:0 (default: CPU/accelerate default)"
     )
+    add_engine_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=16, help="prompts per generate call (default 16)"
     )
@@ -1933,6 +1941,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    try:
+        engine_name = resolve_engine(args.engine)  # vLLM keeps its RL share (0.3) of the GPU
+    except ImportError as exc:
+        parser.error(str(exc))
 
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
@@ -1975,6 +1987,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.served_model_name,
         dtype=args.dtype,
         device_map=args.device_map,
+        engine=engine_name,
         batch_size=args.batch_size,
         reward_max_tokens=args.reward_max_tokens,
         reward_temperature=args.reward_temperature,

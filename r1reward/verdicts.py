@@ -219,14 +219,16 @@ class ModelVerdicts:
         top_p: float = 1.0,
         batch_size: int = 8,
         seed: int = 0,
+        engine: str = "transformers",
     ) -> None:
         self.model = model
         self.processor = processor
         self.batch_size = int(batch_size)
-        # the judgments themselves are the evaluator's (same generate call, same seeding)
+        # the judgments themselves are the evaluator's (same generate call, same seeding, same
+        # engine: transformers or vLLM); the verdict probabilities are a transformers forward
         self.sampler = ModelSampler(model, processor, batch_size=batch_size,
                                     max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p, seed=seed)
+                                    top_p=top_p, seed=seed, engine=engine)
         self._token_ids: tuple[int, int] | None = None  # checked on first use (a chat-only
         # server with a tokenizer that merges the verdict still starts)
 
@@ -305,6 +307,7 @@ def verdict_scorer(
     top_p: float = 1.0,
     batch_size: int = 8,
     seed: int = 0,
+    engine: str = "transformers",
 ) -> VerdictScorer:
     """:class:`SamplerVerdicts` around ``sampler`` when one is given, else :class:`ModelVerdicts`."""
     if sampler is not None:
@@ -319,6 +322,7 @@ def verdict_scorer(
         top_p=top_p,
         batch_size=batch_size,
         seed=seed,
+        engine=engine,
     )
 
 

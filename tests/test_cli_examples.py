@@ -3,7 +3,11 @@ parses as printed: the command exists, its flags and arguments are accepted by t
 parser (stopped right after parsing, so nothing is trained or loaded), ``--accelerate-config``
 resolves, recipe names and dotted overrides resolve with typed values, and an ``eval --format``
 is a format ``r1reward.data.load`` knows. Examples of commands owned elsewhere that are known to
-be wrong are marked ``xfail(strict=True)``: fixing them turns the mark into a failure to remove."""
+be wrong are marked ``xfail(strict=True)``: fixing them turns the mark into a failure to remove.
+
+The commands that need a GPU (a Qwen2.5-VL recipe, or ``eval`` on a GPU device map) also run with
+``--dry-run`` from an empty folder and no network: the recipe resolves, the 7B model is built on
+the meta device and the plan is printed (see :mod:`r1reward.dryrun`)."""
 
 from __future__ import annotations
 
@@ -140,3 +144,84 @@ def test_the_checker_catches_wrong_examples(monkeypatch):
                 "r1reward rl --accelerate-config zero9 --recipe toy-ci"]:
         with pytest.raises((SystemExit, KeyError, ValueError, FileNotFoundError, AssertionError)):
             check_example(bad, monkeypatch)
+
+
+# ------------------------------------------------------------------ the GPU commands, dry-run
+
+#: Qwen2.5-VL-7B(-Instruct)'s parameter count (r1reward.scaling's exact shape, meta device)
+SEVEN_B_PARAMS = "8,292,166,656"
+
+
+def _needs_gpu(line: str) -> bool:
+    words = line.split()
+    return words[1] in cli.DRY_RUN and ("qwen2.5-vl" in line or "--device-map" in words)
+
+
+GPU_EXAMPLES = [x for x in EXAMPLES if _needs_gpu(x)]
+
+
+def test_the_readme_gpu_commands_are_all_dry_run():
+    readme = [x for x in _examples((ROOT / "README.md").read_text()) if _needs_gpu(x)]
+    assert len(readme) >= 6 and set(readme) <= set(GPU_EXAMPLES)
+
+
+@pytest.mark.parametrize("line", GPU_EXAMPLES)
+def test_gpu_example_dry_runs(line, tmp_path, monkeypatch, capsys):
+    """The command as printed plus ``--dry-run``, from an empty folder with no network: the
+    7B recipe resolves, the model is built on the meta device and the plan is printed. A
+    ``--model`` folder of a run that does not exist here gets a stand-in ``config.json`` with the
+    7B shape (what that run's folder would hold)."""
+    from r1reward.scaling import qwen25_vl_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    argv = shlex.split(line)[1:]
+    if "--model" in argv:
+        qwen25_vl_config("7b").save_pretrained(tmp_path / argv[argv.index("--model") + 1])
+    if "--dry-run" not in argv:
+        argv.append("--dry-run")
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "model built on the meta device" in out and "output:" in out
+    assert SEVEN_B_PARAMS in out and "memory:" in out
+    if argv[0] != "eval":
+        assert "trainable of" in out and "steps:" in out and "processes:" in out
+    if "--accelerate-config" in argv:
+        assert "8 processes" in out
+    assert not list(tmp_path.glob("runs/*/*.safetensors"))  # nothing was written or trained
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from r1reward.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("dry") / "tiny", seed=0)
+
+
+def test_dry_run_counts_what_the_trainer_would_train(tiny, capsys):
+    """On the tiny model the meta-device counts equal those of the model really loaded with the
+    recipe's LoRA (QLoRA recipe, quantization switched off: bitsandbytes needs CUDA)."""
+    from r1reward.models import load_model
+    from r1reward.recipes import load_recipe
+
+    over = [f"model.path={tiny}", "model.quantization=null"]
+    assert cli.main(["sft", "--recipe", "qwen2.5-vl-7b-qlora", "--out", "x", *over,
+                     "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lora = load_recipe("qwen2.5-vl-7b-qlora", over)["model"]["lora"]
+    model, _ = load_model(tiny, lora=lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
+    assert f"parameters: {trainable:,} trainable of {total:,}" in " ".join(out.split())
+    assert f"[config: {tiny / 'config.json'}]" in out
+
+
+def test_dry_run_without_a_config_says_so_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = cli.main(["eval", "--model", "someone/not-cached-anywhere", "--data", "x.jsonl",
+                   "--out", "runs/x", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert "needs the model's config.json" in err and "someone/not-cached-anywhere" in err
+    assert cli.main(["rl", "--recipe", "qwen2.5-vl-7b-lora", "rl.lr=abc", "--dry-run"]) == 2
+    assert "rl.lr" in capsys.readouterr().err
