@@ -425,7 +425,7 @@ def _dataset(pairs: Sequence[PreferencePair]) -> Any:
 
 def _grpo_run(policy: str, reward: _Recorded, train: Sequence[PreferencePair],
               heldout: Sequence[PreferencePair], s: GRPOSettings, out_dir: Path) -> dict[str, Any]:
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from r1reward.models import load_model
@@ -457,6 +457,7 @@ def _grpo_run(policy: str, reward: _Recorded, train: Sequence[PreferencePair],
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
                           train_dataset=_dataset(train), processing_class=processor,
                           callbacks=[HeldOut()])
+    trainer.remove_callback(PrinterCallback)  # the logs are plotted, not printed in the chapter
     t0 = time.monotonic()
     trainer.train()
     return {"curve": curve, "calls": reward.calls, "seconds": round(time.monotonic() - t0, 1)}
