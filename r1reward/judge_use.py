@@ -386,8 +386,16 @@ class _Recorded:
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         rewards = self.fn(prompts, completions, **kwargs)
         right = oracle_reward(prompts, completions, kwargs["answer"])
-        self.calls.append({"reward_mean": sum(rewards) / len(rewards),
-                           "sample_accuracy": sum(right) / len(right)})
+        paid_right = [r for r, ok in zip(rewards, right) if ok]
+        paid_wrong = [r for r, ok in zip(rewards, right) if not ok]
+        self.calls.append({
+            "reward_mean": sum(rewards) / len(rewards),
+            "sample_accuracy": sum(right) / len(right),
+            # a group-relative reward (Bradley-Terry strengths) has mean 0 in every group, so its
+            # mean cannot rise; what it teaches is how it pays right answers against wrong ones
+            "reward_right": sum(paid_right) / len(paid_right) if paid_right else None,
+            "reward_wrong": sum(paid_wrong) / len(paid_wrong) if paid_wrong else None,
+        })
         return rewards
 
 
@@ -474,8 +482,8 @@ def grpo_compare(
     """Train ``policy`` once per reward with the same ``settings`` (TRL ``GRPOTrainer``, CPU).
 
     Each run starts from the same weights and seed. Per run: ``curve`` (step, held-out greedy
-    accuracy), ``calls`` (per reward call: the mean reward and the true accuracy of the
-    completions it scored) and ``seconds``. Written to ``out_dir/grpo_compare.json``.
+    accuracy), ``calls`` (per reward call: the mean reward, the true accuracy of the completions
+    it scored, and the mean reward of the right and of the wrong ones) and ``seconds``. Written to ``out_dir/grpo_compare.json``.
     """
     out = Path(out_dir)
     results = {}
