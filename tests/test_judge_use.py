@@ -102,3 +102,16 @@ def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
     assert losses[-1] < losses[0]
     model, processor = load_model(tmp_path / "policy")
     assert 0.0 <= greedy_accuracy(model, processor, PAIRS) <= 1.0
+
+
+def test_recorded_reward_keeps_what_it_paid_right_and_wrong_answers() -> None:
+    from r1reward.judge_use import _Recorded
+
+    answers = [correct_answer(p) for p in PAIRS[:2]]
+    completions = [answers[0], _wrong(PAIRS[0]), answers[1], _wrong(PAIRS[1])]
+    recorded = _Recorded(lambda prompts, completions, **kw: [0.5, 1.5, -1.0, -1.0], "toy")
+    out = recorded(["q"] * 4, completions, answer=[answers[0]] * 2 + [answers[1]] * 2)
+    assert out == [0.5, 1.5, -1.0, -1.0] and recorded.__name__ == "toy"
+    assert recorded.calls == [
+        {"reward_mean": 0.0, "sample_accuracy": 0.5, "reward_right": -0.25, "reward_wrong": 0.25}
+    ]
