@@ -123,6 +123,7 @@ def train_scalar(
     pairs: Sequence[Any] | None = None,
     heldout: Sequence[Any] | None = None,
     progress: bool = True,
+    save_model: bool = False,
 ) -> dict[str, Any]:
     """Train the Bradley-Terry baseline per ``recipe["scalar"]``; evaluate on held-out pairs.
 
@@ -133,6 +134,8 @@ def train_scalar(
         pairs, heldout: training / evaluation pairs; default: the two sides of the recipe's
             declared split (:func:`r1reward.data.splits.load_split`; uncurated: the baseline
             needs only labels).
+        save_model: also save the trained backbone and processor to ``out_dir/model`` (the
+            head alone is kept otherwise), so the reward model can score new answers later.
 
     Returns:
         ``{"heldout_accuracy", "train_accuracy", "steps", "train_seconds", "peak_rss_mb",
@@ -216,6 +219,9 @@ def train_scalar(
         "n_heldout": len(heldout),
     }
     torch.save(rm.head.state_dict(), out_dir / "scalar_head.pt")
+    if save_model:
+        model.save_pretrained(out_dir / "model")
+        processor.save_pretrained(out_dir / "model")
     from r1reward.recipes import save_recipe
 
     save_recipe(recipe, out_dir)
