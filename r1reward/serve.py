@@ -1111,6 +1111,23 @@ class Guard:
                 self.pixels_in_flight -= ticket.pixels
                 ticket.pixels = 0
 
+    # -- request sizes ---------------------------------------------------------------------
+    def check_k(self, k: int) -> None:
+        """400 unless ``1 <= k <= --max-k`` (judgments per order)."""
+        if not 1 <= k <= self.limits.max_k:
+            raise APIError(
+                400,
+                f"k={k} is out of range; allowed 1 <= k <= {self.limits.max_k} (--max-k)",
+                "k",
+            )
+
+    def check_images(self, refs: Sequence[Any], param: str = "images") -> None:
+        """400 when a request names more than ``--max-images`` images (before any is read)."""
+        if len(refs) > self.limits.max_images:
+            raise APIError(
+                400, f"{len(refs)} images; at most {self.limits.max_images} (--max-images)", param
+            )
+
     # -- images -----------------------------------------------------------------------------
     async def images(self, ticket: Ticket, refs: Sequence[str], params: Sequence[str]) -> list[Any]:
         """Decoded RGB images for ``refs`` (on the decode pool), within the pixel caps."""
@@ -1161,12 +1178,7 @@ class Guard:
                         )
                         refs.append(url)
                         params.append(f"messages.{i}.content.{j}.image_url")
-        if len(refs) > self.limits.max_images:
-            raise APIError(
-                400,
-                f"{len(refs)} images; at most {self.limits.max_images} (--max-images)",
-                "messages",
-            )
+        self.check_images(refs, "messages")
         decoded = iter(await self.images(ticket, refs, params))
         out: list[dict[str, Any]] = []
         for message in messages:
@@ -1437,18 +1449,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward")
     async def reward(request: RewardRequest, http: Request) -> dict[str, Any]:
-        if not 1 <= request.k <= limits.max_k:
-            raise APIError(
-                400,
-                f"k={request.k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)",
-                "k",
-            )
-        if len(request.images) > limits.max_images:
-            raise APIError(
-                400,
-                f"{len(request.images)} images; at most {limits.max_images} (--max-images)",
-                "images",
-            )
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1471,18 +1473,6 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
             )
         return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
 
-    def check_k(k: int) -> None:
-        if not 1 <= k <= limits.max_k:
-            raise APIError(
-                400, f"k={k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)", "k"
-            )
-
-    def check_images(refs: Sequence[str], param: str = "images") -> None:
-        if len(refs) > limits.max_images:
-            raise APIError(
-                400, f"{len(refs)} images; at most {limits.max_images} (--max-images)", param
-            )
-
     async def scored(http: Request, ticket: Ticket, fn: Callable[[], Any]) -> Any:
         """:meth:`Guard.run` for a scoring call; a request the scorer refuses is a 400."""
         try:
@@ -1492,8 +1482,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward/reference")
     async def reward_reference(request: ReferenceRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
-        check_images(request.images)
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1503,8 +1493,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward/group")
     async def reward_group(request: GroupRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
-        check_images(request.images)
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1514,10 +1504,10 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/get_reward")
     async def openrlhf_reward(request: GetRewardRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
+        guard.check_k(request.k)
         rows = request.images or [[] for _ in request.query]
         for i, refs in enumerate(rows):
-            check_images(refs, f"images.{i}")
+            guard.check_images(refs, f"images.{i}")
         async with guard.admit() as ticket:
             images = [
                 await guard.images(ticket, refs, [f"images.{i}.{j}" for j in range(len(refs))])
