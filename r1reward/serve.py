@@ -74,7 +74,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,6 +115,7 @@ __all__ = [
     "BackgroundServer",
     "RewardClient",
     "build_engine",
+    "limits_from_args",
     "main",
 ]
 
@@ -1812,6 +1813,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"prompt tokens after the chat template, images included (default {d.max_prompt_tokens})",
     )
     limits.add_argument("--max-images", type=int, default=d.max_images)
+    limits.add_argument(
+        "--max-aspect-ratio",
+        type=float,
+        default=d.max_aspect_ratio,
+        help=f"longest side over shortest, per image (default {d.max_aspect_ratio:g})",
+    )
     limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     limits.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
     limits.add_argument(
@@ -1910,6 +1917,13 @@ def bind_message(host: str, port: int) -> str:
     return f"r1reward serve: listening on {host}:{port}: reachable from other machines"
 
 
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """:class:`Limits` from :func:`build_parser`'s arguments: each field is read from the flag
+    of its name (``max_prompt_tokens`` <- ``--max-prompt-tokens``, ``request_timeout_s`` <-
+    ``--request-timeout``), so a new bound needs its field and its flag, nothing else."""
+    return Limits(**{f.name: getattr(args, f.name.removesuffix("_s")) for f in fields(Limits)})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1924,24 +1938,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
 
-    limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_image_bytes=args.max_image_bytes,
-        max_image_pixels=args.max_image_pixels,
-        max_request_pixels=args.max_request_pixels,
-        max_inflight_pixels=args.max_inflight_pixels,
-        max_images=args.max_images,
-        max_k=args.max_k,
-        max_n=args.max_n,
-        max_tokens=args.max_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        allow_local_images=bool(args.allow_local_images),
-        image_root=args.image_root,
-        max_queue=args.max_queue,
-        request_timeout_s=args.request_timeout,
-        stuck_after_s=args.stuck_after,
-        body_timeout_s=args.body_timeout,
-    )
+    limits = limits_from_args(args)
     loopback = _is_loopback(args.host.strip("[]").lower())
     hosts: tuple[str, ...] | None = None
     if args.allowed_hosts:
