@@ -16,7 +16,17 @@ figures measure the service and the batching, not a real 7B model.
     python benchmarks/bench_serve.py --api-key KEY      # every request authenticated
 
 Every server option the benchmark sets exists in the original service too, so the same script
-measures the code before and after a change (run it from each checkout).
+measures the code before and after a change. ``--checkouts A,B --repeat N`` does it in one run:
+the servers are started from each source tree in turn (its folder as working directory and
+``PYTHONPATH``, so ``python -m r1reward.cli`` imports that tree's code), alternating ``N`` times,
+so a change in the machine's load hits every checkout alike; a summary gives each checkout's
+median and range per level.
+
+    python benchmarks/bench_serve.py --model TINY --checkouts /tmp/before,. --repeat 5 --levels 1,8,64
+
+Besides wall-clock figures each row has the server process's CPU time per request (user + system,
+all threads, from ``/proc``; Linux only): on a machine shared with other work, wall-clock latency
+moves with the neighbours' load while CPU time per request mostly does not.
 """
 
 from __future__ import annotations
@@ -72,14 +82,24 @@ class Server:
     """``r1reward serve`` in a subprocess; ``url`` once ``/health`` answers."""
 
     def __init__(
-        self, model: str, args: list[str], log: Path, startup_timeout: float = 900.0
+        self,
+        model: str,
+        args: list[str],
+        log: Path,
+        startup_timeout: float = 900.0,
+        source: Path | None = None,
     ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", model]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *args]
+        env = None
+        if source is not None:  # `python -m` puts the working directory first on sys.path
+            env = {**os.environ, "PYTHONPATH": str(source)}
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=source, env=env
+        )
         deadline = time.monotonic() + startup_timeout  # a loaded machine can take minutes
         while True:
             if self.proc.poll() is not None:
@@ -95,6 +115,18 @@ class Server:
                     f"server did not answer /health within {startup_timeout:.0f} s; see {log}"
                 )
             time.sleep(0.2)
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the server process so far (all its threads); ``None``
+        where ``/proc`` is not there."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[
+            stat.rindex(")") + 2 :
+        ].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -178,6 +210,66 @@ def _percentile(values: list[float], q: float) -> float:
     )
 
 
+def _label(source: Path | None) -> str:
+    """A checkout's short commit (with ``+`` when its tracked files differ from it), else its path."""
+    if source is None:
+        return "this"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "diff", "--quiet", "HEAD"], check=False
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return str(source)
+    return commit + ("+" if dirty else "")
+
+
+def _measure(
+    server: Server, name: str, payloads: list[dict], level: int, headers: dict | None
+) -> dict:
+    """One level's row: wall figures from the client, CPU per request from the server."""
+    cpu_before = server.cpu_seconds()
+    wall, latencies = asyncio.run(_load(server.url, payloads, level, headers))
+    cpu_after = server.cpu_seconds()
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None:
+        cpu_ms = 1000 * (cpu_after - cpu_before) / len(latencies)
+    return {
+        "server": name,
+        "concurrency": level,
+        "requests": len(latencies),
+        "seconds": wall,
+        "req_per_s": len(latencies) / wall,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * _percentile(latencies, 95),
+        "cpu_ms_per_req": cpu_ms,
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def _summary(rows: list[dict]) -> None:
+    """Per server and level: median and range over the repeated runs."""
+    print(f"\nmedian [min - max] over {max(r['run'] for r in rows) + 1} runs")
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["server"], row["concurrency"]), []).append(row)
+    for (name, level), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        parts = []
+        for key, fmt in (("req_per_s", ".2f"), ("p50_ms", ".0f"), ("cpu_ms_per_req", ".0f")):
+            values = [r[key] for r in group if r[key] is not None]
+            if values:
+                parts.append(
+                    f"{key} {statistics.median(values):{fmt}} "
+                    f"[{min(values):{fmt}} - {max(values):{fmt}}]"
+                )
+        print(f"{name:<24} {level:>4}  " + "  ".join(parts))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -195,6 +287,15 @@ def main() -> int:
     parser.add_argument(
         "--api-key", default=None, help="start the servers with --api-key and send it"
     )
+    parser.add_argument(
+        "--checkouts",
+        default=None,
+        help="comma-separated source trees (e.g. a `git worktree` of the old commit, and .) whose "
+        "servers are measured in turn; implies --no-compare-unbatched",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of every server, alternated (default 1)"
+    )
     args = parser.parse_args()
 
     levels = [int(x) for x in args.levels.split(",")]
@@ -204,15 +305,22 @@ def main() -> int:
         from r1reward.models import build_tiny_model
 
         model = str(build_tiny_model(workdir / "tiny"))
+    model = str(Path(model).resolve())  # the servers may run in other folders
     payloads = _payloads(args.requests, args.k)
     common = ["--reward-max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
     headers = None
     if args.api_key:
         common += ["--api-key", args.api_key]
         headers = {"authorization": f"Bearer {args.api_key}"}
-    configs = [("batched", common)]
-    if not args.no_compare_unbatched:
-        configs.append(("unbatched", [*common, "--max-batch-items", "1"]))
+    sources: list[Path | None] = [None]
+    if args.checkouts:
+        sources = [Path(c).resolve() for c in args.checkouts.split(",")]
+        for source in sources:
+            if not (source / "r1reward" / "cli.py").is_file():
+                parser.error(f"--checkouts: {source} holds no r1reward/cli.py")
+    configs = [(_label(s) if args.checkouts else "batched", common, s) for s in sources]
+    if not args.no_compare_unbatched and not args.checkouts:
+        configs.append(("unbatched", [*common, "--max-batch-items", "1"], None))
 
     print(
         f"r1reward serve /v1/reward: model={model} k={args.k} both orders "
@@ -221,39 +329,39 @@ def main() -> int:
         f"{'yes' if args.api_key else 'no'}, cpu cores={os.cpu_count()}, "
         f"load average at start={os.getloadavg()[0]:.1f} (other processes share the cores)"
     )
-    header = f"{'server':<10} {'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8}"
+    header = (
+        f"{'server':<12} {'run':>3} {'concurrency':>11} {'requests':>8} {'seconds':>8} "
+        f"{'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'cpu ms/req':>10} {'load':>5}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
-    for name, server_args in configs:
-        server = Server(model, server_args, workdir / f"server_{name}.log")
-        try:
-            asyncio.run(_load(server.url, payloads[:2], 2, headers))  # warm-up, not timed
-            for level in levels:
-                wall, latencies = asyncio.run(_load(server.url, payloads, level, headers))
-                row = {
-                    "server": name,
-                    "concurrency": level,
-                    "requests": len(latencies),
-                    "seconds": wall,
-                    "req_per_s": len(latencies) / wall,
-                    "p50_ms": 1000 * statistics.median(latencies),
-                    "p95_ms": 1000 * _percentile(latencies, 95),
-                }
-                rows.append(row)
+    for run in range(args.repeat):
+        for name, server_args, source in configs:
+            server = Server(model, server_args, workdir / f"server_{name}_{run}.log", source=source)
+            try:
+                asyncio.run(_load(server.url, payloads[:2], 2, headers))  # warm-up, not timed
+                for level in levels:
+                    row = {"run": run, **_measure(server, name, payloads, level, headers)}
+                    rows.append(row)
+                    cpu = row["cpu_ms_per_req"]
+                    print(
+                        f"{name:<12} {run:>3} {level:>11} {row['requests']:>8} "
+                        f"{row['seconds']:>8.2f} {row['req_per_s']:>7.2f} {row['p50_ms']:>8.0f} "
+                        f"{row['p95_ms']:>8.0f} {'-' if cpu is None else f'{cpu:.0f}':>10} "
+                        f"{row['load_average']:>5.1f}",
+                        flush=True,
+                    )
+                health = httpx.get(server.url + "/health").json()
                 print(
-                    f"{name:<10} {level:>11} {row['requests']:>8} {wall:>8.2f} {row['req_per_s']:>7.2f} "
-                    f"{row['p50_ms']:>8.0f} {row['p95_ms']:>8.0f}",
-                    flush=True,
+                    f"{'':<12} ({health['batches']} batches for {health['requests']} requests, "
+                    f"at most {health['max_requests_per_batch']} requests in one batch)"
                 )
-            health = httpx.get(server.url + "/health").json()
-            print(
-                f"{'':<10} ({health['batches']} batches for {health['requests']} requests, "
-                f"at most {health['max_requests_per_batch']} requests in one batch)"
-            )
-        finally:
-            server.stop()
-    costs = _check_cost(model, payloads)
+            finally:
+                server.stop()
+    if args.repeat > 1:
+        _summary(rows)
+    costs = None if args.checkouts else _check_cost(model, payloads)
     if costs is not None:
         print(
             f"the service's checks alone (admission, image decode, prompt tokens of both orders), "

@@ -74,7 +74,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -116,6 +116,7 @@ __all__ = [
     "BackgroundServer",
     "RewardClient",
     "build_engine",
+    "limits_from_args",
     "main",
 ]
 
@@ -1118,6 +1119,23 @@ class Guard:
                 self.pixels_in_flight -= ticket.pixels
                 ticket.pixels = 0
 
+    # -- request sizes ---------------------------------------------------------------------
+    def check_k(self, k: int) -> None:
+        """400 unless ``1 <= k <= --max-k`` (judgments per order)."""
+        if not 1 <= k <= self.limits.max_k:
+            raise APIError(
+                400,
+                f"k={k} is out of range; allowed 1 <= k <= {self.limits.max_k} (--max-k)",
+                "k",
+            )
+
+    def check_images(self, refs: Sequence[Any], param: str = "images") -> None:
+        """400 when a request names more than ``--max-images`` images (before any is read)."""
+        if len(refs) > self.limits.max_images:
+            raise APIError(
+                400, f"{len(refs)} images; at most {self.limits.max_images} (--max-images)", param
+            )
+
     # -- images -----------------------------------------------------------------------------
     async def images(self, ticket: Ticket, refs: Sequence[str], params: Sequence[str]) -> list[Any]:
         """Decoded RGB images for ``refs`` (on the decode pool), within the pixel caps."""
@@ -1168,12 +1186,7 @@ class Guard:
                         )
                         refs.append(url)
                         params.append(f"messages.{i}.content.{j}.image_url")
-        if len(refs) > self.limits.max_images:
-            raise APIError(
-                400,
-                f"{len(refs)} images; at most {self.limits.max_images} (--max-images)",
-                "messages",
-            )
+        self.check_images(refs, "messages")
         decoded = iter(await self.images(ticket, refs, params))
         out: list[dict[str, Any]] = []
         for message in messages:
@@ -1444,18 +1457,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward")
     async def reward(request: RewardRequest, http: Request) -> dict[str, Any]:
-        if not 1 <= request.k <= limits.max_k:
-            raise APIError(
-                400,
-                f"k={request.k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)",
-                "k",
-            )
-        if len(request.images) > limits.max_images:
-            raise APIError(
-                400,
-                f"{len(request.images)} images; at most {limits.max_images} (--max-images)",
-                "images",
-            )
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1478,18 +1481,6 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
             )
         return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
 
-    def check_k(k: int) -> None:
-        if not 1 <= k <= limits.max_k:
-            raise APIError(
-                400, f"k={k} is out of range; allowed 1 <= k <= {limits.max_k} (--max-k)", "k"
-            )
-
-    def check_images(refs: Sequence[str], param: str = "images") -> None:
-        if len(refs) > limits.max_images:
-            raise APIError(
-                400, f"{len(refs)} images; at most {limits.max_images} (--max-images)", param
-            )
-
     async def scored(http: Request, ticket: Ticket, fn: Callable[[], Any]) -> Any:
         """:meth:`Guard.run` for a scoring call; a request the scorer refuses is a 400."""
         try:
@@ -1499,8 +1490,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward/reference")
     async def reward_reference(request: ReferenceRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
-        check_images(request.images)
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1510,8 +1501,8 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/v1/reward/group")
     async def reward_group(request: GroupRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
-        check_images(request.images)
+        guard.check_k(request.k)
+        guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
@@ -1521,10 +1512,10 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
 
     @app.post("/get_reward")
     async def openrlhf_reward(request: GetRewardRequest, http: Request) -> dict[str, Any]:
-        check_k(request.k)
+        guard.check_k(request.k)
         rows = request.images or [[] for _ in request.query]
         for i, refs in enumerate(rows):
-            check_images(refs, f"images.{i}")
+            guard.check_images(refs, f"images.{i}")
         async with guard.admit() as ticket:
             images = [
                 await guard.images(ticket, refs, [f"images.{i}.{j}" for j in range(len(refs))])
@@ -1830,6 +1821,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"prompt tokens after the chat template, images included (default {d.max_prompt_tokens})",
     )
     limits.add_argument("--max-images", type=int, default=d.max_images)
+    limits.add_argument(
+        "--max-aspect-ratio",
+        type=float,
+        default=d.max_aspect_ratio,
+        help=f"longest side over shortest, per image (default {d.max_aspect_ratio:g})",
+    )
     limits.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     limits.add_argument("--max-image-bytes", type=int, default=d.max_image_bytes)
     limits.add_argument(
@@ -1928,6 +1925,13 @@ def bind_message(host: str, port: int) -> str:
     return f"r1reward serve: listening on {host}:{port}: reachable from other machines"
 
 
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    """:class:`Limits` from :func:`build_parser`'s arguments: each field is read from the flag
+    of its name (``max_prompt_tokens`` <- ``--max-prompt-tokens``, ``request_timeout_s`` <-
+    ``--request-timeout``), so a new bound needs its field and its flag, nothing else."""
+    return Limits(**{f.name: getattr(args, f.name.removesuffix("_s")) for f in fields(Limits)})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1946,24 +1950,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         parser.error(str(exc))
 
-    limits = Limits(
-        max_body_bytes=args.max_body_bytes,
-        max_image_bytes=args.max_image_bytes,
-        max_image_pixels=args.max_image_pixels,
-        max_request_pixels=args.max_request_pixels,
-        max_inflight_pixels=args.max_inflight_pixels,
-        max_images=args.max_images,
-        max_k=args.max_k,
-        max_n=args.max_n,
-        max_tokens=args.max_tokens,
-        max_prompt_tokens=args.max_prompt_tokens,
-        allow_local_images=bool(args.allow_local_images),
-        image_root=args.image_root,
-        max_queue=args.max_queue,
-        request_timeout_s=args.request_timeout,
-        stuck_after_s=args.stuck_after,
-        body_timeout_s=args.body_timeout,
-    )
+    limits = limits_from_args(args)
     loopback = _is_loopback(args.host.strip("[]").lower())
     hosts: tuple[str, ...] | None = None
     if args.allowed_hosts:

@@ -31,6 +31,7 @@ from r1reward.serve import (
     build_engine,
     build_parser,
     create_app,
+    limits_from_args,
     load_image,
 )
 
@@ -515,3 +516,18 @@ def test_cli_serves_the_tiny_model(tiny_server, tmp_path) -> None:
 def test_cli_parser_defaults_to_loopback() -> None:
     args = build_parser().parse_args(["--model", "some/path"])
     assert args.host == "127.0.0.1" and args.port == 8000
+
+
+def test_every_limit_is_read_from_its_flag(tmp_path) -> None:
+    """limits_from_args reads each Limits field from the flag of its name: the defaults give
+    Limits(), and a changed value on every flag arrives in its field."""
+    assert limits_from_args(build_parser().parse_args(["--model", "m"])) == Limits()
+    argv = ["--model", "m", "--allow-local-images", "--image-root", str(tmp_path)]
+    expected = {"allow_local_images": True, "image_root": str(tmp_path)}
+    for f in dataclasses.fields(Limits):
+        if f.name in expected:
+            continue
+        value = f.default * 2 + 1 if isinstance(f.default, int) else f.default + 0.5
+        argv += ["--" + f.name.removesuffix("_s").replace("_", "-"), str(value)]
+        expected[f.name] = value
+    assert limits_from_args(build_parser().parse_args(argv)) == Limits(**expected)
