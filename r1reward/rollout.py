@@ -45,6 +45,7 @@ __all__ = [
     "STOP_TOKENS",
     "Completion",
     "encode",
+    "eval_mode",
     "frozen_vision_cache",
     "generate",
     "build_batch",
@@ -198,7 +199,8 @@ def frozen_vision_cache(model: Any) -> Iterator[dict]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Any) -> Iterator[None]:
+def eval_mode(model: Any) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) inside the block, its own mode restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -325,7 +327,7 @@ def generate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(conversations), desc="generate", unit="prompt")
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for b, start in enumerate(range(0, len(conversations), batch_size)):
             chunk = conversations[start : start + batch_size]
             batch = encode(processor, chunk).to(device)

@@ -44,7 +44,7 @@ import torch
 from r1reward.completion import visuals
 from r1reward.evaluate import ModelSampler, vote
 from r1reward.prompt import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, build_messages, parse_judgment
-from r1reward.rollout import _eval_mode, _model_device
+from r1reward.rollout import _model_device, eval_mode
 
 __all__ = [
     "AS_GIVEN",
@@ -179,7 +179,7 @@ def verdict_probabilities(
     id1, id2 = token_ids or verdict_token_ids(processor)
     device = _model_device(model)
     out: list[tuple[float, float]] = []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in range(0, len(conversations), batch_size):
             convs = list(conversations[start : start + batch_size])
             texts = processor.apply_chat_template(convs, tokenize=False, add_generation_prompt=True)

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from r1reward.rollout import frozen_vision_cache
+from r1reward.rollout import eval_mode, frozen_vision_cache
 
 # --------------------------------------------------------------------------------------------
 # 0. Configuration: the `rl:` section of a recipe
@@ -368,11 +368,12 @@ class Rollout:
 def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: float,
                      rows: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probs ``[B, T]`` of every sample (or only of ``rows``; the others stay 0), without
-    gradients, in micro-batches."""
+    gradients, in micro-batches, with the model in eval mode as when it sampled (no dropout,
+    e.g. LoRA's, in old or reference log-probs)."""
     out = torch.zeros_like(ro.mask)
     device = next(model.parameters()).device
     rows = torch.arange(len(ro.texts)) if rows is None else rows
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         for idx in rows.split(micro) if len(rows) else ():
             lp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
                                    ro.mask[idx].to(device), temperature)
@@ -410,15 +411,12 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
 
     convs = conversations(pairs)
     k = int(cfg.samples_per_prompt)
-    was_training = model.training
-    model.eval()
-    groups = generate(
+    groups = generate(  # generate() samples in eval mode and restores the mode
         model, processor, convs, num_return_sequences=k, do_sample=True,
         temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.rollout_batch_size, seed=seed, engine=cfg.engine,
         return_logprobs=cfg.old_logprobs == "sampler",
     )
-    model.train(was_training)
 
     flat = [c for g in groups for c in g]
     assert len(flat) == len(pairs) * k, "rollout.generate returned the wrong number of samples"
@@ -582,11 +580,8 @@ def ppo_update(accelerator, model, optimizer, cfg: RLConfig, ro: Rollout, old_lo
     lazy: set[int] = set()
     if old_logp is None:  # score everything but the first mini-batch now, before any update
         lazy = set(orders[0][: cfg.mini_batch_size].tolist())
-        was = model.training
-        model.eval()
         old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature,
                                     rows=orders[0][cfg.mini_batch_size :])
-        model.train(was)
     for order in orders:
         # micro-batches in order; accelerate syncs and steps every `grad_accum` of them (one
         # mini-batch), which also drives DeepSpeed's and FSDP's own accumulation
@@ -981,9 +976,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
             old_logp = ro.old_logp
             if old_logp is None and ref_logp is not None:
-                model.eval()  # the policy that sampled: no dropout (LoRA's) in the old log-probs
                 old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
-                model.train()
             kl = None
             if ref_logp is not None:
                 from r1reward.algorithms import kl_estimate
