@@ -1,0 +1,26 @@
+"""``r1reward serve``: the HTTP service (being split into modules; for now all of it is in app.py)."""
+
+from r1reward.serve.app import (  # noqa: F401
+    Access,
+    APIError,
+    BackgroundServer,
+    BatchingSampler,
+    Engine,
+    Guard,
+    Limits,
+    MicroBatcher,
+    PromptCounter,
+    RewardClient,
+    ServerSettings,
+    Text,
+    Ticket,
+    bind_message,
+    build_engine,
+    build_parser,
+    create_app,
+    decode_image,
+    limits_from_args,
+    load_image,
+    main,
+    open_image,
+)
