@@ -28,12 +28,12 @@ from r1reward.reward_api import (
     reference_reward,
 )
 from r1reward.serve.batching import Ticket
-from r1reward.serve.engine import Engine
+from r1reward.serve.engine import ChatChoice, Engine
 from r1reward.serve.guard import Guard
 from r1reward.serve.limits import Access, Limits
 from r1reward.serve.middleware import AccessMiddleware, BodyLimitMiddleware
 from r1reward.serve.schema import APIError, ChatRequest, ClientGone, RewardRequest, error_body
-from r1reward.verdicts import score_pair
+from r1reward.verdicts import BatchedVerdicts, PairScore, score_pair
 
 __all__ = ["create_app"]
 
@@ -59,34 +59,13 @@ def _validation_message(errors: Sequence[dict[str, Any]]) -> tuple[str, str | No
     return "; ".join(parts) or "invalid request", param
 
 
-def create_app(engine: Engine, limits: Limits | None = None, access: Access | None = None) -> Any:
-    """The FastAPI application around a loaded :class:`Engine`, wrapped in the access and body
-    middlewares. ``app.state.guard`` is its :class:`Guard` (for endpoints added later)."""
-    from fastapi import FastAPI
+def _add_error_handlers(app: Any) -> None:
+    """Every error ``app`` answers in OpenAI's envelope: :class:`APIError` with its status, a
+    request that fails its model as 400 naming the field, unknown routes as 404 listing the
+    routes, and anything else as 500."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    limits = limits or Limits()
-    access = access or Access()
-    guard = Guard(engine, limits)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Any) -> Any:
-        yield
-        guard.close()
-
-    app = FastAPI(
-        title="r1reward serve",
-        version="1",
-        docs_url="/docs" if access.docs else None,
-        openapi_url="/openapi.json" if access.docs else None,
-        redoc_url=None,
-        lifespan=lifespan,
-    )
-    app.state.guard = guard
-    created = int(time.time())
-    counter = itertools.count()
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -116,6 +95,102 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
         message = f"internal error: {type(exc).__name__}: {exc!r:.300}"
         return JSONResponse(error_body(500, message), status_code=500)
 
+
+def _chat_max_tokens(request: ChatRequest, limits: Limits) -> int:
+    """The request's completion budget (``max_completion_tokens``, else ``max_tokens``, else
+    512 capped by ``--max-tokens``); 400 on ``stream`` or an ``n`` or budget out of bounds."""
+    if request.stream:
+        raise APIError(400, "stream=true is not supported by this server", "stream")
+    if not 1 <= request.n <= limits.max_n:
+        raise APIError(400, f"n={request.n} is out of range; allowed 1 <= n <= {limits.max_n}", "n")
+    given = (
+        request.max_completion_tokens
+        if request.max_completion_tokens is not None
+        else request.max_tokens
+    )
+    max_tokens = min(512, limits.max_tokens) if given is None else given
+    if not 1 <= max_tokens <= limits.max_tokens:
+        raise APIError(
+            400,
+            f"max_tokens={max_tokens} is out of range; allowed 1 <= max_tokens <= "
+            f"{limits.max_tokens}",
+            "max_tokens",
+        )
+    return max_tokens
+
+
+def _chat_completion(
+    model: str, prompt_tokens: int, choices: Sequence[ChatChoice]
+) -> dict[str, Any]:
+    """OpenAI's ``chat.completion`` answer for ``choices`` (usage counted in tokens)."""
+    completion_tokens = sum(c.completion_tokens for c in choices)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish,
+                "logprobs": None,
+            }
+            for i, c in enumerate(choices)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def _pair_reward(scorer: BatchedVerdicts, request: RewardRequest, images: list[Any]) -> PairScore:
+    """``/v1/reward``: :func:`r1reward.verdicts.score_pair` -- ``score`` is P(response_1 better)
+    from the verdict distribution, never null; the votes are the second estimate."""
+    return score_pair(
+        scorer,
+        request.question,
+        request.response_1,
+        request.response_2,
+        images=images,
+        k=request.k,
+        both_orders=request.both_orders,
+        greedy=request.greedy,
+        seed=request.seed,
+    )
+
+
+def create_app(engine: Engine, limits: Limits | None = None, access: Access | None = None) -> Any:
+    """The FastAPI application around a loaded :class:`Engine`, wrapped in the access and body
+    middlewares. ``app.state.guard`` is its :class:`Guard` (for endpoints added later)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    limits = limits or Limits()
+    access = access or Access()
+    guard = Guard(engine, limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        yield
+        guard.close()
+
+    app = FastAPI(
+        title="r1reward serve",
+        version="1",
+        docs_url="/docs" if access.docs else None,
+        openapi_url="/openapi.json" if access.docs else None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.guard = guard
+    created = int(time.time())
+    counter = itertools.count()
+
+    _add_error_handlers(app)
+
     def check_model(name: str | None) -> None:
         if name not in (None, "", engine.name):
             raise APIError(
@@ -141,25 +216,7 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest, http: Request) -> dict[str, Any]:
         check_model(request.model)
-        if request.stream:
-            raise APIError(400, "stream=true is not supported by this server", "stream")
-        if not 1 <= request.n <= limits.max_n:
-            raise APIError(
-                400, f"n={request.n} is out of range; allowed 1 <= n <= {limits.max_n}", "n"
-            )
-        given = (
-            request.max_completion_tokens
-            if request.max_completion_tokens is not None
-            else request.max_tokens
-        )
-        max_tokens = min(512, limits.max_tokens) if given is None else given
-        if not 1 <= max_tokens <= limits.max_tokens:
-            raise APIError(
-                400,
-                f"max_tokens={max_tokens} is out of range; allowed 1 <= max_tokens <= "
-                f"{limits.max_tokens}",
-                "max_tokens",
-            )
+        max_tokens = _chat_max_tokens(request, limits)
         async with guard.admit() as ticket:
             conversation = await guard.messages(ticket, request.messages)
 
@@ -178,53 +235,7 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
                 return future.result()
 
             [(prompt_tokens, choices)] = await guard.run(http, ticket, work)
-        completion_tokens = sum(c.completion_tokens for c in choices)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": engine.name,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c.text},
-                    "finish_reason": c.finish,
-                    "logprobs": None,
-                }
-                for i, c in enumerate(choices)
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-
-    @app.post("/v1/reward")
-    async def reward(request: RewardRequest, http: Request) -> dict[str, Any]:
-        guard.check_k(request.k)
-        guard.check_images(request.images)
-        async with guard.admit() as ticket:
-            params = [f"images.{i}" for i in range(len(request.images))]
-            images = await guard.images(ticket, request.images, params)
-            scorer = guard.verdicts(ticket, "question")
-            # score: P(response_1 better) from the verdict distribution, never null (verdicts.py)
-            result = await scored(
-                http,
-                ticket,
-                lambda: score_pair(
-                    scorer,
-                    request.question,
-                    request.response_1,
-                    request.response_2,
-                    images=images,
-                    k=request.k,
-                    both_orders=request.both_orders,
-                    greedy=request.greedy,
-                    seed=request.seed,
-                ),
-            )
-        return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
+        return _chat_completion(engine.name, prompt_tokens, choices)
 
     async def scored(http: Request, ticket: Ticket, fn: Callable[[], Any]) -> Any:
         """:meth:`Guard.run` for a scoring call; a request the scorer refuses is a 400."""
@@ -233,26 +244,30 @@ def create_app(engine: Engine, limits: Limits | None = None, access: Access | No
         except RequestError as exc:
             raise APIError(400, str(exc), exc.param) from exc
 
-    @app.post("/v1/reward/reference")
-    async def reward_reference(request: ReferenceRequest, http: Request) -> dict[str, Any]:
+    async def judged(http: Request, request: Any, judge: Callable[..., Any]) -> Any:
+        """A reward endpoint with one question: ``k`` and the image count checked, the request
+        admitted, its images decoded, then ``judge(scorer, request, images)`` on the work pool."""
         guard.check_k(request.k)
         guard.check_images(request.images)
         async with guard.admit() as ticket:
             params = [f"images.{i}" for i in range(len(request.images))]
             images = await guard.images(ticket, request.images, params)
             scorer = guard.verdicts(ticket, "question")
-            body = await scored(http, ticket, lambda: reference_reward(scorer, request, images))
+            return await scored(http, ticket, lambda: judge(scorer, request, images))
+
+    @app.post("/v1/reward")
+    async def reward(request: RewardRequest, http: Request) -> dict[str, Any]:
+        result = await judged(http, request, _pair_reward)
+        return {"id": f"reward-{next(counter)}", "model": engine.name, **result.to_dict()}
+
+    @app.post("/v1/reward/reference")
+    async def reward_reference(request: ReferenceRequest, http: Request) -> dict[str, Any]:
+        body = await judged(http, request, reference_reward)
         return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
 
     @app.post("/v1/reward/group")
     async def reward_group(request: GroupRequest, http: Request) -> dict[str, Any]:
-        guard.check_k(request.k)
-        guard.check_images(request.images)
-        async with guard.admit() as ticket:
-            params = [f"images.{i}" for i in range(len(request.images))]
-            images = await guard.images(ticket, request.images, params)
-            scorer = guard.verdicts(ticket, "question")
-            body = await scored(http, ticket, lambda: group_reward(scorer, request, images))
+        body = await judged(http, request, group_reward)
         return {"id": f"reward-{next(counter)}", "model": engine.name, **body}
 
     @app.post("/get_reward")
