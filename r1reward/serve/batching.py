@@ -88,6 +88,7 @@ class MicroBatcher:
     def submit(
         self, key: Hashable, items: Sequence[Any], alive: Callable[[], bool] | None = None
     ) -> Future:
+        """Queue ``items`` under ``key``; the future gets their ``len(items)`` results."""
         future: Future = Future()
         if self._closed:
             future.set_exception(RuntimeError("the batcher is closed (the server is stopping)"))
@@ -215,12 +216,15 @@ class Ticket:
         self._lock = threading.Lock()
 
     def alive(self) -> bool:
+        """Still wanted: not cancelled and before the deadline."""
         return not self.cancelled and time.monotonic() < self.deadline
 
     def remaining(self) -> float:
+        """Seconds left before the deadline (0 once it passed)."""
         return max(0.0, self.deadline - time.monotonic())
 
     def track(self, future: Future) -> None:
+        """Hold ``future`` so that :meth:`cancel` drops it (at once if already cancelled)."""
         with self._lock:
             self._futures.append(future)
             cancelled = self.cancelled
@@ -228,6 +232,7 @@ class Ticket:
             future.cancel()
 
     def cancel(self) -> None:
+        """Drop the request's queued futures and release the threads waiting on running ones."""
         with self._lock:
             self.cancelled = True
             futures, self._futures = self._futures, []
@@ -268,6 +273,7 @@ class BatchingSampler:
         greedy: bool,
         seed: int | None = None,
     ) -> list[list[str]]:
+        """``k`` texts per conversation, from the merged batch this call joins."""
         if self.check is not None:
             self.check(conversations)
         key = ("reward", int(k), bool(greedy), seed)

@@ -72,6 +72,7 @@ class RewardClient:
         k: int = 1,
         both_orders: bool = True,
     ) -> list[dict[str, Any]]:
+        """The server's answer for each pair, in order (``concurrency`` requests at a time)."""
         n = len(questions)
         if not n == len(responses_1) == len(responses_2) or (
             images is not None and len(images) != n
@@ -98,11 +99,13 @@ class RewardClient:
         return list(self._pool.map(self._post, bodies))
 
     def p_1(self, *args: Any, neutral: float = 0.5, **kwargs: Any) -> list[float]:
+        """:meth:`rewards`' ``p_1`` per pair, ``neutral`` where no judgment was parseable."""
         return [
             neutral if r["p_1"] is None else float(r["p_1"]) for r in self.rewards(*args, **kwargs)
         ]
 
     def close(self) -> None:
+        """Stop the thread pool and close the connections."""
         self._pool.shutdown(wait=False)
         self._client.close()
 

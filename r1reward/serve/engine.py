@@ -155,10 +155,12 @@ class Engine:
         seed: int | None,
         alive: Callable[[], bool] | None = None,
     ) -> Future:
+        """Queue one chat conversation; the future gets ``[(prompt_tokens, choices)]``."""
         key = ("chat", n, float(temperature), float(top_p), int(max_tokens), seed)
         return self.batcher.submit(key, [conversation], alive)
 
     def close(self) -> None:
+        """Stop the batcher thread."""
         self.batcher.close()
 
 

@@ -55,6 +55,7 @@ class PromptCounter:
         self.max_token_bytes = max(len(token.encode("utf-8")) for token in vocab)
 
     def image_tokens(self, image: Any) -> int:
+        """Tokens one image placeholder expands to (its merged patches)."""
         width, height = image.size
         patches = self.image_processor.get_number_of_image_patches(height, width, {})
         return int(patches) // self.merge
@@ -279,6 +280,7 @@ class Guard:
         )
 
     def health(self) -> dict[str, Any]:
+        """``GET /health``'s body: status (``ok``/``stuck``), queue and batching counters."""
         batcher = self.engine.batcher
         age = batcher.running_age()
         stats = batcher.stats

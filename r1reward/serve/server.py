@@ -78,9 +78,12 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
+        """``http://host:port`` of the running server."""
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> BackgroundServer:
+        """Start uvicorn and wait until it accepts connections (``RuntimeError`` after
+        ``timeout`` seconds)."""
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -90,6 +93,7 @@ class BackgroundServer:
         return self
 
     def stop(self) -> None:
+        """Ask uvicorn to exit, wait for it (graceful-shutdown timeout + 10 s), free the port."""
         self.server.should_exit = True
         self.thread.join(timeout=self.settings.timeout_graceful_shutdown + 10)
         self.sock.close()
