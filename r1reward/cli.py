@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rl": ("r1reward.train.rl", "StableReinforce / Reinforce++ / GRPO training"),
     "lab": ("r1reward.lab", "the collapse lab: RL variants x learning rates x seeds, measured"),
     "eval": ("r1reward.evaluate", "benchmarks in both answer orders, Voting@K, Any-correct@K"),
-    "serve": ("r1reward.serve", "HTTP service: OpenAI-compatible chat + /v1/reward"),
+    "serve": ("r1reward.serve.cli", "HTTP service: OpenAI-compatible chat + /v1/reward"),
     "merge": ("r1reward.models:merge_main", "merge a LoRA/QLoRA adapter folder into a full model"),
 }
 

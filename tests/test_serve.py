@@ -22,18 +22,15 @@ import pytest
 from PIL import Image
 
 from r1reward.evaluate import FunctionSampler
-from r1reward.serve import (
-    APIError,
-    BackgroundServer,
-    Engine,
-    Limits,
-    MicroBatcher,
-    build_engine,
-    build_parser,
-    create_app,
-    limits_from_args,
-    load_image,
-)
+from r1reward.serve.app import create_app
+from r1reward.serve.batching import MicroBatcher
+from r1reward.serve.cli import build_parser
+from r1reward.serve.client import RewardClient
+from r1reward.serve.engine import Engine, build_engine
+from r1reward.serve.images import load_image
+from r1reward.serve.limits import Limits, flag_name, limits_from_args
+from r1reward.serve.schema import APIError
+from r1reward.serve.server import BackgroundServer
 
 LIMITS = Limits(max_image_bytes=40_000, max_body_bytes=400_000, max_k=4, max_n=3, max_tokens=64)
 MAX_TOKENS = 8  # judgment budget of the tiny server: fast, and the tiny model is untrained anyway
@@ -364,8 +361,6 @@ def test_64_concurrent_requests_each_get_their_own_answer(rule_server) -> None:
 
 
 def test_reward_client(rule_server) -> None:
-    from r1reward.serve import RewardClient
-
     image = Image.new("RGB", (56, 56), (0, 0, 255))
     with RewardClient(rule_server.url, concurrency=4) as client:
         results = client.rewards(
@@ -531,3 +526,41 @@ def test_every_limit_is_read_from_its_flag(tmp_path) -> None:
         argv += ["--" + f.name.removesuffix("_s").replace("_", "-"), str(value)]
         expected[f.name] = value
     assert limits_from_args(build_parser().parse_args(argv)) == Limits(**expected)
+
+
+def test_every_limit_flag_is_made_from_its_field() -> None:
+    """Each Limits field is declared once: its flag carries the field's help and default, in
+    the --help section the field names (limits, or access for the local-image switches)."""
+    parser = build_parser()
+    sections = {
+        action.dest: group.title
+        for group in parser._action_groups
+        for action in group._group_actions
+    }
+    by_flag = {
+        action.option_strings[0]: action for action in parser._actions if action.option_strings
+    }
+    for f in dataclasses.fields(Limits):
+        action = by_flag[flag_name(f.name)]
+        assert f.metadata["help"] and action.help.startswith(f.metadata["help"]), f.name
+        assert action.default == f.default, f.name
+        if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+            assert (
+                f"(default {f.default:g})" in action.help or f"(default {f.default})" in action.help
+            )
+        assert sections[action.dest].startswith(f.metadata["section"]), f.name
+
+
+def test_python_m_serve_is_the_cli() -> None:
+    """`python -m r1reward.serve` runs the same command line as `r1reward serve`."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "r1reward.serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: r1reward serve") and "--max-prompt-tokens" in done.stdout

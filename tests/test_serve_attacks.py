@@ -28,23 +28,16 @@ import pytest
 from PIL import Image
 
 from r1reward.evaluate import FunctionSampler
-from r1reward.serve import (
-    Access,
-    APIError,
-    BackgroundServer,
-    Engine,
-    Guard,
-    Limits,
-    MicroBatcher,
-    PromptCounter,
-    ServerSettings,
-    Ticket,
-    bind_message,
-    build_engine,
-    create_app,
-    decode_image,
-    open_image,
-)
+from r1reward.serve.app import create_app
+from r1reward.serve.batching import MicroBatcher, Ticket
+from r1reward.serve.cli import bind_message, main
+from r1reward.serve.client import RewardClient
+from r1reward.serve.engine import Engine, build_engine
+from r1reward.serve.guard import Guard, PromptCounter
+from r1reward.serve.images import decode_image, open_image
+from r1reward.serve.limits import Access, Limits
+from r1reward.serve.schema import APIError
+from r1reward.serve.server import BackgroundServer, ServerSettings
 
 KEY = "test-key-0123456789"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -585,8 +578,6 @@ def test_ticket_cancel_releases_a_running_wait() -> None:
 
 
 def test_cli_local_images_need_a_root(capsys) -> None:
-    from r1reward.serve import main
-
     with pytest.raises(SystemExit) as info:
         main(["--model", "unused", "--allow-local-images"])
     assert info.value.code == 2
@@ -595,8 +586,6 @@ def test_cli_local_images_need_a_root(capsys) -> None:
 
 def test_reward_client_sends_the_key_and_reads_local_paths_itself(tmp_path, monkeypatch) -> None:
     """The server reads no path by default, so the client sends a local file's bytes."""
-    from r1reward.serve import RewardClient
-
     path = tmp_path / "blue.png"
     Image.new("RGB", (56, 56), (0, 0, 255)).save(path)
     engine = Engine(None, None, "rule", sampler=FunctionSampler(RuleJudge(), "rule"))
