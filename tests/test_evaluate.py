@@ -13,6 +13,7 @@ import pytest
 
 from r1reward import evaluate as ev
 from r1reward.data import PreferencePair
+from r1reward.evaluate import run as eval_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -477,7 +478,7 @@ def video_pairs(tmp_path):
 
 
 def test_video_files_are_skipped_and_counted_without_a_reader(tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "_video_reader", lambda: None)
+    monkeypatch.setattr(eval_run, "video_reader", lambda: None)
     seen = []
 
     def spy(conv, index, seed):
@@ -532,7 +533,7 @@ def test_video_files_are_read_through_the_reader_when_installed(tmp_path, monkey
         read.append((Path(path).name, n))
         return [Image.new("RGB", (28, 28))] * n
 
-    monkeypatch.setattr(ev, "_video_reader", lambda: fake_reader)
+    monkeypatch.setattr(eval_run, "video_reader", lambda: fake_reader)
     n_frames = []
 
     def spy(conv, index, seed):
