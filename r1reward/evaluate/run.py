@@ -199,10 +199,7 @@ def evaluate(
     reader = video_reader()
     reasons = {p.id: _skip_reason(p, sampler, root, reader) for p in pairs}
     units = [
-        (pair, order)
-        for pair in pairs
-        if reasons[pair.id] is None
-        for order in unit_orders(pair.id, orders, seed)
+        (p, o) for p in pairs if reasons[p.id] is None for o in unit_orders(p.id, orders, seed)
     ]
     media = None
     if getattr(sampler, "needs_media", True):
