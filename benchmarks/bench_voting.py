@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from r1reward.data.toy import make_pairs
-    from r1reward.evaluate import ModelSampler, _displayed, evaluate, unit_orders
+    from r1reward.evaluate import ModelSampler, displayed, evaluate, unit_orders
     from r1reward.models import build_tiny_model, load_model
     from r1reward.prompt import build_messages
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         units = [(p, o) for p in pairs for o in unit_orders(p.id, "both")]
         convs, rights = [], []
         for pair, order in units:
-            r1, r2, right = _displayed(pair, order)
+            r1, r2, right = displayed(pair, order)
             convs.append(build_messages(pair.question, r1, r2, images=pair.images))
             rights.append(right)
         sampler = ModelSampler(

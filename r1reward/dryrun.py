@@ -262,9 +262,9 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
     n_pairs: int | None = None
     data = Path(args.data)
     if data.exists():
-        from r1reward.evaluate import _load_pairs
+        from r1reward.data import load
 
-        n_pairs = len(_load_pairs(args.data, args.format, args.image_root))
+        n_pairs = len(load(args.data, args.format, image_root=args.image_root))
         if args.limit is not None:
             n_pairs = min(n_pairs, args.limit)
         out["data"] = f"{args.data}: {n_pairs} pairs ({args.format})"

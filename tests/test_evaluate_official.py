@@ -13,6 +13,7 @@ import pytest
 from r1reward import evaluate as ev
 from r1reward.data import DataError, load
 from r1reward.data.fixtures import write_fixtures
+from r1reward.evaluate import cli as eval_cli
 from r1reward.prompt import build_prompt
 
 
@@ -166,10 +167,8 @@ class _Recorder:
 @pytest.fixture()
 def no_model(monkeypatch):
     """``--model NAME`` loads nothing: load_model returns placeholders, generation is recorded."""
-    import r1reward.models
-
-    monkeypatch.setattr(r1reward.models, "load_model", lambda name, **kw: (None, None))
-    monkeypatch.setattr(ev, "ModelSampler", _Recorder)
+    monkeypatch.setattr(eval_cli, "load_model", lambda name, **kw: (None, None))
+    monkeypatch.setattr(eval_cli, "ModelSampler", _Recorder)
     _Recorder.prompts = []
     return _Recorder
 

@@ -644,7 +644,7 @@ def load(
         path: JSONL (one record per line), a JSON array file, parquet, a folder of such shards
             (read in name order as one dataset), or a Hub dataset id ``owner/name[:split]``
             when no such local path exists (read through ``datasets``; needs the network).
-        format: one of :data:`FORMATS`; detected from the fields when None.
+        format: one of :data:`FORMATS`; detected from the fields when None or ``"auto"``.
         image_root: folder that relative image/video paths are resolved against (default: the
             data file's folder); paths that do not exist (another machine's absolute paths) are
             looked for under it by their tail (:func:`r1reward.data.media.remap_by_tail`).
@@ -664,6 +664,8 @@ def load(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if order not in ("hashed", "chosen-first"):
         raise ValueError(f"order must be 'hashed' or 'chosen-first', got {order!r}")
+    if format == "auto":  # the value of the commands' --format that means "detect"
+        format = None
     if format is not None and format not in _READERS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
     hub = _looks_like_hub_id(path)

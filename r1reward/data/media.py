@@ -15,6 +15,9 @@ under ``image_root`` by their tail: ``/cluster/data/RLAIF-V-image/x.jpg`` with
 ``image_root=/my/images`` becomes the first of ``/my/images/cluster/data/RLAIF-V-image/x.jpg``,
 ``/my/images/data/RLAIF-V-image/x.jpg``, ``/my/images/RLAIF-V-image/x.jpg``, ``/my/images/x.jpg``
 that exists (longest tail first, so the most specific match wins).
+
+Videos are a file (decoded with PyAV, ``av``, when it is installed) or a folder of frame images;
+:func:`read_video_frames` and :func:`read_frame_folder` sample frames uniformly from either.
 """
 
 from __future__ import annotations
@@ -22,12 +25,21 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-__all__ = ["image_refs", "sniff_image", "remap_by_tail", "to_data_url"]
+__all__ = [
+    "image_refs",
+    "sniff_image",
+    "remap_by_tail",
+    "to_data_url",
+    "read_frame_folder",
+    "read_video_frames",
+    "video_reader",
+]
 
 
 class MediaError(ValueError):
@@ -145,3 +157,55 @@ def image_refs(
     base_p = None if base is None else Path(base)
     root_p = None if image_root is None else Path(image_root)
     return [_one(v, base_p, root_p) for v in items if v is not None and v != ""]
+
+
+#: The image files a folder of video frames may hold.
+FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def video_reader() -> Callable[[str | Path, int], list[Any]] | None:
+    """:func:`read_video_frames` when PyAV is importable, else ``None`` (video files are skipped)."""
+    try:
+        import av  # noqa: F401 - optional: only video files need it
+    except ImportError:
+        return None
+    return read_video_frames
+
+
+def _uniform(total: int, n: int) -> list[int]:
+    """``min(n, total)`` indices spread uniformly over ``range(total)`` (segment midpoints)."""
+    n = min(n, total)
+    return sorted({int((i + 0.5) * total / n) for i in range(n)})
+
+
+def read_video_frames(path: str | Path, n_frames: int = 8) -> list[Any]:
+    """``n_frames`` RGB PIL frames sampled uniformly over a video file (needs PyAV, ``av``)."""
+    import av  # optional dependency: imported only when a video file is decoded
+
+    with av.open(str(path)) as container:
+        total = int(container.streams.video[0].frames or 0)
+        if total <= 0:  # the container does not say: count in a first pass
+            total = sum(1 for _ in container.decode(video=0))
+            container.seek(0)
+        if total <= 0:
+            raise ValueError(f"{path}: no video frames")
+        wanted = set(_uniform(total, n_frames))
+        frames = []
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                frames.append(frame.to_image().convert("RGB"))
+            if len(frames) == len(wanted):
+                break
+    return frames
+
+
+def read_frame_folder(path: Path, n_frames: int) -> list[Any]:
+    """Frames sampled uniformly from a folder of image files (sorted by name); no PyAV needed."""
+    files = sorted(f for f in path.iterdir() if f.suffix.lower() in FRAME_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path}: a video folder without image frames ({sorted(FRAME_SUFFIXES)})")
+    frames = []
+    for i in _uniform(len(files), n_frames):
+        with Image.open(files[i]) as img:
+            frames.append(img.convert("RGB"))
+    return frames

@@ -262,11 +262,11 @@ def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[st
     import dataclasses
 
     from r1reward.data import toy
-    from r1reward.evaluate import _displayed
+    from r1reward.evaluate import displayed
 
     shown, texts = [], []
     for pair, r in _greedy_judgments(results_dir, pairs):
-        r1, r2, right = _displayed(pair, r["order"])
+        r1, r2, right = displayed(pair, r["order"])
         shown.append(dataclasses.replace(pair, response_1=r1, response_2=r2, preferred=right))
         texts.append(r.get("text") or "")
     return toy.judgment_breakdown(shown, texts)
