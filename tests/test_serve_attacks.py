@@ -270,6 +270,36 @@ def test_prompt_count_is_what_the_processor_feeds(tiny) -> None:
         assert counter.count(conv) == int(encode(processor, [conv])["attention_mask"].sum())
 
 
+def test_counting_beside_a_padded_batch_leaves_it_square(tiny) -> None:
+    """Before: the counter shared the engine's fast tokenizer, whose padding setting every call
+    sets, so counting on the work pool while the batch thread encoded a padded batch gave that
+    batch rows of different lengths (191 of 3,000 batches; a 500 from /v1/reward under load)."""
+    import threading
+
+    processor = tiny.engine.processor
+    counter = PromptCounter(processor)
+    conv = [{"role": "user", "content": [{"type": "text", "text": "short"}]}]
+    stop = threading.Event()
+
+    def count_forever() -> None:
+        while not stop.is_set():
+            counter.count(conv)
+
+    threads = [threading.Thread(target=count_forever) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        ragged = 0
+        for _ in range(1000):
+            ids = processor.tokenizer(["a " * 40, "b"], padding=True, padding_side="left")
+            ragged += len({len(row) for row in ids["input_ids"]}) != 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert ragged == 0, f"{ragged} of 1000 padded batches came back ragged"
+
+
 def test_disconnected_clients_jobs_are_never_generated() -> None:
     """Before: 64 cancelled requests were all computed. Now their jobs are dropped."""
     with RuleServer() as rule:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,10 @@ class PromptCounter:
 
     def __init__(self, processor: Any) -> None:
         self.processor = processor
-        self.tokenizer = getattr(processor, "tokenizer", processor)
+        # A copy of its own: a fast tokenizer keeps its padding setting in shared state that each
+        # call sets, so counting on the work pool beside the batch thread's padded encoding made
+        # 6 % of that thread's batches ragged (tests/test_serve_attacks.py, the race test)
+        self.tokenizer = copy.deepcopy(getattr(processor, "tokenizer", processor))
         self.image_processor = getattr(processor, "image_processor", None)
         self.merge = int(getattr(self.image_processor, "merge_size", 1) or 1) ** 2
         vocab = self.tokenizer.get_vocab()
