@@ -89,7 +89,7 @@ def test_reply_to_consistency() -> None:
 
 # --------------------------------------------------------------------------------- RuleJudge
 def test_rule_judge() -> None:
-    pytest.importorskip("r1reward.data.toy")
+    pytest.importorskip("r1reward.toy.world")
     judge = RuleJudge()
     assert isinstance(judge, Judge)
     got = judge.judge(
@@ -102,7 +102,7 @@ def test_rule_judge() -> None:
 
 
 def test_rule_judge_on_toy_teacher_analyses() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
+    toy = pytest.importorskip("r1reward.toy.world")
     pairs = toy.make_pairs(6, seed=3)
     judge = RuleJudge()
     right = [p.preferred for p in pairs]
@@ -116,7 +116,7 @@ def test_rule_judge_on_toy_teacher_analyses() -> None:
 
 
 def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
+    toy = pytest.importorskip("r1reward.toy.world")
     pair = toy.make_pairs(1, seed=11)[0]
     right = pair.preferred
     honest = toy.teacher_analysis(pair, right)
@@ -138,7 +138,7 @@ def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
 
 
 def test_consistency_rewards_from_raw_outputs() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
+    toy = pytest.importorskip("r1reward.toy.world")
     from r1reward.judges import consistency_rewards
 
     pair = toy.make_pairs(1, seed=5)[0]
@@ -153,7 +153,7 @@ def test_consistency_rewards_from_raw_outputs() -> None:
 
 
 def test_reward_breakdown() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
+    toy = pytest.importorskip("r1reward.toy.world")
     from r1reward.judges import reward_breakdown
 
     pair = toy.make_pairs(1, seed=7)[0]

@@ -9,7 +9,9 @@ from collections import Counter
 
 import pytest
 
-from r1reward.data import load, toy, toy_cli
+from r1reward.data import load
+from r1reward.toy import cli as toy_cli
+from r1reward.toy import world as toy
 
 N_HELDOUT = 2400
 
@@ -211,3 +213,29 @@ def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
     assert s["observation_right"] == 1.0 and s["marks_follow_observation"] == 0.0
     assert s["verdict_follows_marks"] == 0.0 and s["accuracy"] == 1.0  # answer tag kept
     assert toy.judgment_breakdown(pairs, ["no analysis"] * 50)["accuracy"] == 0.0
+
+
+def test_the_real_path_does_not_import_the_toy_and_a_toy_file_still_swaps(tmp_path):
+    """The data layer, the model loader and the sampler import nothing from r1reward.toy; a toy
+    pair read back from a file swaps with its teacher analysis rewritten all the same, through the
+    lazy ``toy`` entry of r1reward.data.sources (imported only then)."""
+    import subprocess
+    import sys
+
+    assert toy_cli.main(["--n", "4", "--split", "heldout", "--seed", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.jsonl")
+    code = f"""
+import sys
+import r1reward.data, r1reward.data.splits, r1reward.models, r1reward.rollout
+assert not [m for m in sys.modules if m.startswith("r1reward.toy")], sorted(sys.modules)
+pairs = r1reward.data.load({str(path)!r})
+for p in pairs:
+    s = p.swap()
+    assert s.meta["teacher_analysis"].endswith(f"Response {{s.preferred}} is better."), s.meta
+    assert p.meta["teacher_analysis"].endswith(f"Response {{p.preferred}} is better."), p.meta
+assert "r1reward.toy.world" in sys.modules
+print("ok", len(pairs))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok 4"

@@ -43,6 +43,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from r1reward.data.schema import PreferencePair
+from r1reward.prompt import build_prompt
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -65,6 +66,9 @@ SPLITS = ("train", "heldout")
 #: 3: every observation sentence ends with the observed value.
 TOY_VERSION = 3
 GRID = 2  # objects sit in the cells of a GRID x GRID grid (one merged visual token each)
+#: Side of a toy image in pixels: GRID x GRID cells of 28 px, the four merged visual tokens of
+#: the tiny Qwen2.5-VL (:mod:`r1reward.toy.tiny_model`: 14-px patches merged 2x2).
+IMAGE_SIZE = 56
 _VERDICT = re.compile(r"Response ([12]) is better\.?\s*$")
 
 
@@ -352,6 +356,14 @@ def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
     return analysis_text(pair.meta["truth"], c1, c2, verdict)
 
 
+def on_swap(pair: PreferencePair) -> None:
+    """Rewrite the stored teacher analysis of a just-swapped toy pair (it names the responses by
+    position) for its new order; :meth:`PreferencePair.swap` calls it through
+    :mod:`r1reward.data.sources`."""
+    if "teacher_analysis" in pair.meta:
+        pair.meta["teacher_analysis"] = teacher_analysis(pair, pair.preferred)
+
+
 def analysis_text(truth: dict[str, Any], c1: str, c2: str, verdict: int) -> str:
     """The analysis of :func:`teacher_analysis` from a scene's truth and the two claims.
 
@@ -376,7 +388,7 @@ def analysis_text(truth: dict[str, Any], c1: str, c2: str, verdict: int) -> str:
 def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
     """A consistent analysis of a random toy task, as text only (no image, no pair).
 
-    The text half of the tiny model's pretraining (:func:`r1reward.models.pretrain_tiny_model`):
+    The text half of the tiny model's pretraining (:func:`r1reward.toy.pretrain.pretrain_tiny_model`):
     a task and difficulty drawn from ``rng``, its true and false claim in a random order, and
     :func:`analysis_text` for the true one; ``with_prompt`` puts the Table-1 prompt (question
     and both responses, :func:`r1reward.prompt.build_prompt`) before it, so the claims also
@@ -391,8 +403,6 @@ def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
     analysis = analysis_text(truth, c1, c2, verdict)
     if not with_prompt:
         return analysis
-    from r1reward.prompt import build_prompt
-
     r1, r2 = (response_text(truth, c) for c in (c1, c2))
     return f"{build_prompt(_question, r1, r2)}\n{analysis}"
 
@@ -497,7 +507,7 @@ def oracle_answer(pair: PreferencePair) -> int:
 # rendering
 
 
-def render(truth: dict[str, Any], image_size: int = 56) -> Image.Image:
+def render(truth: dict[str, Any], image_size: int = IMAGE_SIZE) -> Image.Image:
     """Draw the scene as an ``image_size`` x ``image_size`` RGB image (white background)."""
     img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
     dr = ImageDraw.Draw(img)
@@ -559,7 +569,7 @@ def split_of(key: str) -> str:
 
 
 def make_pair(
-    index: int, *, seed: int = 0, split: str = "train", image_size: int = 56
+    index: int, *, seed: int = 0, split: str = "train", image_size: int = IMAGE_SIZE
 ) -> PreferencePair:
     """Pair ``index`` of the ``(split, seed)`` stream (see :func:`make_pairs`)."""
     if split not in SPLITS:
@@ -596,7 +606,7 @@ def make_pair(
 
 
 def make_pairs(
-    n: int, *, seed: int = 0, split: str = "train", image_size: int = 56
+    n: int, *, seed: int = 0, split: str = "train", image_size: int = IMAGE_SIZE
 ) -> list[PreferencePair]:
     """``n`` toy preference pairs with PIL RGB images of ``image_size`` x ``image_size`` pixels.
 
