@@ -255,14 +255,14 @@ def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tup
 
 
 def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[str, float]:
-    """:func:`r1reward.toy.world.judgment_breakdown` of the greedy judgments of one evaluation
+    """:func:`r1reward.toy.checks.judgment_breakdown` of the greedy judgments of one evaluation
     (``results_dir/results.jsonl``, both orders) of toy ``pairs``: the shares of analyses whose
     observation is right, whose marks follow their own observation, whose closing sentence follows
     the marks, and the accuracy. Each judgment is checked against the pair *as shown* (its order)."""
     import dataclasses
 
     from r1reward.evaluate import _displayed
-    from r1reward.toy.world import judgment_breakdown
+    from r1reward.toy.checks import judgment_breakdown
 
     shown, texts = [], []
     for pair, r in _greedy_judgments(results_dir, pairs):
