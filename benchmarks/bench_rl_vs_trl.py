@@ -38,9 +38,7 @@ from pathlib import Path
 def _model(path: str | None, tmp: str) -> str:
     if path:
         return path
-    from r1reward.toy.tiny_model import (
-        build_tiny_model,  # a fresh tiny model (seconds), built per run
-    )
+    from r1reward.toy.tiny_model import build_tiny_model  # a fresh tiny model per run (seconds)
 
     return str(build_tiny_model(Path(tmp) / "tiny-model", size="tiny", seed=0))
 
