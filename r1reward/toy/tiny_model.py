@@ -520,6 +520,10 @@ def _write_tiny_folder(
     return report
 
 
+# --------------------------------------------------------------------------------------------
+# processor
+# --------------------------------------------------------------------------------------------
+
 
 def _make_processor(tokenizer):
     """The Qwen2.5-VL processor around ``tokenizer`` with the toy image bounds."""
