@@ -40,7 +40,7 @@ from r1reward.judges import image_to_data_url  # noqa: E402
 
 def _groups(n: int, g: int) -> list[dict]:
     """``n`` group-ranking bodies of ``g`` candidates each, from held-out toy pairs."""
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
 
     out = []
     for pair in make_pairs(n, seed=321, split="heldout"):
@@ -133,7 +133,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench_burst_"))
     model = args.model
     if model is None:
-        from r1reward.models import build_tiny_model
+        from r1reward.toy.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(workdir / "tiny"))
     bodies = _groups(args.requests, args.group)

@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 from r1reward import algorithms
-from r1reward.data import toy
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.rollout import build_batch, completion_logprobs, generate
+from r1reward.toy import world as toy
+from r1reward.toy.tiny_model import build_tiny_model
 
 SPECIAL = (
     "<|image_pad|>",

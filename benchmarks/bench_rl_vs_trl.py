@@ -38,7 +38,7 @@ from pathlib import Path
 def _model(path: str | None, tmp: str) -> str:
     if path:
         return path
-    from r1reward.models import build_tiny_model  # a fresh tiny model (seconds), built per run
+    from r1reward.toy.tiny_model import build_tiny_model  # a fresh tiny model per run (seconds)
 
     return str(build_tiny_model(Path(tmp) / "tiny-model", size="tiny", seed=0))
 
@@ -92,10 +92,10 @@ def run_trl(model: str, args, out: Path) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1reward.data.toy import make_pairs
     from r1reward.models import load_model
     from r1reward.prompt import build_prompt
     from r1reward.rewards import combine_batch, format_rewards, result_rewards
+    from r1reward.toy.world import make_pairs
 
     pairs = make_pairs(64, seed=0)
     ds = datasets.Dataset.from_list([

@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 def _payloads(n: int, k: int) -> list[dict]:
     """``n`` toy pairs as /v1/reward bodies (images as data URLs)."""
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
 
     out = []
     for pair in make_pairs(n, seed=123, split="heldout"):
@@ -302,7 +302,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     model = args.model
     if model is None:
-        from r1reward.models import build_tiny_model
+        from r1reward.toy.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(workdir / "tiny"))
     model = str(Path(model).resolve())  # the servers may run in other folders

@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from r1reward.data import load, toy
+from r1reward.data import load
+from r1reward.toy import world as toy
 
 GOAL_S = 10.0
 

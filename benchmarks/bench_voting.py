@@ -10,7 +10,7 @@ accuracies each path measured (they differ only by sampling noise: the RNG strea
     .venv/bin/python benchmarks/bench_voting.py              # 8 pairs x 2 orders x K=15
     .venv/bin/python benchmarks/bench_voting.py --pairs 4 --max-new-tokens 32
 
-The model is the tiny Qwen2.5-VL (``r1reward.models.build_tiny_model``) or any ``--model`` path.
+The model is the tiny Qwen2.5-VL (``r1reward.toy.tiny_model.build_tiny_model``) or any ``--model`` path.
 Goal (issue 5): batched at least 5x faster.
 """
 
@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from r1reward.data.toy import make_pairs
     from r1reward.evaluate import ModelSampler, displayed, evaluate, unit_orders
-    from r1reward.models import build_tiny_model, load_model
+    from r1reward.models import load_model
     from r1reward.prompt import build_messages
+    from r1reward.toy.tiny_model import build_tiny_model
+    from r1reward.toy.world import make_pairs
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_voting_"))
     try:

@@ -11,8 +11,8 @@ import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-tiny": ("r1reward.models", "write the tiny Qwen2.5-VL model folder used on CPU"),
-    "toy": ("r1reward.data.toy_cli", "write toy preference pairs (JSONL + images)"),
+    "build-tiny": ("r1reward.toy.cli:build_tiny_main", "write the tiny Qwen2.5-VL model folder used on CPU"),
+    "toy": ("r1reward.toy.cli", "write toy preference pairs (JSONL + images)"),
     "curate": ("r1reward.curation", "teacher traces with difficulty (up to N tries per pair)"),
     "sft": ("r1reward.train.sft", "cold-start long-CoT supervised fine-tuning"),
     "scalar": ("r1reward.train.scalar", "Bradley-Terry scalar reward model baseline"),

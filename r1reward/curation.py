@@ -39,6 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from r1reward.judges import image_to_data_url
 from r1reward.prompt import build_messages, build_prompt, format_target, parse_judgment
+from r1reward.toy import world
 
 __all__ = [
     "Reply",
@@ -95,7 +96,7 @@ class ToyTeacher:
     On each try it argues for the wrong response with probability
     ``min(max_error, base_error + error_per_difficulty * (level - 1))``, where ``level`` is the toy
     pair's own difficulty level (``pair.meta["level"]``, else ``pair.difficulty``, else 1); the
-    analysis is written by :func:`r1reward.data.toy.teacher_analysis` for the chosen verdict. Tries
+    analysis is written by :func:`r1reward.toy.world.teacher_analysis` for the chosen verdict. Tries
     are independent and deterministic given ``(seed, pair.id, attempt)``.
     """
 
@@ -128,8 +129,6 @@ class ToyTeacher:
         return min(self.max_error, max(0.0, p))
 
     def analyse(self, pairs: Sequence[Any], attempt: int) -> list[Reply]:
-        from r1reward.data import toy
-
         out = []
         for pair in pairs:
             key = f"{self.seed}|{pair.id}|{attempt}".encode()
@@ -137,7 +136,7 @@ class ToyTeacher:
             verdict = pair.preferred
             if rng.random() < self.error_rate(pair):
                 verdict = 3 - pair.preferred
-            out.append(Reply(format_target(toy.teacher_analysis(pair, verdict), verdict)))
+            out.append(Reply(format_target(world.teacher_analysis(pair, verdict), verdict)))
         return out
 
 
@@ -597,9 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     """``r1reward curate``: see ``r1reward curate --help``."""
     args = _parser().parse_args(argv)
     if args.toy is not None:
-        from r1reward.data.toy import make_pairs
-
-        pairs = make_pairs(args.toy, seed=args.toy_seed, split="train")
+        pairs = world.make_pairs(args.toy, seed=args.toy_seed, split="train")
     else:
         from r1reward.data import load
 

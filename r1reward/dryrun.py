@@ -117,6 +117,7 @@ def _processes(accelerate: str | None) -> tuple[int, str]:
 
 
 def _data(section: dict) -> dict[str, str]:
+    from r1reward.data.sources import is_generated
     from r1reward.data.splits import is_placeholder
 
     out = {}
@@ -126,7 +127,7 @@ def _data(section: dict) -> dict[str, str]:
             continue
         if is_placeholder(value):
             out[key] = f"{value!r} (placeholder: set data.{key}=PATH)"
-        elif value == "toy" or Path(str(value)).exists():
+        elif is_generated(str(value)) or Path(str(value)).exists():
             out[key] = str(value)
         else:
             out[key] = f"{value} (not on this machine)"

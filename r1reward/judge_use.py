@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from r1reward.data.schema import PreferencePair
-from r1reward.data.toy import response_text, true_claim
+from r1reward.toy.tiny_model import MARKER
+from r1reward.toy.world import TOY_VERSION, make_pairs, response_text, true_claim
 from r1reward.verdicts import AS_GIVEN, VerdictScorer, bradley_terry, score_pairs
 
 __all__ = [
@@ -505,8 +506,6 @@ def policy_model(profile: str, *, steps: int, batch_size: int = 16, lr: float = 
     """The warmed-up toy policy of ``profile`` (:func:`warm_up_policy` from the profile's tiny
     model on its first ``train_pairs`` toy train pairs), cached in ``artifacts/<profile>``."""
     from r1reward import pipeline
-    from r1reward.data.toy import TOY_VERSION, make_pairs
-    from r1reward.models import MARKER
     from r1reward.recipes import recipe_hash
 
     tiny = pipeline.tiny_model(profile)

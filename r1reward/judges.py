@@ -13,7 +13,7 @@ the reward model's own analysis (the text inside ``<think>...</think>``) and the
 Every judge implements :class:`Judge`: ``judge(analyses, answers, images=None) -> list[int]``.
 
 * :class:`RuleJudge` - the toy world; checks the analysis's steps (observation -> marks ->
-  closing sentence, :func:`r1reward.data.toy.analysis_chain`) and that the closing sentence
+  closing sentence, :func:`r1reward.toy.checks.analysis_chain`) and that the closing sentence
   names the verdict. Deterministic, no model.
 * :class:`TransformersJudge` - a local chat model (text or vision-language) loaded with
   :func:`r1reward.models.load_model`, batched through :func:`r1reward.rollout.generate`.
@@ -44,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from r1reward.toy import checks, world
 
 ENV_BASE_URL = "R1REWARD_JUDGE_BASE_URL"
 ENV_MODEL = "R1REWARD_JUDGE_MODEL"
@@ -167,9 +169,9 @@ class RuleJudge:
     """The toy world's judge: does the analysis's own chain of reasoning lead to the verdict?
 
     A toy analysis states an observation, marks each response right or wrong, and closes with
-    "Response N is better." (:func:`r1reward.data.toy.analysis_text`). Returns 1 when the closing
+    "Response N is better." (:func:`r1reward.toy.world.analysis_text`). Returns 1 when the closing
     sentence equals the verdict *and* every step follows from the one before
-    (:func:`r1reward.data.toy.analysis_chain`): the marks from the observation, the closing
+    (:func:`r1reward.toy.checks.analysis_chain`): the marks from the observation, the closing
     sentence from the marks. Returns -1 when the closing sentence names the other response, or
     when the analysis contradicts itself on the way ("the image shows 3 circles ... Response 1
     says 2, which is right"): such an analysis does not support any verdict, which is what the
@@ -184,10 +186,8 @@ class RuleJudge:
     free = True
 
     def __init__(self) -> None:
-        from r1reward.data import toy  # imported here: the toy world is only needed by this judge
-
-        self._verdict = toy.analysis_verdict
-        self._chain = toy.analysis_chain
+        self._verdict = world.analysis_verdict
+        self._chain = checks.analysis_chain
 
     def judge(
         self,

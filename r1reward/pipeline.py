@@ -117,13 +117,13 @@ def _tiny_build_info(profile: str, recipe: dict) -> Any:
     """What the cached SFT/scalar folders depend on: the tiny model's build marker, or the hub id."""
     if recipe["model"].get("path"):
         return recipe["model"]["path"]
-    from r1reward.models import MARKER
+    from r1reward.toy.tiny_model import MARKER
 
     return json.loads((tiny_model(profile) / MARKER).read_text())
 
 
 def _curation_path(profile: str, recipe: dict) -> Path:
-    from r1reward.data.toy import TOY_VERSION
+    from r1reward.toy.world import TOY_VERSION
 
     return artifacts_dir(profile) / f"curated-{recipe_hash(recipe['data'], TOY_VERSION)}.jsonl"
 

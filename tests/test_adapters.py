@@ -11,8 +11,9 @@ import torch
 
 from r1reward.cli import main as cli
 from r1reward.data import write_pairs
-from r1reward.data.toy import make_pairs
-from r1reward.models import build_tiny_model, is_adapter, load_model
+from r1reward.models import is_adapter, load_model
+from r1reward.toy.tiny_model import build_tiny_model
+from r1reward.toy.world import make_pairs
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_presets_resolve_to_their_losses():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
 

@@ -193,7 +193,7 @@ def test_gpu_example_dry_runs(line, tmp_path, monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("dry") / "tiny", seed=0)
 

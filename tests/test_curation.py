@@ -416,7 +416,7 @@ def test_toy_teacher_error_rate_grows_with_level():
 
 
 def test_toy_teacher_end_to_end_is_deterministic_and_harder_for_harder_pairs(tmp_path):
-    from r1reward.data import toy
+    from r1reward.toy import world as toy
 
     pairs = toy.make_pairs(300, seed=0)
     teacher = ToyTeacher(0, base_error=0.1, error_per_difficulty=0.3)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from r1reward.data import PreferencePair, figures, toy
+from r1reward.data import PreferencePair, figures
+from r1reward.toy import world as toy
 
 
 def test_pair_grid_has_one_image_per_pair():

@@ -456,7 +456,7 @@ def test_r1_reward_rl_parquet_with_inline_image(tmp_path):
 
 
 def test_to_dataset_keeps_toy_truth():
-    from r1reward.data import toy
+    from r1reward.toy import world as toy
 
     pairs = toy.make_pairs(3, seed=1)
     ds = to_dataset(pairs)

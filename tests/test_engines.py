@@ -18,10 +18,11 @@ from test_rollout_vllm import fake_vllm  # noqa: F401  (the stand-in vllm packag
 from r1reward import engines, rollout_vllm
 from r1reward import evaluate as ev
 from r1reward.data import write_pairs
-from r1reward.data.toy import make_pairs
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.serve import Engine
+from r1reward.toy.tiny_model import build_tiny_model
+from r1reward.toy.world import make_pairs
 
 HAS_GPU_VLLM = rollout_vllm.available() and torch.cuda.is_available()
 

@@ -8,8 +8,8 @@ import pytest
 
 from r1reward import evaluate as ev
 from r1reward.data import write_pairs
-from r1reward.data.toy import make_pairs
-from r1reward.models import build_tiny_model
+from r1reward.toy.tiny_model import build_tiny_model
+from r1reward.toy.world import make_pairs
 
 
 @pytest.fixture(scope="module")

@@ -240,7 +240,7 @@ def test_help_examples_run_as_printed(tmp_path, monkeypatch, capsys):
     as printed after the ``r1reward toy`` example (the tiny-model ones: test_evaluate_e2e)."""
     import shlex
 
-    from r1reward.data import toy_cli
+    from r1reward.toy import cli as toy_cli
 
     epilog = ev.build_parser().epilog
     lines = [ln.strip() for ln in epilog.splitlines() if ln.strip().startswith("r1reward ")]

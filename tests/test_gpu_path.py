@@ -55,7 +55,8 @@ def test_accelerate_config_by_name_from_any_directory(tmp_path, monkeypatch, cap
 
 
 def test_max_pixels_caps_the_visual_tokens(tmp_path):
-    from r1reward.models import build_tiny_model, cap_pixels, load_processor
+    from r1reward.models import cap_pixels, load_processor
+    from r1reward.toy.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "tiny", size="tiny", seed=0)
     image = Image.new("RGB", (448, 448), "white")

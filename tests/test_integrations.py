@@ -59,7 +59,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny"))
 
@@ -321,8 +321,8 @@ def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1reward.data.toy import make_pairs
     from r1reward.models import load_model
+    from r1reward.toy.world import make_pairs
 
     pairs = make_pairs(4, seed=0)
     ds = datasets.Dataset.from_list(

@@ -11,9 +11,9 @@ import math
 
 import pytest
 
-from r1reward.data.toy import make_pairs
 from r1reward.evaluate import FunctionSampler
 from r1reward.judge_use import best_of_n, correct_answer, is_correct, oracle_reward
+from r1reward.toy.world import make_pairs
 from r1reward.verdicts import SamplerVerdicts
 
 PAIRS = list({p.question: p for p in make_pairs(12, seed=5, split="heldout")}.values())[:3]
@@ -92,7 +92,8 @@ def test_best_of_n_refuses_short_sample_lists() -> None:
 def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
     """Two steps on the untrained tiny model: a saved, loadable policy and a finite loss."""
     from r1reward.judge_use import greedy_accuracy, warm_up_policy
-    from r1reward.models import build_tiny_model, load_model
+    from r1reward.models import load_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(tmp_path / "tiny")
     pairs = make_pairs(8, seed=0)

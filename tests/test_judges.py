@@ -30,6 +30,8 @@ from r1reward.judges import (
     parse_judge_reply,
     reply_to_consistency,
 )
+from r1reward.toy import checks
+from r1reward.toy import world as toy
 
 SUPPORTS_2 = "Response 1 says there are three circles, the image shows two.\nResponse 2 is better."
 SUPPORTS_1 = "Response 2 misreads the colour of the bar.\nResponse 1 is better."
@@ -89,7 +91,6 @@ def test_reply_to_consistency() -> None:
 
 # --------------------------------------------------------------------------------- RuleJudge
 def test_rule_judge() -> None:
-    pytest.importorskip("r1reward.data.toy")
     judge = RuleJudge()
     assert isinstance(judge, Judge)
     got = judge.judge(
@@ -102,7 +103,6 @@ def test_rule_judge() -> None:
 
 
 def test_rule_judge_on_toy_teacher_analyses() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
     pairs = toy.make_pairs(6, seed=3)
     judge = RuleJudge()
     right = [p.preferred for p in pairs]
@@ -116,7 +116,6 @@ def test_rule_judge_on_toy_teacher_analyses() -> None:
 
 
 def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
     pair = toy.make_pairs(1, seed=11)[0]
     right = pair.preferred
     honest = toy.teacher_analysis(pair, right)
@@ -125,20 +124,19 @@ def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
         honest.replace("which is right", "WAS").replace("which is wrong", "which is right")
         .replace("WAS", "which is wrong")
     )
-    assert toy.analysis_chain(honest) == {
+    assert checks.analysis_chain(honest) == {
         "marks_follow_observation": True, "verdict_follows_marks": True
     }
-    assert toy.analysis_chain(contradicts) == {
+    assert checks.analysis_chain(contradicts) == {
         "marks_follow_observation": False, "verdict_follows_marks": False
     }
-    assert toy.analysis_chain("Response 2 is better.") is None
+    assert checks.analysis_chain("Response 2 is better.") is None
     judge = RuleJudge()
     # the closing sentence names the right response, but the marks contradict the observation
     assert judge.judge([honest, contradicts], [right, right]) == [1, -1]
 
 
 def test_consistency_rewards_from_raw_outputs() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
     from r1reward.judges import consistency_rewards
 
     pair = toy.make_pairs(1, seed=5)[0]
@@ -153,7 +151,6 @@ def test_consistency_rewards_from_raw_outputs() -> None:
 
 
 def test_reward_breakdown() -> None:
-    toy = pytest.importorskip("r1reward.data.toy")
     from r1reward.judges import reward_breakdown
 
     pair = toy.make_pairs(1, seed=7)[0]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from r1reward import lab
-from r1reward.data.toy import make_pairs
+from r1reward.toy.world import make_pairs
 
 
 def _rec(step, **kw):
@@ -55,7 +55,7 @@ def test_unknown_lab_keys_and_variants_are_refused():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
 
@@ -80,7 +80,7 @@ def _recipe(path, tiny) -> str:
 DRIVER = textwrap.dedent("""
     import sys
     from r1reward import lab
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
     recipe, out, tiny = sys.argv[1:4]
     train = make_pairs(8, seed=0, split="train", image_size=56)
     held = make_pairs(2, seed=0, split="heldout", image_size=56)

@@ -1,4 +1,5 @@
-"""Tiny Qwen2.5-VL: build, load, chat template, LoRA/quantization options, train step."""
+"""Tiny Qwen2.5-VL (r1reward.toy.tiny_model, .pretrain) loaded by r1reward.models: build, load,
+chat template, LoRA/quantization options, train step, caption pretraining."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import torch
 from PIL import Image
 
 from r1reward import models
-from r1reward.models import MARKER, SPECIAL_TOKENS, TAG_TOKENS, build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.prompt import build_messages
+from r1reward.toy import cli, pretrain, tiny_model, world
+from r1reward.toy.tiny_model import MARKER, SPECIAL_TOKENS, TAG_TOKENS, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -112,11 +115,10 @@ def test_chat_template_renders_image_before_text_and_generation_prompt(tiny):
 
 
 def test_toy_image_gives_four_visual_tokens_and_short_prompt(tiny):
-    from r1reward.data import toy
     from r1reward.rollout import encode
 
     processor = tiny[1]
-    pair = toy.make_pairs(1, seed=0, split="heldout")[0]
+    pair = world.make_pairs(1, seed=0, split="heldout")[0]
     conv = build_messages(pair.question, pair.response_1, pair.response_2, images=pair.images)
     enc = encode(processor, [conv])
     image_id = processor.image_token_id
@@ -124,7 +126,7 @@ def test_toy_image_gives_four_visual_tokens_and_short_prompt(tiny):
     assert tuple(enc["image_grid_thw"][0].tolist()) == (1, 4, 4)
     assert enc["pixel_values"].shape == (16, 3 * 2 * 14 * 14)
     n = enc["input_ids"].shape[1]
-    target = processor.tokenizer.encode(toy.target_text(pair), add_special_tokens=False)
+    target = processor.tokenizer.encode(world.target_text(pair), add_special_tokens=False)
     print(f"\ntoy prompt: {n} tokens; teacher target: {len(target)} tokens")
     assert n < 80  # the Table-1 boilerplate is 4 tokens in the toy vocabulary
 
@@ -136,7 +138,7 @@ def test_table1_text_round_trips_through_the_tiny_tokenizer(tiny):
     text = build_prompt("How many stars?", "There are 2 stars.", "There are 3 stars.")
     ids = tok.encode(text, add_special_tokens=False)
     assert tok.decode(ids, skip_special_tokens=True) == text
-    pieces = models.template_pieces()
+    pieces = tiny_model.template_pieces()
     assert len(pieces) == 4 and all(p in text for p in pieces)
     assert all(len(tok.encode(p, add_special_tokens=False)) == 1 for p in pieces)
     # other wording still encodes (byte-level BPE), only in more tokens
@@ -180,7 +182,7 @@ def test_crashed_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch)
         (tmp / "config.json").write_text("{}")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(models, "_write_tiny_folder", crash)
+    monkeypatch.setattr(tiny_model, "_write_tiny_folder", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         build_tiny_model(tmp_path / "tiny", seed=0)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a partial one
@@ -192,11 +194,11 @@ def test_folder_from_an_older_build_version_is_rebuilt(tiny_dir, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(tiny_dir, old)
     info = json.loads((old / MARKER).read_text())
-    info["version"] = models.BUILD_VERSION - 1
+    info["version"] = tiny_model.BUILD_VERSION - 1
     (old / MARKER).write_text(json.dumps(info))
     (old / "stale.txt").write_text("from the old recipe")
     build_tiny_model(old, seed=0)
-    assert json.loads((old / MARKER).read_text())["version"] == models.BUILD_VERSION
+    assert json.loads((old / MARKER).read_text())["version"] == tiny_model.BUILD_VERSION
     assert not (old / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
 
@@ -283,7 +285,7 @@ def test_quantization_without_bitsandbytes_or_cuda_is_a_clear_error(tiny_dir):
 
 
 def test_processor_without_torchvision_rejects_video_clearly(tiny):
-    if models._torchvision_available():
+    if models.torchvision_available():
         pytest.skip("torchvision installed: the normal video processor is used")
     processor = tiny[1]
     with pytest.raises(ImportError, match="torchvision"):
@@ -294,7 +296,7 @@ def test_processor_without_torchvision_rejects_video_clearly(tiny):
 
 
 def test_cli_builds_folder(tmp_path, capsys):
-    assert models.main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
+    assert cli.build_tiny_main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
     assert (tmp_path / "cli" / MARKER).is_file()
     assert "parameters" in capsys.readouterr().out
 
@@ -332,7 +334,7 @@ def test_scene_caption_names_every_object_both_ways_counts_and_bars():
             {"shape": "circle", "colour": "green", "cell": 2, **obj},
         ],
     }
-    assert models.scene_caption(scene) == (
+    assert pretrain.scene_caption(scene) == (
         "circle red, circle green, square blue. red circle, green circle, blue square. "
         "2 circles, 1 square."
     )
@@ -340,30 +342,30 @@ def test_scene_caption_names_every_object_both_ways_counts_and_bars():
         "task": "bars",
         "bars": [{"colour": c, "height": h} for c, h in (("red", 5), ("blue", 2), ("green", 7))],
     }
-    assert models.scene_caption(bars) == (
+    assert pretrain.scene_caption(bars) == (
         "3 bars: green 7, red 5, blue 2. tallest: green. shortest: blue."
     )
 
 
 def test_pretraining_prompt_is_only_the_instruction(tiny):
     _, processor = tiny
-    scenes = [models.pretrain_scene(i) for i in range(3)]
-    batch, mask = models._caption_batch(processor, scenes)
+    scenes = [pretrain.pretrain_scene(i) for i in range(3)]
+    batch, mask = pretrain._caption_batch(processor, scenes)
     tok = processor.tokenizer
     for row, m, (_, caption, _) in zip(batch["input_ids"], mask, scenes):
         prompt = tok.decode(row[m == 0], skip_special_tokens=True)
-        assert models.PRETRAIN_INSTRUCTION in prompt
+        assert pretrain.PRETRAIN_INSTRUCTION in prompt
         assert "Response" not in prompt and "<think>" not in prompt  # never the Table-1 task
         assert tok.decode(row[m == 1], skip_special_tokens=True) == caption
 
 
 def test_pretraining_lowers_heldout_caption_loss(tiny_dir):
     model, processor = load_model(tiny_dir)  # a fresh copy: pretraining changes it in place
-    before = models.caption_metrics(model, processor, n=16)
-    report = models.pretrain_tiny_model(
+    before = pretrain.caption_metrics(model, processor, n=16)
+    report = pretrain.pretrain_tiny_model(
         model, processor, steps=10, lr=3e-3, batch_size=8, seed=0, eval_scenes=16
     )
-    after = models.caption_metrics(model, processor, n=16)
+    after = pretrain.caption_metrics(model, processor, n=16)
     assert report["heldout_before"] == pytest.approx(before)
     assert report["heldout"] == pytest.approx(after)
     assert after["loss"] < before["loss"] - 1.0  # random init: ~log(vocab); a few steps: far less
@@ -374,7 +376,7 @@ def test_pretraining_lowers_heldout_caption_loss(tiny_dir):
 
 def test_pretraining_with_text_reports_reading(tiny_dir):
     model, processor = load_model(tiny_dir)
-    report = models.pretrain_tiny_model(
+    report = pretrain.pretrain_tiny_model(
         model, processor, steps=3, lr=3e-3, batch_size=2, seed=0, eval_scenes=4, text_batch_size=4
     )
     for key in ("reading_before", "reading"):
@@ -386,9 +388,9 @@ def test_pretraining_with_text_reports_reading(tiny_dir):
             "n",
         }
         assert all(0.0 <= r[k] <= 1.0 for k in r if k != "n")
-    ids, mask = models._text_batch(processor, 0, 0, 4)
+    ids, mask = pretrain._text_batch(processor, 0, 0, 4)
     assert ids.shape[0] == 4 and mask.sum(1).min() > 20  # whole analyses, right-padded
-    again, _ = models._text_batch(processor, 0, 0, 4)
+    again, _ = pretrain._text_batch(processor, 0, 0, 4)
     assert (again == ids).all()  # the text stream is deterministic
 
 
@@ -430,7 +432,6 @@ def test_marker_records_pretraining_and_a_different_value_is_another_build(tiny_
 
 
 def test_pretraining_scenes_are_never_pair_images():
-    from r1reward.data import toy
 
     def digest(img: Image.Image) -> str:
         return hashlib.sha256(img.convert("RGB").tobytes()).hexdigest()
@@ -438,16 +439,16 @@ def test_pretraining_scenes_are_never_pair_images():
     def has_white(img: Image.Image) -> bool:
         return (255, 255, 255) in {c for _, c in img.getcolors(56 * 56)}
 
-    pretrain = [
-        models.pretrain_scene(i, stream=s)[0] for s in ("train", "eval") for i in range(200)
+    scenes = [
+        pretrain.pretrain_scene(i, stream=s)[0] for s in ("train", "eval") for i in range(200)
     ]
-    pairs = [p.images[0] for split in toy.SPLITS for p in toy.make_pairs(200, seed=0, split=split)]
-    pairs += [p.images[0] for p in toy.make_pairs(100, seed=1, split="train")]
-    assert not {digest(i) for i in pretrain} & {digest(i) for i in pairs}
+    pairs = [p.images[0] for split in world.SPLITS for p in world.make_pairs(200, seed=0, split=split)]
+    pairs += [p.images[0] for p in world.make_pairs(100, seed=1, split="train")]
+    assert not {digest(i) for i in scenes} & {digest(i) for i in pairs}
     # why, by construction: every pair image shows pure white, no pretraining image does
-    assert all(has_white(i) for i in pairs) and not any(has_white(i) for i in pretrain)
-    assert len({digest(i) for i in pretrain}) > 390  # scenes vary
-    tasks = {models.pretrain_scene(i)[2]["task"] for i in range(20)}
+    assert all(has_white(i) for i in pairs) and not any(has_white(i) for i in scenes)
+    assert len({digest(i) for i in scenes}) > 390  # scenes vary
+    tasks = {pretrain.pretrain_scene(i)[2]["task"] for i in range(20)}
     assert tasks == {"scene", "bars"}
 
 

@@ -80,7 +80,7 @@ def test_recipe_hash_changes_with_the_recipe():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny")
 
@@ -90,8 +90,8 @@ def test_recipe_builds_its_trainer_and_scalar_model_on_cpu(name, tiny, tmp_path)
     """The tiny model stands in for the recipe's model (model.path override); all else as shipped."""
     from trl import SFTTrainer
 
-    from r1reward.data.toy import make_pairs
     from r1reward.models import load_model
+    from r1reward.toy.world import make_pairs
     from r1reward.train.scalar import ScalarRewardModel, encode_responses
     from r1reward.train.sft import build_trainer
 

@@ -39,7 +39,7 @@ def _cpu_recipe(name: str, tiny: Path, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny")
 
@@ -127,7 +127,7 @@ def test_gpu_recipe_names_its_launcher_and_a_real_judge(name, monkeypatch):
 def test_sft_trainer_builds_on_cpu(name, tiny, tmp_path):
     from trl import SFTTrainer
 
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
     from r1reward.train.sft import build_trainer
 
     r = _cpu_recipe(name, tiny)
@@ -169,7 +169,7 @@ def test_rl_pieces_build_and_take_one_step_on_cpu(name, tiny):
         assert names and all("lora_" in n for n in names)
 
     # one optimizer step with the recipe's accumulation: a mini-batch of synthetic completions
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
 
     n = cfg.mini_batch_size
     pairs = make_pairs(n, seed=2)

@@ -62,14 +62,14 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
 # ------------------------------------------------------------------------------ the tiny model
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
 
 
 def _setup(tiny, cfg: rl.RLConfig):
-    from r1reward.data.toy import make_pairs
     from r1reward.models import load_model
+    from r1reward.toy.world import make_pairs
 
     torch.manual_seed(0)
     model, processor = load_model(str(tiny))

@@ -19,7 +19,7 @@ VOLATILE = {"seconds", "samples_per_s"}
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", size="tiny", seed=0)
 
@@ -74,7 +74,7 @@ def test_workers_must_be_positive(tiny, tmp_path):
 
 
 def test_accuracy_by_groups_greedy_judgments(tmp_path):
-    from r1reward.data.toy import make_pairs
+    from r1reward.toy.world import make_pairs
 
     pairs = make_pairs(3, split="heldout")
     rows = []
@@ -102,7 +102,7 @@ def test_accuracy_by_groups_greedy_judgments(tmp_path):
 
 
 def test_analysis_breakdown_checks_each_judgment_in_its_order(tmp_path):
-    from r1reward.data import toy
+    from r1reward.toy import world as toy
 
     pairs = toy.make_pairs(2, split="heldout")
     rows = []
@@ -125,8 +125,8 @@ def test_analysis_breakdown_checks_each_judgment_in_its_order(tmp_path):
 
 
 def test_evaluate_runs_keeps_each_pair_set_in_its_own_folder(tiny, tmp_path):
-    from r1reward.data.toy import make_pairs
     from r1reward.evaluate import load_records
+    from r1reward.toy.world import make_pairs
 
     recipe = _write_recipe(tmp_path / "recipe.yaml", tiny, lr=1e-3)
     runs = rx.run_grid(recipe, ["stable-reinforce"], [0], tmp_path / "runs", init_model=tiny)
@@ -145,8 +145,8 @@ def test_evaluate_runs_keeps_each_pair_set_in_its_own_folder(tiny, tmp_path):
 def test_heldout_accuracy_remakes_a_cached_evaluation_made_with_other_settings(tiny, tmp_path):
     """A chapter's cached evaluation folder made with other settings (here: another batch size,
     as after an upgrade) is evaluated anew instead of failing the chapter, greedy only by default."""
-    from r1reward.data.toy import make_pairs
     from r1reward.evaluate import load_records
+    from r1reward.toy.world import make_pairs
 
     pairs = make_pairs(2, split="heldout")
     first = rx.heldout_accuracy(tiny, pairs, tmp_path / "eval", max_new_tokens=8, batch_size=4)

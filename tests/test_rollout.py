@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.rollout import (
     Completion,
@@ -19,6 +19,7 @@ from r1reward.rollout import (
     generate,
     stop_token_ids,
 )
+from r1reward.toy.tiny_model import build_tiny_model
 
 QUESTIONS = [
     ("How many red circles are there?", "There are 3 red circles.", "There are 4.", "red"),

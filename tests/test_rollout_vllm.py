@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 
 from r1reward import rollout_vllm
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.rollout import Completion, encode, generate, stop_token_ids
+from r1reward.toy.tiny_model import build_tiny_model
 
 NEW_TOKENS = 12
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from r1reward.data.toy import make_pairs
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.recipes import load_recipe
+from r1reward.toy.tiny_model import build_tiny_model
+from r1reward.toy.world import make_pairs
 from r1reward.train.scalar import ScalarRewardModel, _rewards, encode_responses, train_scalar
 
 

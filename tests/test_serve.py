@@ -60,7 +60,7 @@ def image_root(tmp_path_factory):
 def tiny_server(tmp_path_factory, image_root) -> Iterator[BackgroundServer]:
     import torch
 
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     # one torch thread: the generate thread shares 2 cores with the test client and the server's
     # event loop, and oversubscribed intra-op threads make a loaded 2-core machine crawl

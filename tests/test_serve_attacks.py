@@ -92,7 +92,7 @@ TINY_LIMITS = Limits(max_k=2, max_prompt_tokens=512, max_tokens=16)
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, image_root) -> Iterator[BackgroundServer]:
-    from r1reward.models import build_tiny_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny")
     engine = build_engine(str(path), name="tiny", reward_max_tokens=4, batch_size=32)

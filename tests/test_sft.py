@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from r1reward.curation import ToyTeacher, curate
-from r1reward.data.toy import make_pairs, target_text
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.recipes import load_recipe
+from r1reward.toy.tiny_model import build_tiny_model
+from r1reward.toy.world import make_pairs, target_text
 from r1reward.train.sft import build_trainer, read_log, sft_examples, train_sft
 
 

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from r1reward.models import build_tiny_model
+from r1reward.toy.tiny_model import build_tiny_model
 from r1reward.train import scalar, sft
 
 

@@ -19,8 +19,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from r1reward.models import build_tiny_model, load_model
+from r1reward.models import load_model
 from r1reward.recipes import load_recipe
+from r1reward.toy.tiny_model import build_tiny_model
 from r1reward.train import sft
 
 

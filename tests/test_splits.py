@@ -9,8 +9,8 @@ import pytest
 
 from r1reward.data import write_pairs
 from r1reward.data.splits import heldout_ids, load_split, split_pairs
-from r1reward.data.toy import make_pairs
 from r1reward.recipes import load_recipe
+from r1reward.toy.world import make_pairs
 from r1reward.train import rl
 from r1reward.train.sft import load_pairs
 
@@ -92,3 +92,36 @@ def test_toy_splits_are_disjoint_and_heldout_ids_are_exact():
     assert not _ids(load_split(data, "train")) & _ids(load_split(data, "heldout"))
     ids = [f"p{i}" for i in range(10)] * 2  # repeated ids stay on one side
     assert len(heldout_ids(ids, 0.3, seed=1)) == 3
+
+
+def test_a_registered_source_is_generated_and_swapped_like_the_toy(monkeypatch):
+    """data.source may name any generated source (r1reward.data.sources), not only the toy."""
+    from types import SimpleNamespace
+
+    from r1reward.data import PreferencePair, sources
+
+    monkeypatch.setattr(sources, "_registered", dict(sources._registered))
+    calls = []
+
+    def make(n, *, seed, split, image_size):
+        calls.append((n, seed, split, image_size))
+        return [PreferencePair(id=f"{split}-{i}", question="q", response_1="a", response_2="b",
+                               preferred=1, source="fake") for i in range(n)]
+
+    def on_swap(pair):
+        pair.meta["hook"] = pair.preferred
+
+    sources.register_source("fake", SimpleNamespace(make_pairs=make, on_swap=on_swap))
+    train, held = split_pairs({"source": "fake", "train_pairs": 3, "heldout_pairs": 2, "seed": 5})
+    assert calls == [(3, 5, "train", 56), (2, 5, "heldout", 56)]
+    assert [p.id for p in train] == ["train-0", "train-1", "train-2"] and len(held) == 2
+    assert len(load_split({"source": "fake", "heldout_pairs": 1}, "heldout")) == 1
+    swapped = train[0].swap()
+    assert swapped.meta["hook"] == 2 and "hook" not in train[0].meta  # on the copy only
+    with pytest.raises(ValueError, match="generated source 'fake' has its own held-out split"):
+        load_split({"source": "fake", "heldout_fraction": 0.1}, "train")
+    with pytest.raises(TypeError, match="has no make_pairs"):
+        sources.register_source("broken", object())
+    with pytest.raises(KeyError, match="not a generated source"):
+        sources.get_source("nowhere.jsonl")
+    assert sources.is_generated("toy") and not sources.is_generated("nowhere.jsonl")

@@ -9,7 +9,10 @@ from collections import Counter
 
 import pytest
 
-from r1reward.data import load, toy, toy_cli
+from r1reward.data import load
+from r1reward.toy import checks
+from r1reward.toy import cli as toy_cli
+from r1reward.toy import world as toy
 
 N_HELDOUT = 2400
 
@@ -101,11 +104,11 @@ def test_responses_differ_in_exactly_one_fact(heldout):
 
 
 def test_text_only_heuristics_at_chance_and_oracle_perfect(heldout):
-    acc = toy.heuristic_accuracy(heldout)
+    acc = checks.heuristic_accuracy(heldout)
     print(f"\ntoy held-out, {N_HELDOUT} pairs:")
     for name, a in acc.items():
         print(f"  {name:26s} {a:.1%}")
-    for name in toy.TEXT_HEURISTICS:
+    for name in checks.TEXT_HEURISTICS:
         assert 0.47 <= acc[name] <= 0.53, (name, acc[name])
     assert acc["oracle (reads the scene)"] == 1.0
 
@@ -189,7 +192,7 @@ def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
         f"<think>{toy.teacher_analysis(p, 3 - p.preferred)}</think><answer>{3 - p.preferred}</answer>"
         for p in pairs
     ]
-    assert toy.judgment_breakdown(pairs, right) == {
+    assert checks.judgment_breakdown(pairs, right) == {
         "observation_right": 1.0,
         "marks_follow_observation": 1.0,
         "verdict_follows_marks": 1.0,
@@ -197,7 +200,7 @@ def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
         "n": 50,
     }
     # a fluent wrong trace: wrong observation, but marks and verdict follow it
-    b = toy.judgment_breakdown(pairs, wrong)
+    b = checks.judgment_breakdown(pairs, wrong)
     assert b["observation_right"] == 0.0 and b["accuracy"] == 0.0
     assert b["marks_follow_observation"] == 1.0 and b["verdict_follows_marks"] == 1.0
     # right observation, marks swapped (the failure the cold-start chapter diagnoses)
@@ -207,7 +210,33 @@ def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
         .replace("which is X", "which is wrong")
         for t in right
     ]
-    s = toy.judgment_breakdown(pairs, swapped)
+    s = checks.judgment_breakdown(pairs, swapped)
     assert s["observation_right"] == 1.0 and s["marks_follow_observation"] == 0.0
     assert s["verdict_follows_marks"] == 0.0 and s["accuracy"] == 1.0  # answer tag kept
-    assert toy.judgment_breakdown(pairs, ["no analysis"] * 50)["accuracy"] == 0.0
+    assert checks.judgment_breakdown(pairs, ["no analysis"] * 50)["accuracy"] == 0.0
+
+
+def test_the_real_path_does_not_import_the_toy_and_a_toy_file_still_swaps(tmp_path):
+    """The data layer, the model loader and the sampler import nothing from r1reward.toy; a toy
+    pair read back from a file swaps with its teacher analysis rewritten all the same, through the
+    lazy ``toy`` entry of r1reward.data.sources (imported only then)."""
+    import subprocess
+    import sys
+
+    assert toy_cli.main(["--n", "4", "--split", "heldout", "--seed", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("*.jsonl")
+    code = f"""
+import sys
+import r1reward.data, r1reward.data.splits, r1reward.models, r1reward.rollout
+assert not [m for m in sys.modules if m.startswith("r1reward.toy")], sorted(sys.modules)
+pairs = r1reward.data.load({str(path)!r})
+for p in pairs:
+    s = p.swap()
+    assert s.meta["teacher_analysis"].endswith(f"Response {{s.preferred}} is better."), s.meta
+    assert p.meta["teacher_analysis"].endswith(f"Response {{p.preferred}} is better."), p.meta
+assert "r1reward.toy.world" in sys.modules
+print("ok", len(pairs))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok 4"

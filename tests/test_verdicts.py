@@ -34,7 +34,8 @@ IMAGE = Image.new("RGB", (56, 56), (30, 160, 40))
 def tiny() -> Iterator[tuple]:
     import tempfile
 
-    from r1reward.models import build_tiny_model, load_model
+    from r1reward.models import load_model
+    from r1reward.toy.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model, processor = load_model(str(build_tiny_model(f"{tmp}/tiny")))

@@ -1,7 +1,8 @@
-"""Data for r1reward: the :class:`PreferencePair` record, readers/writers, and the toy world.
+"""Data for r1reward: the :class:`PreferencePair` record, readers/writers, held-out splits.
 
-``from r1reward.data import PreferencePair, load, write_pairs, to_dataset``; the toy world is
-``r1reward.data.toy`` (``make_pairs``).
+``from r1reward.data import PreferencePair, load, write_pairs, to_dataset``. Generated sources
+such as the toy world (:mod:`r1reward.toy.world`, ``make_pairs``) are named in
+:mod:`r1reward.data.sources`; nothing here imports them.
 """
 
 from r1reward.data.io import FORMATS, PairList, detect_format, load, to_dataset, write_pairs

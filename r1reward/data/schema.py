@@ -21,6 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from r1reward.data import sources
+
 
 class DataError(ValueError):
     """Bad input data: the message names the file, the line (or record), the id and what was expected."""
@@ -93,8 +95,9 @@ class PreferencePair:
     def swap(self) -> PreferencePair:
         """Return a copy with the two responses exchanged and the label flipped.
 
-        ``meta["swapped"]`` is toggled. For toy pairs the stored teacher analysis (which names
-        responses by position) is rewritten for the new order.
+        ``meta["swapped"]`` is toggled. A pair of a generated source is then given to its
+        ``on_swap`` hook (:func:`r1reward.data.sources.on_swap`): for toy pairs the stored teacher
+        analysis (which names responses by position) is rewritten for the new order.
         """
         meta = dict(self.meta)
         meta["swapped"] = not bool(meta.get("swapped", False))
@@ -107,10 +110,7 @@ class PreferencePair:
             videos=list(self.videos),
             meta=meta,
         )
-        if self.source == "toy" and "teacher_analysis" in meta:
-            from r1reward.data import toy
-
-            out.meta["teacher_analysis"] = toy.teacher_analysis(out, out.preferred)
+        sources.on_swap(out)
         return out
 
     def to_dict(self, image_paths: list[str] | None = None) -> dict[str, Any]:

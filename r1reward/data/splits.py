@@ -4,8 +4,9 @@ Every trainer (SFT, the scalar baseline, RL) and every held-out report reads its
 :func:`load_split`, so a held-out figure is always measured on pairs the model was not trained
 on:
 
-* ``source: toy`` -- the toy world's ``train`` and ``heldout`` splits, generated from disjoint
-  seed streams (:func:`r1reward.data.toy.make_pairs`); ``train_pairs`` / ``heldout_pairs`` of each.
+* ``source: toy`` (or another generated source, :mod:`r1reward.data.sources`) -- its ``train`` and
+  ``heldout`` splits, generated from disjoint seed streams (for the toy world its ``make_pairs``,
+  imported when first asked for); ``train_pairs`` / ``heldout_pairs`` of each.
 * ``source: PATH`` with ``heldout: PATH`` -- the held-out file as it is; any pair of the training
   file whose id is also in the held-out file is dropped from training (with a warning).
 * ``source: PATH`` with ``heldout_fraction: f`` -- a seeded share ``f`` of the training file's
@@ -24,6 +25,8 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from typing import Any
+
+from r1reward.data import sources
 
 __all__ = ["heldout_ids", "is_placeholder", "load_split", "split_pairs"]
 
@@ -77,19 +80,21 @@ def _check_heldout_keys(data: dict) -> tuple[Any, Any]:
         raise ValueError(
             f"data: set data.heldout ({held_path}) or data.heldout_fraction ({fraction}), not both"
         )
-    if fraction is not None and str(data.get("source", "toy")) == "toy":
-        raise ValueError("data.heldout_fraction applies to a pairs file (data.source: PATH); the "
-                         "toy world has its own held-out split (data.heldout_pairs)")
+    source = str(data.get("source", "toy"))
+    if fraction is not None and sources.is_generated(source):
+        raise ValueError(f"data.heldout_fraction applies to a pairs file (data.source: PATH); "
+                         f"the generated source {source!r} has its own held-out split "
+                         "(data.heldout_pairs)")
     return held_path, fraction
 
 
-def _toy(data: dict, split: str) -> list:
-    """One split of the toy world (or the ``data.heldout`` file standing in for its held-out)."""
-    from r1reward.data.toy import make_pairs
-
+def _generated(data: dict, split: str) -> list:
+    """One split of a generated source such as the toy world (or the ``data.heldout`` file
+    standing in for its held-out)."""
     if split == "heldout" and data.get("heldout"):
         return _cap(_load_file(str(data["heldout"]), "heldout"), data.get("heldout_pairs"))
     key, default = ("train_pairs", 64) if split == "train" else ("heldout_pairs", 32)
+    make_pairs = sources.get_source(str(data.get("source", "toy"))).make_pairs
     pairs = list(make_pairs(int(data.get(key, default)), seed=int(data.get("seed", 0)),
                             split=split, image_size=int(data.get("image_size", 56))))
     if split == "train" and data.get("heldout"):  # a held-out file is never trained on
@@ -111,8 +116,8 @@ def split_pairs(data: dict, *, cap: bool = True) -> tuple[list, list | None]:
     """
     source = str(data.get("source", "toy"))
     held_path, fraction = _check_heldout_keys(data)
-    if source == "toy":
-        return _toy(data, "train"), _toy(data, "heldout")
+    if sources.is_generated(source):
+        return _generated(data, "train"), _generated(data, "heldout")
     pairs = _load_file(source, "source")
     if held_path:
         held = _load_file(str(held_path), "heldout")
@@ -143,9 +148,9 @@ def load_split(data: dict, split: str) -> list:
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r}: expected one of {SPLITS}")
-    if str(data.get("source", "toy")) == "toy":  # only the split asked for is generated
+    if sources.is_generated(str(data.get("source", "toy"))):  # only the split asked for is made
         _check_heldout_keys(data)
-        return _toy(data, split)
+        return _generated(data, split)
     train, held = split_pairs(data)
     if split == "train":
         return train

@@ -17,11 +17,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from r1reward.toy.tiny_model import MARKER, build_tiny_model
 
 __all__ = [
     "check_section",
@@ -264,7 +267,7 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     """The model path or hub id of a recipe; builds the tiny model when ``model.path`` is null.
 
     With ``model.path: null`` and ``model.tiny: {size, seed}``, the tiny Qwen2.5-VL is built once
-    by :func:`r1reward.models.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``
+    by :func:`r1reward.toy.tiny_model.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``
     (``-pt{steps}`` appended when ``model.tiny.pretrain_steps`` asks for caption pretraining).
     """
     model = recipe.get("model") or {}
@@ -294,16 +297,12 @@ def tiny_pretrain_kwargs(tiny: dict) -> dict[str, Any]:
 
 
 def build_tiny_cached(folder: str | Path, *, size: str, seed: int, **pretrain: Any) -> Path:
-    """:func:`r1reward.models.build_tiny_model` into a cache folder that this package owns.
+    """:func:`r1reward.toy.tiny_model.build_tiny_model` into a cache folder that this package owns.
 
     A complete tiny-model folder built with other settings (e.g. an older default corpus) is a
     stale cache entry here: it is removed and rebuilt instead of raising ``FileExistsError``.
     ``pretrain`` holds the caption-pretraining keywords (:func:`tiny_pretrain_kwargs`).
     """
-    import shutil
-
-    from r1reward.models import MARKER, build_tiny_model
-
     folder = Path(folder)
     try:
         return build_tiny_model(folder, size=size, seed=seed, **pretrain)

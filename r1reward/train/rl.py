@@ -256,7 +256,7 @@ def load_pairs(cfg: RLConfig, recipe: dict) -> list:
     spec = dict(cfg.data or recipe.get("data") or {"source": "toy"})
     source = str(spec.get("source", "toy"))
     if source == "toy":
-        from r1reward.data.toy import make_pairs
+        from r1reward.toy.world import make_pairs
 
         n = int(spec.get("train_pairs", spec.get("n", 64)))
         pairs = make_pairs(n, seed=int(spec.get("seed", 0)), split="train",

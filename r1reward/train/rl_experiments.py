@@ -255,21 +255,21 @@ def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tup
 
 
 def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[str, float]:
-    """:func:`r1reward.data.toy.judgment_breakdown` of the greedy judgments of one evaluation
+    """:func:`r1reward.toy.checks.judgment_breakdown` of the greedy judgments of one evaluation
     (``results_dir/results.jsonl``, both orders) of toy ``pairs``: the shares of analyses whose
     observation is right, whose marks follow their own observation, whose closing sentence follows
     the marks, and the accuracy. Each judgment is checked against the pair *as shown* (its order)."""
     import dataclasses
 
-    from r1reward.data import toy
     from r1reward.evaluate import displayed
+    from r1reward.toy.checks import judgment_breakdown
 
     shown, texts = [], []
     for pair, r in _greedy_judgments(results_dir, pairs):
         r1, r2, right = displayed(pair, r["order"])
         shown.append(dataclasses.replace(pair, response_1=r1, response_2=r2, preferred=right))
         texts.append(r.get("text") or "")
-    return toy.judgment_breakdown(shown, texts)
+    return judgment_breakdown(shown, texts)
 
 
 def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],

@@ -43,6 +43,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from r1reward.data.schema import PreferencePair
+from r1reward.prompt import build_prompt
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 20),
@@ -65,6 +66,9 @@ SPLITS = ("train", "heldout")
 #: 3: every observation sentence ends with the observed value.
 TOY_VERSION = 3
 GRID = 2  # objects sit in the cells of a GRID x GRID grid (one merged visual token each)
+#: Side of a toy image in pixels: GRID x GRID cells of 28 px, the four merged visual tokens of
+#: the tiny Qwen2.5-VL (:mod:`r1reward.toy.tiny_model`: 14-px patches merged 2x2).
+IMAGE_SIZE = 56
 _VERDICT = re.compile(r"Response ([12]) is better\.?\s*$")
 
 
@@ -352,6 +356,14 @@ def teacher_analysis(pair: PreferencePair, verdict: int) -> str:
     return analysis_text(pair.meta["truth"], c1, c2, verdict)
 
 
+def on_swap(pair: PreferencePair) -> None:
+    """Rewrite the stored teacher analysis of a just-swapped toy pair (it names the responses by
+    position) for its new order; :meth:`PreferencePair.swap` calls it through
+    :mod:`r1reward.data.sources`."""
+    if "teacher_analysis" in pair.meta:
+        pair.meta["teacher_analysis"] = teacher_analysis(pair, pair.preferred)
+
+
 def analysis_text(truth: dict[str, Any], c1: str, c2: str, verdict: int) -> str:
     """The analysis of :func:`teacher_analysis` from a scene's truth and the two claims.
 
@@ -376,7 +388,7 @@ def analysis_text(truth: dict[str, Any], c1: str, c2: str, verdict: int) -> str:
 def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
     """A consistent analysis of a random toy task, as text only (no image, no pair).
 
-    The text half of the tiny model's pretraining (:func:`r1reward.models.pretrain_tiny_model`):
+    The text half of the tiny model's pretraining (:func:`r1reward.toy.pretrain.pretrain_tiny_model`):
     a task and difficulty drawn from ``rng``, its true and false claim in a random order, and
     :func:`analysis_text` for the true one; ``with_prompt`` puts the Table-1 prompt (question
     and both responses, :func:`r1reward.prompt.build_prompt`) before it, so the claims also
@@ -391,83 +403,8 @@ def random_analysis(rng: random.Random, *, with_prompt: bool = True) -> str:
     analysis = analysis_text(truth, c1, c2, verdict)
     if not with_prompt:
         return analysis
-    from r1reward.prompt import build_prompt
-
     r1, r2 = (response_text(truth, c) for c in (c1, c2))
     return f"{build_prompt(_question, r1, r2)}\n{analysis}"
-
-
-def judgment_breakdown(pairs: list[PreferencePair], texts: list[str]) -> dict[str, float]:
-    """Where a judge's toy analyses go right or wrong, step by step (shares of ``len(pairs)``).
-
-    For each pair and the judge's output text (``<think>analysis</think><answer>k</answer>`` or
-    just the analysis), with the analysis in the toy teacher's phrasing:
-
-    - ``observation_right``: its first sentence is the teacher's, i.e. it states the image's true
-      fact (the one the preferred response claims);
-    - ``marks_follow_observation``: both "which is right/wrong" marks are those that the
-      analysis's *own* observation implies (whatever it observed);
-    - ``verdict_follows_marks``: the closing "Response N is better." names the response it
-      called right;
-    - ``accuracy``: the ``<answer>`` (else the closing sentence) equals the label.
-
-    Texts in another phrasing count as not following (the shares are then low, not wrong).
-    """
-    n = max(1, len(pairs))
-    obs = marks = verdict = acc = 0
-    for pair, text in zip(pairs, texts):
-        body = text.split("<think>")[-1].split("</think>")[0].strip()
-        good = teacher_analysis(pair, pair.preferred)
-        chain = analysis_chain(body)
-        obs += body.split(" Response 1 says ")[0] == good.split(" Response 1 says ")[0]
-        if chain is not None:
-            marks += chain["marks_follow_observation"]
-            verdict += chain["verdict_follows_marks"]
-        ans = re.search(r"<answer>\s*([12])\s*</answer>", text)
-        final = int(ans.group(1)) if ans else analysis_verdict(body)
-        acc += final == pair.preferred
-    return {
-        "observation_right": obs / n,
-        "marks_follow_observation": marks / n,
-        "verdict_follows_marks": verdict / n,
-        "accuracy": acc / n,
-        "n": len(pairs),
-    }
-
-
-_MARKS = re.compile(
-    r"Response 1 says (.+), which is (right|wrong)\. Response 2 says (.+), which is (right|wrong)\."
-)
-
-
-def analysis_chain(analysis: str) -> dict[str, bool] | None:
-    """Whether each step of a toy analysis follows from the one before (None: not toy phrasing).
-
-    A toy analysis (:func:`analysis_text`) states an observation, marks each response's claim
-    right or wrong, and names the better response. Without knowing the image, the text alone says
-    whether
-
-    - ``marks_follow_observation``: each claim is marked "right" exactly when the observation
-      sentence (the text before "Response 1 says") ends with that claim;
-    - ``verdict_follows_marks``: the closing "Response N is better." names the one response
-      marked right.
-
-    ``"The number of circles in the image is 3. Response 1 says 2, which is right. ..."``
-    contradicts itself in the first step whatever it concludes.
-    """
-    body = analysis.strip()
-    m = _MARKS.search(body)
-    if not m:
-        return None
-    c1, m1, c2, m2 = m.groups()
-    first = body.split(" Response 1 says ")[0]
-    implied = tuple("right" if first.endswith(f" {c}.") else "wrong" for c in (c1, c2))
-    said = analysis_verdict(body)
-    called = [k for k, mk in ((1, m1), (2, m2)) if mk == "right"]
-    return {
-        "marks_follow_observation": (m1, m2) == implied,
-        "verdict_follows_marks": said is not None and called == [said],
-    }
 
 
 def analysis_verdict(analysis: str) -> int | None:
@@ -497,7 +434,7 @@ def oracle_answer(pair: PreferencePair) -> int:
 # rendering
 
 
-def render(truth: dict[str, Any], image_size: int = 56) -> Image.Image:
+def render(truth: dict[str, Any], image_size: int = IMAGE_SIZE) -> Image.Image:
     """Draw the scene as an ``image_size`` x ``image_size`` RGB image (white background)."""
     img = Image.new("RGB", (image_size, image_size), (255, 255, 255))
     dr = ImageDraw.Draw(img)
@@ -559,7 +496,7 @@ def split_of(key: str) -> str:
 
 
 def make_pair(
-    index: int, *, seed: int = 0, split: str = "train", image_size: int = 56
+    index: int, *, seed: int = 0, split: str = "train", image_size: int = IMAGE_SIZE
 ) -> PreferencePair:
     """Pair ``index`` of the ``(split, seed)`` stream (see :func:`make_pairs`)."""
     if split not in SPLITS:
@@ -596,7 +533,7 @@ def make_pair(
 
 
 def make_pairs(
-    n: int, *, seed: int = 0, split: str = "train", image_size: int = 56
+    n: int, *, seed: int = 0, split: str = "train", image_size: int = IMAGE_SIZE
 ) -> list[PreferencePair]:
     """``n`` toy preference pairs with PIL RGB images of ``image_size`` x ``image_size`` pixels.
 
@@ -608,43 +545,3 @@ def make_pairs(
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return [make_pair(i, seed=seed, split=split, image_size=image_size) for i in range(n)]
-
-
-# ----------------------------------------------------------------------------------------------
-# text-only baselines (they must sit at chance: the task needs the image)
-
-
-def _overlap(question: str, response: str) -> int:
-    q = set(re.findall(r"[a-z0-9]+", question.lower()))
-    return len(q & set(re.findall(r"[a-z0-9]+", response.lower())))
-
-
-TEXT_HEURISTICS: dict[str, Any] = {
-    "longer": lambda p: 1 if len(p.response_1) >= len(p.response_2) else 2,
-    "shorter": lambda p: 1 if len(p.response_1) <= len(p.response_2) else 2,
-    "response 1": lambda p: 1,
-    "more overlap": lambda p: (
-        1 if _overlap(p.question, p.response_1) >= _overlap(p.question, p.response_2) else 2
-    ),
-}
-"""Text-only judges (ties go to response 1, whose position is itself random)."""
-
-
-def text_heuristic_accuracy(pairs: list[PreferencePair]) -> dict[str, float]:
-    """Accuracy of each text-only heuristic of :data:`TEXT_HEURISTICS` on any pairs (toy or real)."""
-    n = max(len(pairs), 1)
-    return {
-        name: sum(f(p) == p.preferred for p in pairs) / n for name, f in TEXT_HEURISTICS.items()
-    }
-
-
-def heuristic_accuracy(pairs: list[PreferencePair]) -> dict[str, float]:
-    """Accuracy of each text-only heuristic and of :func:`oracle_answer` on toy ``pairs``."""
-    out = text_heuristic_accuracy(pairs)
-    n = max(len(pairs), 1)
-    out["oracle (reads the scene)"] = sum(oracle_answer(p) == p.preferred for p in pairs) / n
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI: r1reward toy
