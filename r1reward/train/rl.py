@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from r1reward.rollout import eval_mode, frozen_vision_cache
+from r1reward.train.common import freeze_vision, preflight
 
 # --------------------------------------------------------------------------------------------
 # 0. Configuration: the `rl:` section of a recipe
@@ -821,8 +822,6 @@ def build(recipe: dict, cfg: RLConfig, accelerator):
         # the visual features the cold start was trained on stay as they are; on the toy
         # (StableReinforce, lr 1e-4, 24 steps from a 73 % SFT model) training the randomly
         # initialised vision tower with the policy gave 51.5 % held-out, keeping it frozen 67.5 %
-        from r1reward.train.sft import freeze_vision
-
         freeze_vision(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -1164,8 +1163,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe, overrides=overrides)
         cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
-        from r1reward.train.sft import preflight
-
         preflight(recipe, init_model=cfg.init_model)  # model and data paths, before any work
         check_judge(cfg)
     except (KeyError, ValueError, FileNotFoundError) as exc:
