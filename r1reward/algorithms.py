@@ -16,7 +16,8 @@ Paper map:
 - The PPO clipped surrogate with **Pre-Clip** (Sec. 3, "Pre-CLIP"): :func:`pre_clip_ratio`,
   :func:`policy_loss`.
 - Later fixes of the same instabilities, for the collapse lab: Dr. GRPO
-  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), DAPO's clip-higher
+  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), the Advantage Filter on
+  group advantages (:func:`filter_group_advantages`), DAPO's clip-higher
   (``policy_loss(clip_eps_high=...)``), GSPO (:func:`gspo_loss`), CISPO (:func:`cispo_loss`),
   truncated importance sampling against the sampler (:func:`tis_weights`).
 - KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020): :func:`kl_estimate`.
@@ -38,6 +39,7 @@ __all__ = [
     "pre_clip_ratio",
     "policy_loss",
     "dr_grpo_advantages",
+    "filter_group_advantages",
     "gspo_loss",
     "cispo_loss",
     "tis_weights",
@@ -491,6 +493,23 @@ def dr_grpo_advantages(rewards: Tensor, group_size: int) -> Tensor:
     n = valid.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)
     mean = torch.where(valid, x, zero).sum(dim=1, keepdim=True) / n
     return torch.where(valid, x - mean, zero).reshape(-1).to(_float(rewards).dtype)
+
+
+def filter_group_advantages(advantages: Tensor, filter_sigma: float | None = None
+                            ) -> tuple[Tensor, dict[str, float]]:
+    """The Advantage Filter on per-sequence group advantages (GRPO's and Dr. GRPO's ``[B]``,
+    already standardised within each group): NaN/inf become 0, then with ``filter_sigma`` every
+    ``|A| > filter_sigma`` is zeroed (paper Sec. 3, the 3-sigma rule, here on group statistics).
+
+    Returns:
+        ``(filtered, stats)``: float32 ``[B]`` and ``{"filtered_fraction"}``, the share of the
+        ``B`` sequences zeroed by the filter (0.0 without it).
+    """
+    adv = torch.nan_to_num(advantages.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if filter_sigma is None:
+        return adv, {"filtered_fraction": 0.0}
+    kept = adv.abs() <= filter_sigma
+    return adv * kept, {"filtered_fraction": float(1 - kept.float().mean())}
 
 
 def _seq_advantages(advantages: Tensor, valid: Tensor, fn: str) -> Tensor:
