@@ -106,7 +106,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# 6. The model, its reference and the processes
+# The model, its reference and the processes
 # --------------------------------------------------------------------------------------------
 
 
@@ -191,7 +191,7 @@ def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None) -> Accele
 
 
 # --------------------------------------------------------------------------------------------
-# 7. The training loop
+# The training loop
 # --------------------------------------------------------------------------------------------
 
 
@@ -243,13 +243,13 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             old_logp = old_logprobs(model, ro, ref_logp, pad_id, cfg)
             kl = None if ref_logp is None else kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind,
                                                            mask=ro.mask)
-            # 4. advantages over the whole batch (all processes)
+            # 4-5. returns and advantages over the whole batch (all processes)
             adv, adv_info = compute_advantages(accelerator, cfg, parts["total"], ro.mask, kl)
-            # 5. PPO epochs of the policy loss with Pre-Clip
+            # 6. PPO epochs of the policy loss with Pre-Clip
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * world + rank)
             update = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp,
                                 pad_id, gen)
-        # 6. the step's record; stop on non-finite weights or a run of collapsed steps; checkpoint
+        # 7. the step's record; stop on non-finite weights or a run of collapsed steps; checkpoint
         rec = step_record(accelerator, cfg, step, ro, parts, update, kl, adv, adv_info,
                           params_finite(model), seconds_since=t0)
         log_step(accelerator, out_dir, cfg, rec, bar)
@@ -268,7 +268,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
             saved = step + 1
     bar.close()
 
-    # 7. the end: the last state stays resumable (to extend the run), the final model, the summary
+    # 8. the end: the last state stays resumable (to extend the run), the final model, the summary
     done = max(start, end)
     if not collapsed and saved != done:
         save_checkpoint(accelerator, out_dir, done, cfg, run)
@@ -284,7 +284,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
 
 
 # --------------------------------------------------------------------------------------------
-# 8. A step's metrics, and when a step counts as collapsed
+# A step's metrics, and when a step counts as collapsed
 # --------------------------------------------------------------------------------------------
 
 
@@ -378,7 +378,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# 9. Command line
+# Command line
 # --------------------------------------------------------------------------------------------
 
 

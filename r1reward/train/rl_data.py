@@ -2,16 +2,16 @@
 
 The data half of :func:`r1reward.train.rl.train_rl`, in the order a step uses it:
 
-1. **pairs** -- :func:`load_pairs` reads the recipe's training side through
-   :mod:`r1reward.data.splits`; :func:`step_batch` takes a step's slice of an endless seeded
-   stream (:func:`batch_indices`), so resuming needs only the step number;
-2. **rollout** -- :func:`sample_rollout` samples ``samples_per_prompt`` Table-1 judgments per
-   pair and holds them as a :class:`Rollout` (each prompt encoded once, completions
-   right-padded with their mask);
-3. **log-probs** -- :func:`sequence_logprobs` (with gradient) and :func:`batched_logprobs`
-   (without, in micro-batches) of the sampled tokens;
-4. **rewards** -- :func:`score`: format, result and consistency combined as
-   ``Result * (1 + 0.5 * Consistency) + 0.5 * Format`` (Section 3.2, Eq. 5-7).
+* **pairs** -- :func:`load_pairs` reads the recipe's training side through
+  :mod:`r1reward.data.splits`; :func:`step_batch` takes a step's slice of an endless seeded
+  stream (:func:`batch_indices`), so resuming needs only the step number;
+* **rollout** -- :func:`sample_rollout` samples ``samples_per_prompt`` Table-1 judgments per
+  pair and holds them as a :class:`Rollout` (each prompt encoded once, completions
+  right-padded with their mask);
+* **log-probs** -- :func:`sequence_logprobs` (with gradient) and :func:`batched_logprobs`
+  (without, in micro-batches) of the sampled tokens;
+* **rewards** -- :func:`score`: format, result and consistency combined as
+  ``Result * (1 + 0.5 * Consistency) + 0.5 * Format`` (Section 3.2, Eq. 5-7).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# 1. Pairs: a deterministic stream, sliced per process
+# Pairs: a deterministic stream, sliced per process
 # --------------------------------------------------------------------------------------------
 
 
@@ -105,7 +105,7 @@ def step_batch(pairs: Sequence[Any], cfg: RLConfig, step: int, world: int, rank:
 
 
 # --------------------------------------------------------------------------------------------
-# 2. Tensors and log-probs: encode each prompt once, collate micro-batches
+# Tensors and log-probs: encode each prompt once, collate micro-batches
 # --------------------------------------------------------------------------------------------
 
 _SEQUENCE_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -204,7 +204,7 @@ def pad_token_id(processor: Any) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Rollout and rewards
+# Rollout and rewards
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,12 @@
 """The learning half of an RL step: advantages over the whole batch, then the PPO epochs.
 
-4. **advantages** -- Reinforce++ returns with the token-level KL inside the reward
-   (:func:`r1reward.algorithms.token_rewards`), normalised over the *whole* batch across all
-   processes with the Advantage Filter (:func:`global_normalize`), or GRPO's per-group
-   advantages (:func:`compute_advantages`);
-5. **update** -- ``ppo_epochs`` passes over the rollout in mini-batches with gradient
-   accumulation over micro-batches, the configured surrogate (:func:`policy_loss`: PPO with
-   Pre-Clip, GSPO or CISPO) and gradient clipping (:func:`ppo_update`).
+* **advantages** (steps 4-5 of :mod:`r1reward.train.rl`) -- Reinforce++ returns with the
+  token-level KL inside the reward (:func:`r1reward.algorithms.token_rewards`), normalised over
+  the *whole* batch across all processes with the Advantage Filter (:func:`global_normalize`), or
+  GRPO's per-group advantages (:func:`compute_advantages`);
+* **update** (step 6) -- ``ppo_epochs`` passes over the rollout in mini-batches with gradient
+  accumulation over micro-batches, the configured surrogate (:func:`policy_loss`: PPO with
+  Pre-Clip, GSPO or CISPO) and gradient clipping (:func:`ppo_update`).
 
 The maths is in :mod:`r1reward.algorithms`; this is the machinery that feeds it.
 """
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------------
-# 4. Advantages: returns with KL inside, normalised over the whole batch on every process
+# Advantages: returns with KL inside, normalised over the whole batch on every process
 # --------------------------------------------------------------------------------------------
 
 
@@ -70,7 +70,7 @@ def compute_advantages(accelerator: Any, cfg: RLConfig, reward: torch.Tensor, ma
 
 
 # --------------------------------------------------------------------------------------------
-# 5. The update: PPO epochs x mini-batches x micro-batches (gradient accumulation)
+# The update: PPO epochs x mini-batches x micro-batches (gradient accumulation)
 # --------------------------------------------------------------------------------------------
 
 
@@ -84,7 +84,8 @@ def ppo_update(accelerator: Any, model: Any, optimizer: Any, cfg: RLConfig, ro: 
     ``old_logp=None`` saves a forward pass: the samples of the first mini-batch of the first
     epoch are scored before any optimizer step, so their old log-probs are the detached current
     ones (as TRL does); only the other samples get a separate no-grad pass here. With dropout
-    active (e.g. LoRA dropout) those first ratios then carry the dropout noise. Returns the step's diagnostics (mean loss, max gradient norm, max ratio, non-finite ratio
+    active (e.g. LoRA dropout) those first ratios then carry the dropout noise. Returns the
+    step's diagnostics (mean loss, max gradient norm, max ratio, non-finite ratio
     count, clip fraction, number of optimizer steps).
     """
     if accelerator.gradient_accumulation_steps != cfg.grad_accum:
