@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from r1reward.data import write_pairs
+from r1reward.data.splits import load_split
 from r1reward.train import rl, rl_data, rl_update
 
 
@@ -57,6 +59,21 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
         n, 3, per, world, 1, seed=1
     )
     assert rl_data.batch_indices(n, 0, per, 1, 0, seed=1) != rl_data.batch_indices(n, 0, per, 1, 0, seed=2)
+
+
+def test_rl_reads_its_pairs_through_the_declared_split(tmp_path):
+    data = {"source": "toy", "train_pairs": 6, "seed": 3, "image_size": 28}
+    cfg = rl.RLConfig().resolved()
+    toy = rl.load_pairs(cfg, {"data": data})
+    assert [p.id for p in toy] == [p.id for p in load_split(data, "train")]
+    # a held-out file is never trained on, also beside the toy world
+    held = write_pairs(toy[:2], tmp_path / "held.jsonl")
+    kept = rl.load_pairs(cfg, {"data": {**data, "heldout": str(held)}})
+    assert [p.id for p in kept] == [p.id for p in toy[2:]]
+    with pytest.raises(ValueError, match="'n' is not read"):
+        rl.load_pairs(cfg, {"data": {**data, "n": 6}})
+    with pytest.raises(ValueError, match="no training pairs"):
+        rl.load_pairs(rl.RLConfig(min_difficulty=99).resolved(), {"data": data})
 
 
 # ------------------------------------------------------------------------------ the tiny model
