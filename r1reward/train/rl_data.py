@@ -27,8 +27,9 @@ from r1reward import rewards
 from r1reward.curation import select_hard
 from r1reward.data.splits import load_split, split_pairs
 from r1reward.judges import build_judge
-from r1reward.prompt import build_messages, parse_judgment
+from r1reward.prompt import parse_judgment
 from r1reward.rollout import completion_logprobs, encode, eval_mode, generate
+from r1reward.train.common import pair_messages
 from r1reward.train.rl_config import RLConfig
 
 __all__ = [
@@ -219,8 +220,7 @@ def make_judge(spec: str | dict):
 
 def conversations(pairs: list) -> list[list[dict]]:
     """The Table-1 chat messages (images first) of each pair."""
-    return [build_messages(p.question, p.response_1, p.response_2, images=p.images,
-                           videos=getattr(p, "videos", ()) or ()) for p in pairs]
+    return [pair_messages(p) for p in pairs]
 
 
 def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> Rollout:

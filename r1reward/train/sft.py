@@ -29,10 +29,16 @@ from typing import Any
 from r1reward import curation
 from r1reward.data.splits import load_split
 from r1reward.models import load_model, merge_adapter
-from r1reward.prompt import build_messages, format_target, parse_judgment
+from r1reward.prompt import format_target, parse_judgment
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
 from r1reward.rollout import generate
-from r1reward.train.common import freeze_vision, peak_rss_mb, preflight, refuse_used_out
+from r1reward.train.common import (
+    freeze_vision,
+    pair_messages,
+    peak_rss_mb,
+    preflight,
+    refuse_used_out,
+)
 
 __all__ = [
     "sft_examples",
@@ -47,12 +53,6 @@ __all__ = [
 
 LOG_NAME = "sft_log.jsonl"
 SUMMARY_NAME = "sft_summary.json"
-
-
-def _messages(pair: Any) -> list[dict]:
-    return build_messages(
-        pair.question, pair.response_1, pair.response_2, images=pair.images, videos=pair.videos
-    )
 
 
 def _pair_target(pair: Any) -> str | None:
@@ -79,7 +79,7 @@ def sft_examples(pairs: Sequence[Any], processor: Any) -> list[dict]:
         target = _pair_target(pair)
         if target is None:
             continue
-        msgs = _messages(pair)
+        msgs = pair_messages(pair)
         prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         full = processor.apply_chat_template(
             [*msgs, {"role": "assistant", "content": [{"type": "text", "text": target}]}],
@@ -252,7 +252,7 @@ def judge_pairs(
     outs = generate(
         model,
         processor,
-        [_messages(p) for p in pairs],
+        [pair_messages(p) for p in pairs],
         do_sample=False,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
