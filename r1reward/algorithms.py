@@ -16,7 +16,8 @@ Paper map:
 - The PPO clipped surrogate with **Pre-Clip** (Sec. 3, "Pre-CLIP"): :func:`pre_clip_ratio`,
   :func:`policy_loss`.
 - Later fixes of the same instabilities, for the collapse lab: Dr. GRPO
-  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), DAPO's clip-higher
+  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), the Advantage Filter on
+  group advantages (:func:`filter_group_advantages`), DAPO's clip-higher
   (``policy_loss(clip_eps_high=...)``), GSPO (:func:`gspo_loss`), CISPO (:func:`cispo_loss`),
   truncated importance sampling against the sampler (:func:`tis_weights`).
 - KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020): :func:`kl_estimate`.
@@ -37,7 +38,9 @@ __all__ = [
     "group_advantages",
     "pre_clip_ratio",
     "policy_loss",
+    "ratio_stats",
     "dr_grpo_advantages",
+    "filter_group_advantages",
     "gspo_loss",
     "cispo_loss",
     "tis_weights",
@@ -368,6 +371,27 @@ def policy_loss(
         ``approx_kl`` (mean of ``(r - 1) - log r``, the k3 estimate of KL(old || new)),
         ``num_tokens``. Ratio statistics are NaN when there is no valid token.
     """
+    valid, advantages = _check_policy_inputs(logp, old_logp, advantages, mask, clip_eps, pre_clip)
+    B, T = logp.shape
+    dtype = _float(logp).dtype
+    zero = torch.zeros((), dtype=dtype, device=logp.device)
+    # Replace masked positions first (torch.where, not multiplication: 0 * inf = NaN).
+    log_ratio = torch.where(valid, logp.to(dtype) - old_logp.detach().to(dtype), zero)
+    adv = torch.where(valid, advantages.detach().to(dtype), zero)
+
+    ratio = pre_clip_ratio(log_ratio, pre_clip)
+    clip = (1.0 - clip_eps, 1.0 + (clip_eps if clip_eps_high is None else clip_eps_high))
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(*clip) * adv)
+    per_token = torch.where(valid, -surrogate, zero)
+    # each sequence's mean over its own tokens, or (Dr. GRPO) its sum over the constant T
+    n_tok = valid.sum(dim=1).clamp_min(1).to(dtype) if length_norm else max(T, 1)
+    loss = (per_token.sum(dim=1) / n_tok).sum() / max(B, 1)
+    return loss, ratio_stats(ratio, log_ratio, adv, valid, clip=clip, pre_clip=pre_clip)
+
+
+def _check_policy_inputs(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+                         clip_eps: float, pre_clip: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+    """The checks of :func:`policy_loss`; returns the bool mask and ``advantages`` as ``[B, T]``."""
     for name, value in (("logp", logp), ("old_logp", old_logp), ("mask", mask)):
         if not isinstance(value, Tensor):
             raise TypeError(f"r1reward.algorithms.policy_loss: {name} must be a torch.Tensor")
@@ -393,43 +417,31 @@ def policy_loss(
         raise ValueError(
             f"r1reward.algorithms.policy_loss: pre_clip must be (low, high), got {pre_clip}"
         )
+    return valid, advantages
 
-    dtype = _float(logp).dtype
-    zero = torch.zeros((), dtype=dtype, device=logp.device)
-    # Replace masked positions first (torch.where, not multiplication: 0 * inf = NaN).
-    raw_log_ratio = torch.where(valid, logp.to(dtype) - old_logp.detach().to(dtype), zero)
-    adv = torch.where(valid, advantages.detach().to(dtype), zero)
 
-    ratio = pre_clip_ratio(raw_log_ratio, pre_clip)
-    upper = 1.0 + (clip_eps if clip_eps_high is None else clip_eps_high)
-    surr_unclipped = ratio * adv
-    surr_clipped = ratio.clamp(1.0 - clip_eps, upper) * adv
-    per_token = torch.where(valid, -torch.minimum(surr_unclipped, surr_clipped), zero)
-
-    if length_norm:
-        n_tok = valid.sum(dim=1)
-        per_seq = per_token.sum(dim=1) / n_tok.clamp_min(1).to(dtype)
-    else:
-        per_seq = per_token.sum(dim=1) / max(T, 1)
-    loss = per_seq.sum() / max(B, 1)
-
+def ratio_stats(ratio: Tensor, log_ratio: Tensor, adv: Tensor, valid: Tensor, *,
+                clip: tuple[float, float], pre_clip: tuple[float, float] | None) -> dict[str, float]:
+    """What :func:`policy_loss` reports beside the loss, over the valid tokens of ``valid``
+    ``[B, T]``: ``ratio`` (as used, after Pre-Clip), ``log_ratio`` (before it) and ``adv``, all
+    ``[B, T]`` and 0 at masked positions; ``clip`` the PPO interval ``(1 - eps, 1 + eps_high)``.
+    The keys are listed in :func:`policy_loss`'s docstring."""
+    low, high = clip
     with torch.no_grad():
         # Masks are decided in the working dtype (as the loss saw it); sums and counts are taken
         # in float64 (float32 on MPS) so bfloat16/float16 inputs still give exact token counts.
-        sd = _stats_dtype(logp)
-        clipped = valid & (
-            ((adv > 0) & (ratio > upper)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
-        )
+        sd = _stats_dtype(log_ratio)
+        clipped = valid & (((adv > 0) & (ratio > high)) | ((adv < 0) & (ratio < low)))
         if pre_clip is not None:
-            outside = valid & ((raw_log_ratio < pre_clip[0]) | (raw_log_ratio > pre_clip[1]))
-            used_log_ratio = raw_log_ratio.clamp(pre_clip[0], pre_clip[1])
+            outside = valid & ((log_ratio < pre_clip[0]) | (log_ratio > pre_clip[1]))
+            used_log_ratio = log_ratio.clamp(pre_clip[0], pre_clip[1])
         else:
             outside = torch.zeros_like(valid)
-            used_log_ratio = raw_log_ratio
+            used_log_ratio = log_ratio
         r = ratio.detach().to(sd)
-        lr = raw_log_ratio.detach().to(sd)
+        lr = log_ratio.detach().to(sd)
         used_lr = used_log_ratio.detach().to(sd)
-        zero_s = torch.zeros((), dtype=sd, device=logp.device)
+        zero_s = torch.zeros((), dtype=sd, device=log_ratio.device)
         n = valid.sum()
         n_f = n.clamp_min(1).to(sd)
         if n > 0:
@@ -439,7 +451,7 @@ def policy_loss(
             approx_kl = torch.where(valid, (r - 1.0) - used_lr, zero_s).sum() / n_f
         else:
             max_ratio = mean_ratio = max_abs_lr = approx_kl = torch.full(
-                (), float("nan"), dtype=sd, device=logp.device
+                (), float("nan"), dtype=sd, device=log_ratio.device
             )
         packed = torch.stack(
             [
@@ -453,7 +465,7 @@ def policy_loss(
                 n.to(sd),
             ]
         ).tolist()
-    stats = {
+    return {
         "clip_fraction": packed[0],
         "pre_clip_fraction": packed[1],
         "max_ratio": packed[2],
@@ -463,7 +475,6 @@ def policy_loss(
         "approx_kl": packed[6],
         "num_tokens": int(packed[7]),
     }
-    return loss, stats
 
 
 # ----------------------------------------------------------------------------- later fixes
@@ -491,6 +502,23 @@ def dr_grpo_advantages(rewards: Tensor, group_size: int) -> Tensor:
     n = valid.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)
     mean = torch.where(valid, x, zero).sum(dim=1, keepdim=True) / n
     return torch.where(valid, x - mean, zero).reshape(-1).to(_float(rewards).dtype)
+
+
+def filter_group_advantages(advantages: Tensor, filter_sigma: float | None = None
+                            ) -> tuple[Tensor, dict[str, float]]:
+    """The Advantage Filter on per-sequence group advantages (GRPO's and Dr. GRPO's ``[B]``,
+    already standardised within each group): NaN/inf become 0, then with ``filter_sigma`` every
+    ``|A| > filter_sigma`` is zeroed (paper Sec. 3, the 3-sigma rule, here on group statistics).
+
+    Returns:
+        ``(filtered, stats)``: float32 ``[B]`` and ``{"filtered_fraction"}``, the share of the
+        ``B`` sequences zeroed by the filter (0.0 without it).
+    """
+    adv = torch.nan_to_num(advantages.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    if filter_sigma is None:
+        return adv, {"filtered_fraction": 0.0}
+    kept = adv.abs() <= filter_sigma
+    return adv * kept, {"filtered_fraction": float(1 - kept.float().mean())}
 
 
 def _seq_advantages(advantages: Tensor, valid: Tensor, fn: str) -> Tensor:

@@ -96,7 +96,7 @@ def _meta_counts(config: Any, lora: Any, freeze_vision: bool) -> tuple[int, int]
         model = get_peft_model(model, _lora_config(lora))
         total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     elif freeze_vision:
-        from r1reward.train.sft import freeze_vision as freeze
+        from r1reward.train.common import freeze_vision as freeze
 
         freeze(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

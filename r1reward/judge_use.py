@@ -100,7 +100,7 @@ def warm_up_policy(
 
     from r1reward.models import load_model
     from r1reward.rollout import build_batch, completion_logprobs, stop_token_ids
-    from r1reward.train.sft import freeze_vision
+    from r1reward.train.common import freeze_vision
 
     torch.manual_seed(seed)
     model, processor = load_model(base)

@@ -30,12 +30,21 @@ import json
 import math
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r1reward import pipeline
+from r1reward.curation import select_hard
+from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
+from r1reward.prompt import build_messages, parse_judgment
+from r1reward.recipes import check_section, load_recipe
+from r1reward.rollout import generate
+from r1reward.train.rl import ALGO_PRESETS, collapse_reason, read_metrics
+from r1reward.train.rl_experiments import VARIANTS, _map, heldout_accuracy, run_variant
 
 __all__ = [
     "LabConfig",
@@ -94,14 +103,10 @@ class LabConfig:
     @classmethod
     def from_dict(cls, section: dict | None) -> LabConfig:
         section = dict(section or {})
-        from r1reward.recipes import check_section
-
         check_section(cls, section, "lab")
         cfg = cls(**section)
         cfg.lrs = [float(x) for x in cfg.lrs]
         cfg.seeds = [int(x) for x in cfg.seeds]
-        from r1reward.train.rl_experiments import VARIANTS
-
         bad = [v for v in cfg.variants if v not in VARIANTS]
         if bad:
             raise ValueError(f"recipe lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}")
@@ -126,8 +131,6 @@ def collapse_step(records: Sequence[dict], max_new_tokens: int, *, min_well_form
     fewer than ``min_well_formed`` of its sampled judgments are well formed, or their mean length
     reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN, length hits the
     maximum", Sec. 3.1). ``records`` are the trainer's ``metrics.jsonl`` lines."""
-    from r1reward.train.rl import collapse_reason
-
     for rec in records:
         why = collapse_reason(rec, max_new_tokens, min_well_formed=min_well_formed,
                               length_fraction=length_fraction)
@@ -158,10 +161,6 @@ def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_fil
     is right, the reward variance is small, and batch normalisation gives the few wrong samples
     advantages near ``-sqrt(B-1)``. The chosen ids and counts are cached in ``out_file`` (JSON);
     a second call with the same candidates only reads it."""
-    from r1reward.models import load_model
-    from r1reward.prompt import build_messages, parse_judgment
-    from r1reward.rollout import generate
-
     out_file = Path(out_file)
     key = {"model": str(model_path), "candidates": [p.id for p in candidates],
            "max_new_tokens": int(max_new_tokens)}
@@ -197,9 +196,6 @@ def run_name(variant: str, lr: float, seed: int) -> str:
 
 
 def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
-    from r1reward.train.rl import ALGO_PRESETS
-    from r1reward.train.rl_experiments import VARIANTS
-
     algo = next(o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("rl.algo="))
     k = int(ALGO_PRESETS[algo]["samples_per_prompt"])
     if cfg.samples_per_step % k:
@@ -217,11 +213,6 @@ def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
 def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_model: str,
              overrides: tuple, pairs: list, heldout: list, cfg_dict: dict) -> dict:
     """Train one grid cell (cached in its folder), evaluate it (cached) and return its row."""
-    import time
-
-    from r1reward.train.rl import read_metrics
-    from r1reward.train.rl_experiments import heldout_accuracy, run_variant
-
     quiet_libraries()
     cfg = LabConfig.from_dict(cfg_dict)
     name = run_name(variant, lr, seed)
@@ -290,8 +281,6 @@ def regime_pairs(cfg: LabConfig, init_model: str | Path, train_pairs: Sequence[A
         pairs = late_regime_pairs(init_model, list(train_pairs)[: cfg.candidate_pairs],
                                   Path(out_dir) / "regime-late.json", max_new_tokens=max_new_tokens)
     elif cfg.regime == "hard":
-        from r1reward.curation import select_hard
-
         pairs = select_hard(train_pairs, min_difficulty=2)
     else:
         pairs = list(train_pairs)
@@ -322,9 +311,6 @@ def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_p
         overrides: dotted recipe overrides (``lab.lrs=[1e-4]``, ``rl.max_new_tokens=64``).
         workers: processes side by side (one torch thread each); default ``lab.workers``.
     """
-    from r1reward.recipes import load_recipe
-    from r1reward.train.rl_experiments import _map
-
     quiet_libraries()
     resolved = load_recipe(recipe, overrides)
     cfg = LabConfig.from_dict(resolved.get("lab"))
@@ -501,8 +487,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="cold-start model folder (default: the profile's SFT model, built if missing)")
     args = parser.parse_args(argv)
 
-    from r1reward import pipeline
-
     profile = {v: k for k, v in pipeline.PROFILE_RECIPES.items()}.get(Path(args.recipe).stem)
     if profile is None or profile == "gpu":
         print(f"r1reward lab: --recipe {args.recipe}: the lab runs on the toy recipes "
@@ -510,8 +494,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        from r1reward.recipes import load_recipe
-
         cfg = LabConfig.from_dict(load_recipe(args.recipe, args.overrides).get("lab"))
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward lab: {exc}", file=sys.stderr)

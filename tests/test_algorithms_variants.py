@@ -19,6 +19,15 @@ def test_dr_grpo_centres_without_scaling():
         A.dr_grpo_advantages(r, 3)
 
 
+def test_group_advantage_filter_zeroes_non_finite_and_beyond_sigma():
+    adv = torch.tensor([0.5, -3.5, float("nan"), float("inf"), 3.0, -1.0])
+    kept, info = A.filter_group_advantages(adv, 3.0)
+    assert kept.tolist() == [0.5, 0.0, 0.0, 0.0, 3.0, -1.0] and kept.dtype == torch.float32
+    assert info["filtered_fraction"] == pytest.approx(1 / 6)  # only -3.5: non-finite are not "filtered"
+    unfiltered, info = A.filter_group_advantages(adv, None)
+    assert unfiltered.tolist() == [0.5, -3.5, 0.0, 0.0, 3.0, -1.0] and info["filtered_fraction"] == 0.0
+
+
 def test_clip_higher_lets_a_positive_token_grow_past_the_symmetric_clip():
     old = torch.zeros(1, 2)
     logp = torch.tensor([[math.log(1.25), 0.0]], requires_grad=True)

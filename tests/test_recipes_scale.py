@@ -176,7 +176,7 @@ def test_rl_pieces_build_and_take_one_step_on_cpu(name, tiny):
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(20, 200, (3 + i % 3,), generator=g).tolist() for i in range(n)]
     ro = rl.make_rollout(processor, pairs, rl.conversations(pairs), ids, k=1)
-    pad = rl._pad_id(processor)
+    pad = rl.pad_token_id(processor)
     old = rl.batched_logprobs(model, ro, pad, cfg.micro_batch_size, cfg.temperature)
     adv = torch.linspace(-1, 1, n)[:, None] * ro.mask
     before = [p.detach().clone() for p in model.parameters() if p.requires_grad]

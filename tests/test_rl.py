@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1reward.train import rl
+from r1reward.data import write_pairs
+from r1reward.data.splits import load_split
+from r1reward.train import rl, rl_data, rl_update
 
 
 # ------------------------------------------------------------------------------ configuration
@@ -48,15 +50,30 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
     n, per, world = 10, 3, 2
     seen = []
     for step in range(5):  # 5 steps x 6 = 30 = 3 epochs of 10
-        parts = [rl.batch_indices(n, step, per, world, r, seed=1) for r in range(world)]
+        parts = [rl_data.batch_indices(n, step, per, world, r, seed=1) for r in range(world)]
         assert not set(parts[0]) & set(parts[1]) or step * per * world % n > n - per * world
         seen += parts[0] + parts[1]
     for epoch in range(3):
         assert sorted(seen[epoch * n : (epoch + 1) * n]) == list(range(n))
-    assert rl.batch_indices(n, 3, per, world, 1, seed=1) == rl.batch_indices(
+    assert rl_data.batch_indices(n, 3, per, world, 1, seed=1) == rl_data.batch_indices(
         n, 3, per, world, 1, seed=1
     )
-    assert rl.batch_indices(n, 0, per, 1, 0, seed=1) != rl.batch_indices(n, 0, per, 1, 0, seed=2)
+    assert rl_data.batch_indices(n, 0, per, 1, 0, seed=1) != rl_data.batch_indices(n, 0, per, 1, 0, seed=2)
+
+
+def test_rl_reads_its_pairs_through_the_declared_split(tmp_path):
+    data = {"source": "toy", "train_pairs": 6, "seed": 3, "image_size": 28}
+    cfg = rl.RLConfig().resolved()
+    toy = rl.load_pairs(cfg, {"data": data})
+    assert [p.id for p in toy] == [p.id for p in load_split(data, "train")]
+    # a held-out file is never trained on, also beside the toy world
+    held = write_pairs(toy[:2], tmp_path / "held.jsonl")
+    kept = rl.load_pairs(cfg, {"data": {**data, "heldout": str(held)}})
+    assert [p.id for p in kept] == [p.id for p in toy[2:]]
+    with pytest.raises(ValueError, match="'n' is not read"):
+        rl.load_pairs(cfg, {"data": {**data, "n": 6}})
+    with pytest.raises(ValueError, match="no training pairs"):
+        rl.load_pairs(rl.RLConfig(min_difficulty=99).resolved(), {"data": data})
 
 
 # ------------------------------------------------------------------------------ the tiny model
@@ -80,13 +97,13 @@ def _setup(tiny, cfg: rl.RLConfig):
     g = torch.Generator().manual_seed(0)
     ids = [torch.randint(20, 200, (n,), generator=g).tolist() for n in (6, 3)]
     ids = ids + [[], ids[0][:4]]  # an empty completion: its mask row is all zero
-    ro = rl.make_rollout(processor, pairs, rl.conversations(pairs), ids, k=2)
+    ro = rl_data.make_rollout(processor, pairs, rl_data.conversations(pairs), ids, k=2)
     return acc, model, opt, processor, ro
 
 
 def _update(acc, model, opt, cfg, ro, old, adv, processor):
     """One ppo_update without a reference model, with a fixed mini-batch order."""
-    return rl.ppo_update(
+    return rl_update.ppo_update(
         acc,
         model,
         opt,
@@ -95,7 +112,7 @@ def _update(acc, model, opt, cfg, ro, old, adv, processor):
         old,
         adv,
         None,
-        rl._pad_id(processor),
+        rl_data.pad_token_id(processor),
         torch.Generator().manual_seed(0),
     )
 
@@ -115,10 +132,10 @@ def test_stablereinforce_step_survives_adversarial_logprobs(tiny, rewards):
     assert ro.mask[2].sum() == 0 and ro.mask[0].sum() == 6
     before = [p.detach().clone() for p in model.parameters()]
     # old log-probs 1e4 above and below the real ones: log-ratios of -1e4 and +1e4
-    real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
+    real = rl_data.batched_logprobs(model, ro, rl_data.pad_token_id(processor), 2, 1.0)
     sign = torch.where(torch.arange(ro.ids.shape[1]) % 2 == 0, 1.0, -1.0)
     old = (real + 1e4 * sign) * ro.mask
-    adv, info = rl.compute_advantages(acc, cfg, torch.tensor(rewards), ro.mask, kl=None)
+    adv, info = rl_update.compute_advantages(acc, cfg, torch.tensor(rewards), ro.mask, kl=None)
     assert torch.isfinite(adv).all()
     if len(set(rewards)) == 1:
         assert adv.abs().max() == 0  # all-equal rewards: nothing to learn, and no NaN
@@ -138,9 +155,9 @@ def test_same_step_without_preclip_overflows(tiny):
     parameters -- so the test above can fail."""
     cfg = _adversarial_cfg("reinforce++", ppo_epochs=1)
     acc, model, opt, processor, ro = _setup(tiny, cfg)
-    real = rl.batched_logprobs(model, ro, rl._pad_id(processor), 2, 1.0)
+    real = rl_data.batched_logprobs(model, ro, rl_data.pad_token_id(processor), 2, 1.0)
     old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
-    adv, _ = rl.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
+    adv, _ = rl_update.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
     stats = _update(acc, model, opt, cfg, ro, old, adv, processor)
     bad_params = not all(torch.isfinite(p).all() for p in model.parameters())
     assert stats["nonfinite_ratios"] > 0
@@ -320,12 +337,12 @@ def test_lazy_old_logprobs_give_the_same_update(tiny):
     finals = []
     for lazy in (False, True):
         acc, model, opt, processor, ro = _setup(tiny, cfg)
-        pad = rl._pad_id(processor)
-        old = None if lazy else rl.batched_logprobs(model, ro, pad, 1, 1.0)
-        adv, _ = rl.compute_advantages(
+        pad = rl_data.pad_token_id(processor)
+        old = None if lazy else rl_data.batched_logprobs(model, ro, pad, 1, 1.0)
+        adv, _ = rl_update.compute_advantages(
             acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None
         )
-        stats = rl.ppo_update(
+        stats = rl_update.ppo_update(
             acc, model, opt, cfg, ro, old, adv, None, pad, torch.Generator().manual_seed(0)
         )
         finals.append(([p.detach().clone() for p in model.parameters()], stats))
@@ -388,17 +405,17 @@ class _PaidJudge:
 
 def test_a_paid_judge_is_asked_only_when_its_reward_is_used():
     texts = ["<think>a</think><answer>1</answer>", "<think>b</think><answer>2</answer>", "no tags"]
-    ro = rl.Rollout(prompts=[], k=1, ids=torch.zeros(3, 1, dtype=torch.long), mask=torch.ones(3, 1),
+    ro = rl_data.Rollout(prompts=[], k=1, ids=torch.zeros(3, 1, dtype=torch.long), mask=torch.ones(3, 1),
                     texts=texts, labels=[1, 1, 2], finish=["stop"] * 3, pair_ids=["a", "b", "c"])
     paid = _PaidJudge()
-    off = rl.score(ro, paid, use_consistency=False)
+    off = rl_data.score(ro, paid, use_consistency=False)
     assert paid.calls == 0 and torch.isnan(off["consistency"]).all()
     assert off["total"].tolist() == (off["result"] + 0.5 * off["format"]).tolist()
-    on = rl.score(ro, paid, use_consistency=True)
+    on = rl_data.score(ro, paid, use_consistency=True)
     assert paid.calls == 1 and on["consistency"].tolist() == [1.0, 1.0, 1.0]
     from r1reward.judges import RuleJudge
 
-    rule = rl.score(ro, RuleJudge(), use_consistency=False)  # free: still asked, for the log
+    rule = rl_data.score(ro, RuleJudge(), use_consistency=False)  # free: still asked, for the log
     assert not torch.isnan(rule["consistency"]).any()
 
 
@@ -426,10 +443,10 @@ def test_grpo_loss_uses_the_configured_kl_estimator(tiny):
         cfg = rl.RLConfig(algo="grpo", prompts_per_step=2, samples_per_prompt=2, mini_batch_size=4,
                           micro_batch_size=4, ppo_epochs=1, lr=0.0, kl_coef=1.0, kl_kind=kind).resolved()
         acc, model, opt, processor, ro = _setup(tiny, cfg)
-        old = rl.batched_logprobs(model, ro, rl._pad_id(processor), 4, 1.0)
+        old = rl_data.batched_logprobs(model, ro, rl_data.pad_token_id(processor), 4, 1.0)
         ref = (old + 0.5) * ro.mask  # a reference that disagrees with the policy
         adv = torch.zeros_like(ro.mask)
-        stats = rl.ppo_update(acc, model, opt, cfg, ro, old, adv, ref, rl._pad_id(processor),
+        stats = rl_update.ppo_update(acc, model, opt, cfg, ro, old, adv, ref, rl_data.pad_token_id(processor),
                               torch.Generator().manual_seed(0))
         losses[kind] = stats["loss"]
     # d = logp - ref = -0.5 on every token: k1 = -0.5, k3 = exp(0.5) - 1 - 0.5, averaged per

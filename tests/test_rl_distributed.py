@@ -2,7 +2,7 @@
 
 Runs two real processes (torch.distributed over gloo on CPU, through accelerate's
 ``debug_launcher``); each holds half of a batch of Reinforce++ returns with a different completion
-length, calls the trainer's :func:`r1reward.train.rl.global_normalize`, and writes its rows.
+length, calls the trainer's :func:`r1reward.train.rl_update.global_normalize`, and writes its rows.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _worker(out_dir: str, filter_sigma: float | None) -> None:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    from r1reward.train.rl import global_normalize
+    from r1reward.train.rl_update import global_normalize
 
     # the workers are forked: drop any single-process state an earlier test left in the parent
     AcceleratorState._reset_state(True)

@@ -31,6 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from r1reward.data.splits import load_split
+from r1reward.models import load_model
+from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
+from r1reward.train.common import freeze_vision, peak_rss_mb, preflight, refuse_used_out
+
 __all__ = ["ScalarRewardModel", "encode_responses", "train_scalar", "scalar_accuracy", "main"]
 
 LOG_NAME = "scalar_log.jsonl"
@@ -143,17 +148,14 @@ def train_scalar(
     """
     from tqdm.auto import tqdm
 
-    from r1reward.models import load_model
-    from r1reward.recipes import resolve_model_path
-    from r1reward.train.sft import load_pairs, peak_rss_mb
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg, m = recipe["scalar"], recipe["model"]
     if pairs is None:
-        pairs = load_pairs(recipe["data"], "train")
+        pairs = load_split(recipe["data"], "train")
     if heldout is None:
-        heldout = load_pairs(recipe["data"], "heldout")
+        heldout = load_split(recipe["data"], "heldout")
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
     t0 = time.monotonic()
@@ -165,8 +167,6 @@ def train_scalar(
         max_pixels=m.get("max_pixels"),
     )
     if cfg.get("freeze_vision"):
-        from r1reward.train.sft import freeze_vision
-
         freeze_vision(model)
     hidden = model.config.get_text_config().hidden_size
     rm = ScalarRewardModel(model, hidden)
@@ -222,8 +222,6 @@ def train_scalar(
     if save_model:
         model.save_pretrained(out_dir / "model")
         processor.save_pretrained(out_dir / "model")
-    from r1reward.recipes import save_recipe
-
     save_recipe(recipe, out_dir)
     (out_dir / "scalar_summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "log": log}
@@ -247,8 +245,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="train into an --out that holds an earlier run")
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
-    from r1reward.recipes import load_recipe
-    from r1reward.train.sft import load_pairs, preflight, refuse_used_out
 
     try:  # the recipe, paths, --out and the held-out split are checked before any model loads
         recipe = load_recipe(args.recipe, args.overrides)
@@ -256,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         reason = refuse_used_out(args.out, False, args.overwrite)
         if reason:
             raise ValueError(reason.replace("pass --resume to continue it or ", "pass "))
-        pairs = load_pairs(recipe["data"], "train")
-        heldout = load_pairs(recipe["data"], "heldout")
+        pairs = load_split(recipe["data"], "train")
+        heldout = load_split(recipe["data"], "heldout")
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward scalar: {exc}", file=sys.stderr)
         return 2

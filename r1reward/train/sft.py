@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -27,37 +26,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from r1reward.prompt import build_messages, format_target, parse_judgment
+from r1reward import curation
+from r1reward.data.splits import load_split
+from r1reward.models import load_model, merge_adapter
+from r1reward.prompt import format_target, parse_judgment
+from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
+from r1reward.rollout import generate
+from r1reward.train.common import (
+    freeze_vision,
+    pair_messages,
+    peak_rss_mb,
+    preflight,
+    refuse_used_out,
+)
 
 __all__ = [
     "sft_examples",
     "build_dataset",
     "sft_config",
     "build_trainer",
-    "freeze_vision",
     "train_sft",
     "judge_pairs",
-    "peak_rss_mb",
     "load_pairs",
-    "preflight",
-    "refuse_used_out",
     "main",
 ]
 
 LOG_NAME = "sft_log.jsonl"
 SUMMARY_NAME = "sft_summary.json"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (``getrusage`` ``ru_maxrss``)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
-
-
-def _messages(pair: Any) -> list[dict]:
-    return build_messages(
-        pair.question, pair.response_1, pair.response_2, images=pair.images, videos=pair.videos
-    )
 
 
 def _pair_target(pair: Any) -> str | None:
@@ -84,7 +79,7 @@ def sft_examples(pairs: Sequence[Any], processor: Any) -> list[dict]:
         target = _pair_target(pair)
         if target is None:
             continue
-        msgs = _messages(pair)
+        msgs = pair_messages(pair)
         prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         full = processor.apply_chat_template(
             [*msgs, {"role": "assistant", "content": [{"type": "text", "text": target}]}],
@@ -193,15 +188,11 @@ def load_pairs(
     (resumable JSONL; ``retry_failed=False`` reads it without asking the teacher again for pairs
     it failed on); held-out pairs are returned as they are.
     """
-    from r1reward.data.splits import load_split
-
     pairs = load_split(data, split)
     if split != "train" or curated_path is None:
         return list(pairs)
-    from r1reward.curation import curate, make_teacher
-
-    teacher = make_teacher(data.get("teacher") or {"kind": "toy"})
-    return curate(pairs, teacher, curated_path, int(data.get("max_tries", 3)), progress=False,
+    teacher = curation.make_teacher(data.get("teacher") or {"kind": "toy"})
+    return curation.curate(pairs, teacher, curated_path, int(data.get("max_tries", 3)), progress=False,
                   retry_failed=retry_failed)
 
 
@@ -211,8 +202,6 @@ def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], mo
     Returns ``(trainer, processor)``.
     """
     from trl import SFTTrainer
-
-    from r1reward.models import load_model
 
     m = recipe["model"]
     model, processor = load_model(
@@ -233,22 +222,6 @@ def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], mo
         processing_class=processor,
     )
     return trainer, processor
-
-
-def freeze_vision(model: Any) -> int:
-    """Freeze the vision tower (``visual.*``, merger included); returns the number of tensors frozen.
-
-    Common practice when fine-tuning Qwen2.5-VL, and on the toy it matters: with a randomly
-    initialised tiny model, training the vision tower together with the language model lets the
-    early text loss collapse the visual tokens into a nearly constant vector, whereas frozen
-    random patch features keep the colour/shape information the judge has to read.
-    """
-    n = 0
-    for name, param in model.named_parameters():
-        if ".visual." in f".{name}":
-            param.requires_grad_(False)
-            n += 1
-    return n
 
 
 def _copy_processor_files(src: Path, dst: Path) -> None:
@@ -276,12 +249,10 @@ def judge_pairs(
     Returns ``{"n", "well_formed", "accuracy", "answered", "texts"}``; an output without a usable
     verdict counts as wrong.
     """
-    from r1reward.rollout import generate
-
     outs = generate(
         model,
         processor,
-        [_messages(p) for p in pairs],
+        [pair_messages(p) for p in pairs],
         do_sample=False,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -329,8 +300,6 @@ def _save_model(trainer: Any, out_dir: Path, model_section: dict) -> None:
     shards are gathered into one full state dict (main process writes). A LoRA model is saved
     as its adapter (``out_dir/adapter``) and merged into a full model on the main process; a
     4-bit (QLoRA) model stays an adapter folder in ``out_dir``."""
-    from r1reward.models import merge_adapter
-
     quantized = bool(model_section.get("quantization"))
     acc = trainer.accelerator
     model = acc.unwrap_model(trainer.model)
@@ -375,8 +344,6 @@ def train_sft(
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
     """
-    from r1reward.recipes import resolve_model_path, save_recipe
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _last_checkpoint(out_dir) if resume else None
@@ -422,52 +389,6 @@ def train_sft(
     return out_dir
 
 
-def preflight(recipe: dict, *, init_model: str | None = None) -> None:
-    """The checks that can fail before expensive work (curation may call a paid teacher):
-    ``model.path`` (or ``init_model``) is a model folder, an adapter folder or a Hub id, and
-    the data files the ``data`` section names exist.
-
-    Raises:
-        FileNotFoundError: naming the recipe key and the path.
-    """
-    from r1reward.models import check_model_path
-
-    for key, path in (("model.path", (recipe.get("model") or {}).get("path")),
-                      ("rl.init_model", init_model)):
-        if path:
-            try:
-                check_model_path(path)
-            except FileNotFoundError as exc:
-                raise FileNotFoundError(f"{key}: {exc}") from None
-    from r1reward.data.splits import is_placeholder
-
-    data = recipe.get("data") or {}
-    for key in ("source", "heldout"):
-        value = data.get(key)
-        if is_placeholder(value):
-            raise FileNotFoundError(f"data.{key} is still the placeholder {value!r}: set it to a "
-                                    f"pairs file, e.g. data.{key}=/data/pairs.jsonl")
-        if value and not (key == "source" and value == "toy") and not Path(value).exists():
-            raise FileNotFoundError(f"data.{key}: {value}: no such file")
-
-
-#: What a finished or started SFT / scalar run leaves in its folder.
-_RUN_FILES = (SUMMARY_NAME, LOG_NAME, "model.safetensors", "adapter_config.json",
-              "scalar_summary.json", "scalar_log.jsonl")
-
-
-def refuse_used_out(out: str | Path, resume: bool, overwrite: bool) -> str | None:
-    """The reason not to start a fresh run in ``out`` (it holds an earlier run's outputs and
-    neither ``--resume`` nor ``--overwrite`` was given), else ``None``."""
-    out = Path(out)
-    used = [name for name in _RUN_FILES if (out / name).exists()]
-    used += sorted(p.name for p in out.glob("checkpoint-*"))[:1]
-    if used and not (resume or overwrite):
-        return (f"{out} holds an earlier run ({', '.join(used)}); pass --resume to continue it "
-                "or --overwrite to replace it")
-    return None
-
-
 def read_log(out_dir: str | Path) -> list[dict]:
     """The loss curve written by :func:`train_sft` (``sft_log.jsonl``)."""
     path = Path(out_dir) / LOG_NAME
@@ -508,7 +429,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
-    from r1reward.recipes import load_recipe
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
@@ -536,8 +456,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((out / SUMMARY_NAME).read_text())
     print(json.dumps(summary, indent=2))
     if held is not None:
-        from r1reward.models import load_model
-
         model, processor = load_model(str(out))
         rep = judge_pairs(
             model, processor, held, max_new_tokens=int(recipe["sft"].get("max_new_tokens", 256))

@@ -1,0 +1,93 @@
+"""What the trainers share (cold-start SFT, the scalar baseline, RL), so that none imports another.
+
+* :func:`preflight` -- the recipe's model and data paths checked before any expensive work;
+* :func:`refuse_used_out` -- a fresh SFT or scalar run does not silently overwrite an earlier one;
+* :func:`freeze_vision` -- train the language model on frozen visual features;
+* :func:`peak_rss_mb` -- the memory figure the summaries report;
+* :func:`pair_messages` -- the Table-1 chat messages of a preference pair (SFT's prompt, RL's).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+from r1reward.data.splits import is_placeholder
+from r1reward.models import check_model_path
+from r1reward.prompt import build_messages
+
+__all__ = ["RUN_FILES", "freeze_vision", "pair_messages", "peak_rss_mb", "preflight",
+           "refuse_used_out"]
+
+#: What a finished or started SFT / scalar run leaves in its folder (the SFT log and summary,
+#: the weights or adapter, the scalar baseline's log and summary).
+RUN_FILES = ("sft_summary.json", "sft_log.jsonl", "model.safetensors", "adapter_config.json",
+             "scalar_summary.json", "scalar_log.jsonl")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``getrusage`` ``ru_maxrss``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def pair_messages(pair: Any) -> list[dict]:
+    """The Table-1 chat messages of ``pair`` (its images and videos first, in the paper's layout):
+    :func:`r1reward.prompt.build_messages` on the pair's question and two responses."""
+    return build_messages(pair.question, pair.response_1, pair.response_2, images=pair.images,
+                          videos=getattr(pair, "videos", None) or ())
+
+
+def freeze_vision(model: Any) -> int:
+    """Freeze the vision tower (``visual.*``, merger included); returns the number of tensors frozen.
+
+    Common practice when fine-tuning Qwen2.5-VL, and on the toy it matters: with a randomly
+    initialised tiny model, training the vision tower together with the language model lets the
+    early text loss collapse the visual tokens into a nearly constant vector, whereas frozen
+    random patch features keep the colour/shape information the judge has to read.
+    """
+    n = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}":
+            param.requires_grad_(False)
+            n += 1
+    return n
+
+
+def preflight(recipe: dict, *, init_model: str | None = None) -> None:
+    """The checks that can fail before expensive work (curation may call a paid teacher):
+    ``model.path`` (or ``init_model``) is a model folder, an adapter folder or a Hub id, and
+    the data files the ``data`` section names exist.
+
+    Raises:
+        FileNotFoundError: naming the recipe key and the path.
+    """
+    for key, path in (("model.path", (recipe.get("model") or {}).get("path")),
+                      ("rl.init_model", init_model)):
+        if path:
+            try:
+                check_model_path(path)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{key}: {exc}") from None
+    data = recipe.get("data") or {}
+    for key in ("source", "heldout"):
+        value = data.get(key)
+        if is_placeholder(value):
+            raise FileNotFoundError(f"data.{key} is still the placeholder {value!r}: set it to a "
+                                    f"pairs file, e.g. data.{key}=/data/pairs.jsonl")
+        if value and not (key == "source" and value == "toy") and not Path(value).exists():
+            raise FileNotFoundError(f"data.{key}: {value}: no such file")
+
+
+def refuse_used_out(out: str | Path, resume: bool, overwrite: bool) -> str | None:
+    """The reason not to start a fresh run in ``out`` (it holds an earlier run's outputs and
+    neither ``--resume`` nor ``--overwrite`` was given), else ``None``."""
+    out = Path(out)
+    used = [name for name in RUN_FILES if (out / name).exists()]
+    used += sorted(p.name for p in out.glob("checkpoint-*"))[:1]
+    if used and not (resume or overwrite):
+        return (f"{out} holds an earlier run ({', '.join(used)}); pass --resume to continue it "
+                "or --overwrite to replace it")
+    return None
