@@ -158,8 +158,9 @@ class OpenAITeacher:
         concurrency: at most this many requests in flight.
         timeout: seconds per request (connect, read, write).
         max_retries: retries after the first request on connection errors, timeouts, HTTP 429
-            and 5xx, waiting ``backoff * 2**k`` seconds (plus up to 10 % jitter) before retry k.
-            Other HTTP errors are not retried.
+            and 5xx, and on a 200 that is not a chat completion (a sampled reply may come right
+            next time), waiting ``backoff * 2**(k-1)`` seconds (plus up to 10 % jitter) before
+            retry k. Other HTTP errors are not retried.
         temperature, max_tokens: sampling settings (temperature 1 as in the paper).
 
     Images are sent inline as ``data:`` URLs (``image_url`` content parts).
@@ -502,9 +503,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--toy", type=int, metavar="N", help="use N toy pairs (train split)")
     p.add_argument("--toy-seed", type=int, default=0, help="seed of the toy pairs (default 0)")
     p.add_argument("--out", required=True, help="output JSONL (appended to; resumes)")
-    p.add_argument(
-        "--teacher", choices=["toy", "transformers", "openai"], default="toy", help="teacher kind"
-    )
+    p.add_argument("--teacher", choices=sorted(TEACHERS), default="toy", help="teacher kind")
     p.add_argument("--max-tries", type=int, default=3, help="tries per pair (default 3)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs sent to the teacher at once")
     p.add_argument("--no-retry-failed", action="store_true", help="do not redo 'failed' pairs")
