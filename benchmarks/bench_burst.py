@@ -35,7 +35,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import Server, _percentile  # noqa: E402 - the same server runner
 
-from r1reward.judges import image_to_data_url  # noqa: E402
+from r1reward.clients import image_to_data_url  # noqa: E402
 
 
 def _groups(n: int, g: int) -> list[dict]:

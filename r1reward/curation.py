@@ -9,10 +9,13 @@ trains on the accepted analyses; RL then trains only on the hard pairs (difficul
 Teachers share one small protocol, :class:`Teacher`: ``analyse(pairs, attempt) -> list[Reply]``,
 one :class:`Reply` (generated text or an error string) per pair. Three are provided:
 
-- :class:`ToyTeacher`: a noisy oracle for the toy world whose error grows with the pair's level;
+- :class:`~r1reward.toy.teacher.ToyTeacher` (kind ``toy``): a noisy oracle for the toy world whose
+  error grows with the pair's level; it lives in :mod:`r1reward.toy.teacher` and is imported only
+  when asked for (:data:`TEACHERS`), so nothing on the real path imports the toy world;
 - :class:`TransformersTeacher`: any local Qwen2.5-VL-style model through :func:`r1reward.models.load_model`;
 - :class:`OpenAITeacher`: any OpenAI-compatible chat-completions endpoint (GPT-4o, vLLM,
-  ``r1reward serve``) with a concurrency limit, timeouts and retries with exponential backoff.
+  ``r1reward serve``) through the shared :class:`r1reward.clients.ChatClient` (a concurrency
+  limit, timeouts and retries with exponential backoff).
 
 :func:`curate` writes an append-only JSONL (one record per finished pair, flushed and fsynced),
 so a killed run restarts where it stopped; a torn last line is dropped and that pair redone.
@@ -26,25 +29,21 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import sys
-import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from r1reward.judges import image_to_data_url
-from r1reward.prompt import build_messages, build_prompt, format_target, parse_judgment
-from r1reward.toy import world
+from r1reward.clients import ChatClient, ChatError, endpoint, image_to_data_url
+from r1reward.data.sources import get_source
+from r1reward.lazy import import_object
+from r1reward.prompt import build_messages, build_prompt, parse_judgment
 
 __all__ = [
     "Reply",
     "Teacher",
-    "ToyTeacher",
     "TransformersTeacher",
     "OpenAITeacher",
     "curate",
@@ -52,8 +51,18 @@ __all__ = [
     "select_hard",
     "difficulty_histogram",
     "make_teacher",
+    "TEACHERS",
     "main",
 ]
+
+#: The teacher kinds :func:`make_teacher` knows: kind -> ``"module:Class"``, imported on first use
+#: (:func:`r1reward.lazy.import_object`), so the toy teacher costs no import of the toy world until
+#: a recipe asks for it.
+TEACHERS: dict[str, str] = {
+    "toy": "r1reward.toy.teacher:ToyTeacher",
+    "transformers": "r1reward.curation:TransformersTeacher",
+    "openai": "r1reward.curation:OpenAITeacher",
+}
 
 NEVER = 4  #: difficulty of a pair the teacher never got right within ``max_tries``
 
@@ -88,56 +97,6 @@ def _pair_messages(pair: Any) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # Teachers
 # --------------------------------------------------------------------------------------------
-
-
-class ToyTeacher:
-    """A noisy oracle for the toy world (stands in for GPT-4o on CPU).
-
-    On each try it argues for the wrong response with probability
-    ``min(max_error, base_error + error_per_difficulty * (level - 1))``, where ``level`` is the toy
-    pair's own difficulty level (``pair.meta["level"]``, else ``pair.difficulty``, else 1); the
-    analysis is written by :func:`r1reward.toy.world.teacher_analysis` for the chosen verdict. Tries
-    are independent and deterministic given ``(seed, pair.id, attempt)``.
-    """
-
-    name = "toy"
-
-    def __init__(
-        self,
-        seed: int = 0,
-        *,
-        base_error: float = 0.1,
-        error_per_difficulty: float = 0.15,
-        max_error: float = 0.9,
-    ) -> None:
-        if not 0.0 <= base_error <= 1.0 or not 0.0 <= max_error <= 1.0:
-            raise ValueError("ToyTeacher: base_error and max_error must lie in [0, 1]")
-        self.seed = int(seed)
-        self.base_error = float(base_error)
-        self.error_per_difficulty = float(error_per_difficulty)
-        self.max_error = float(max_error)
-
-    @staticmethod
-    def level(pair: Any) -> int:
-        """The toy pair's level (1 = easy) that drives the teacher's error rate."""
-        level = (pair.meta or {}).get("level", pair.difficulty)
-        return int(level) if level is not None else 1
-
-    def error_rate(self, pair: Any) -> float:
-        """Probability that one try argues for the wrong response."""
-        p = self.base_error + self.error_per_difficulty * (self.level(pair) - 1)
-        return min(self.max_error, max(0.0, p))
-
-    def analyse(self, pairs: Sequence[Any], attempt: int) -> list[Reply]:
-        out = []
-        for pair in pairs:
-            key = f"{self.seed}|{pair.id}|{attempt}".encode()
-            rng = random.Random(zlib.crc32(key))
-            verdict = pair.preferred
-            if rng.random() < self.error_rate(pair):
-                verdict = 3 - pair.preferred
-            out.append(Reply(format_target(world.teacher_analysis(pair, verdict), verdict)))
-        return out
 
 
 class TransformersTeacher:
@@ -199,8 +158,9 @@ class OpenAITeacher:
         concurrency: at most this many requests in flight.
         timeout: seconds per request (connect, read, write).
         max_retries: retries after the first request on connection errors, timeouts, HTTP 429
-            and 5xx, waiting ``backoff * 2**k`` seconds (plus up to 10 % jitter) before retry k.
-            Other HTTP errors are not retried.
+            and 5xx, and on a 200 that is not a chat completion (a sampled reply may come right
+            next time), waiting ``backoff * 2**(k-1)`` seconds (plus up to 10 % jitter) before
+            retry k. Other HTTP errors are not retried.
         temperature, max_tokens: sampling settings (temperature 1 as in the paper).
 
     Images are sent inline as ``data:`` URLs (``image_url`` content parts).
@@ -219,22 +179,14 @@ class OpenAITeacher:
         temperature: float = 1.0,
         max_tokens: int = 1024,
     ) -> None:
-        import httpx
-
-        base_url = base_url or os.environ.get("R1REWARD_TEACHER_BASE_URL")
-        model = model or os.environ.get("R1REWARD_TEACHER_MODEL")
-        if not base_url:
-            raise ValueError(
-                "OpenAITeacher: no endpoint; pass base_url or set R1REWARD_TEACHER_BASE_URL"
-            )
-        if not model:
-            raise ValueError("OpenAITeacher: no model; pass model or set R1REWARD_TEACHER_MODEL")
-        if api_key is None:
-            api_key = os.environ.get("R1REWARD_TEACHER_API_KEY") or os.environ.get(
-                "OPENAI_API_KEY", ""
-            )
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError("OpenAITeacher: concurrency >= 1, max_retries >= 0, timeout > 0")
+        base_url, model, api_key = endpoint(
+            "OpenAITeacher",
+            "R1REWARD_TEACHER",
+            base_url,
+            model,
+            api_key,
+            key_fallback="OPENAI_API_KEY",
+        )
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"openai:{model}"
@@ -243,17 +195,20 @@ class OpenAITeacher:
         self.backoff = float(backoff)
         self.temperature = temperature
         self.max_tokens = max_tokens
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            headers=headers,
-            limits=httpx.Limits(max_connections=self.concurrency),
+        self._client = ChatClient(
+            "OpenAITeacher",
+            base_url,
+            api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            jitter=0.1,
+            retry_bad_replies=True,
+            concurrency=concurrency,
         )
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency)
 
     def close(self) -> None:
         """Close the HTTP client and the worker threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def __enter__(self) -> OpenAITeacher:
@@ -279,57 +234,40 @@ class OpenAITeacher:
         }
 
     def _one(self, pair: Any) -> Reply:
-        import httpx
-
         try:
             body = self.request_body(pair)
         except Exception as exc:  # unreadable image etc.: recorded, not raised
             return Reply(None, f"request for pair {pair.id!r}: {type(exc).__name__}: {exc}")
-        errors: list[str] = []
-        for k in range(self.max_retries + 1):
-            if k:
-                delay = self.backoff * 2 ** (k - 1)
-                time.sleep(delay * (1 + 0.1 * random.random()))
-            try:
-                resp = self._client.post(f"{self.base_url}/chat/completions", json=body)
-            except httpx.TimeoutException as exc:
-                errors.append(f"timeout ({type(exc).__name__})")
-                continue
-            except httpx.TransportError as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                continue
-            if resp.status_code >= 400:
-                errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
-                break
-            try:
-                text = resp.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                errors.append(f"bad reply body ({type(exc).__name__}): {resp.text[:200]}")
-                continue
-            if not isinstance(text, str):
-                errors.append(f"reply content is {type(text).__name__}, expected text")
-                continue
-            return Reply(text)
-        return Reply(None, f"{len(errors)} request(s) failed: " + " | ".join(errors))
+        try:
+            return Reply(self._client.complete(body))
+        except ChatError as exc:
+            return Reply(None, str(exc))
 
     def analyse(self, pairs: Sequence[Any], attempt: int) -> list[Reply]:
-        return list(self._pool.map(self._one, pairs))
+        return list(self._client.pool.map(self._one, pairs))
 
 
 def make_teacher(spec: dict) -> Teacher:
-    """Build a teacher from a recipe's ``data.teacher`` section (``kind``: toy|transformers|openai)."""
+    """Build a teacher from a recipe's ``data.teacher`` section: ``kind`` (a key of
+    :data:`TEACHERS`, default ``toy``) and the class's keyword arguments (``transformers`` takes
+    its model as ``model_path``).
+
+    Raises:
+        ValueError: ``kind`` is not in :data:`TEACHERS`.
+    """
     spec = dict(spec or {"kind": "toy"})
     kind = spec.pop("kind", "toy")
-    if kind == "toy":
-        return ToyTeacher(**spec)
-    if kind == "transformers":
-        return TransformersTeacher(spec.pop("model_path"), **spec)
-    if kind == "openai":
-        return OpenAITeacher(**spec)
-    raise ValueError(f"data.teacher.kind={kind!r}: expected toy, transformers or openai")
+    if kind not in TEACHERS:
+        raise ValueError(f"data.teacher.kind={kind!r}: expected one of {sorted(TEACHERS)}")
+    return import_object(TEACHERS[kind])(**spec)
+
+
+def __getattr__(name: str) -> Any:
+    """``from r1reward.curation import ToyTeacher`` keeps working: the toy teacher is imported from
+    :mod:`r1reward.toy.teacher` when that name is first asked for, not when this module loads."""
+    if name == "ToyTeacher":
+        return import_object(TEACHERS["toy"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,9 +503,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--toy", type=int, metavar="N", help="use N toy pairs (train split)")
     p.add_argument("--toy-seed", type=int, default=0, help="seed of the toy pairs (default 0)")
     p.add_argument("--out", required=True, help="output JSONL (appended to; resumes)")
-    p.add_argument(
-        "--teacher", choices=["toy", "transformers", "openai"], default="toy", help="teacher kind"
-    )
+    p.add_argument("--teacher", choices=sorted(TEACHERS), default="toy", help="teacher kind")
     p.add_argument("--max-tries", type=int, default=3, help="tries per pair (default 3)")
     p.add_argument("--batch-size", type=int, default=32, help="pairs sent to the teacher at once")
     p.add_argument("--no-retry-failed", action="store_true", help="do not redo 'failed' pairs")
@@ -596,14 +532,19 @@ def main(argv: list[str] | None = None) -> int:
     """``r1reward curate``: see ``r1reward curate --help``."""
     args = _parser().parse_args(argv)
     if args.toy is not None:
-        pairs = world.make_pairs(args.toy, seed=args.toy_seed, split="train")
+        pairs = get_source("toy").make_pairs(args.toy, seed=args.toy_seed, split="train")
     else:
         from r1reward.data import load
 
         pairs = load(args.pairs)
     if args.teacher == "toy":
-        teacher: Teacher = ToyTeacher(
-            args.seed, base_error=args.base_error, error_per_difficulty=args.error_per_difficulty
+        teacher: Teacher = make_teacher(
+            {
+                "kind": "toy",
+                "seed": args.seed,
+                "base_error": args.base_error,
+                "error_per_difficulty": args.error_per_difficulty,
+            }
         )
     elif args.teacher == "transformers":
         if not args.model_path:

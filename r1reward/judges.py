@@ -12,17 +12,19 @@ the reward model's own analysis (the text inside ``<think>...</think>``) and the
 
 Every judge implements :class:`Judge`: ``judge(analyses, answers, images=None) -> list[int]``.
 
-* :class:`RuleJudge` - the toy world; checks the analysis's steps (observation -> marks ->
-  closing sentence, :func:`r1reward.toy.checks.analysis_chain`) and that the closing sentence
-  names the verdict. Deterministic, no model.
+* :class:`~r1reward.toy.judge.RuleJudge` (kind ``rule``) - the toy world; checks the analysis's
+  steps (observation -> marks -> closing sentence) and that the closing sentence names the
+  verdict. Deterministic, no model. It lives in :mod:`r1reward.toy.judge` and is imported only
+  when asked for (:data:`JUDGES`), so nothing on the real path imports the toy world.
 * :class:`TransformersJudge` - a local chat model (text or vision-language) loaded with
   :func:`r1reward.models.load_model`, batched through :func:`r1reward.rollout.generate`.
 * :class:`OpenAIJudge` - any OpenAI-compatible server (vLLM, SGLang, TGI, OpenAI, ``r1reward
   serve``). The paper uses Qwen2.5-VL-7B-Instruct behind such a server; the reference code
   hard-codes its address and has no fault handling. Here the address comes from arguments or
-  ``$R1REWARD_JUDGE_BASE_URL``/``_MODEL``/``_API_KEY``; requests have a timeout, retries with
-  backoff, a concurrency limit, a content-hash cache and failure counters, and a failure never
-  raises into the training loop: it is a 0 and a counter.
+  ``$R1REWARD_JUDGE_BASE_URL``/``_MODEL``/``_API_KEY``; requests go through the shared
+  :class:`r1reward.clients.ChatClient` (a timeout, retries with backoff, a concurrency limit), with
+  a content-hash cache and failure counters here, and a failure never raises into the training
+  loop: it is a 0 and a counter.
 
 The judge prompt (:func:`consistency_prompt`) shows the analysis - all of it, or only its last
 ``last_lines`` lines as the reference did - and the verdict, and asks for ``1`` or ``0``. How the
@@ -31,25 +33,31 @@ reply is read is documented in :func:`parse_judge_reply`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
-import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from r1reward.toy import checks, world
+from r1reward.clients import ChatClient, ChatError, endpoint, image_to_data_url
+from r1reward.lazy import import_object
 
-ENV_BASE_URL = "R1REWARD_JUDGE_BASE_URL"
-ENV_MODEL = "R1REWARD_JUDGE_MODEL"
-ENV_API_KEY = "R1REWARD_JUDGE_API_KEY"
+ENV = "R1REWARD_JUDGE"
+ENV_BASE_URL = f"{ENV}_BASE_URL"
+ENV_MODEL = f"{ENV}_MODEL"
+ENV_API_KEY = f"{ENV}_API_KEY"
+
+#: The judge kinds :func:`build_judge` knows: kind -> ``"module:Class"``, imported on first use
+#: (:func:`r1reward.lazy.import_object`), so the toy's ``rule`` judge costs no import of the toy
+#: world until a recipe asks for it.
+JUDGES: dict[str, str] = {
+    "rule": "r1reward.toy.judge:RuleJudge",
+    "openai": "r1reward.judges:OpenAIJudge",
+    "transformers": "r1reward.judges:TransformersJudge",
+}
 
 JUDGE_PROMPT = """You check whether a piece of reasoning supports its own conclusion.
 A reward model compared two responses (Response 1 and Response 2) to a question. Below is its analysis{scope}, followed by the verdict it gave.
@@ -83,7 +91,9 @@ class Judge(Protocol):
     ) -> list[int]: ...
 
 
-def _check_lengths(analyses: Sequence[str], answers: Sequence[int | None], images: Any) -> None:
+def check_lengths(analyses: Sequence[str], answers: Sequence[int | None], images: Any) -> None:
+    """Raise ``ValueError`` unless there is one answer (and, when given, one image list) per
+    analysis: the argument check every :class:`Judge` starts with."""
     if len(analyses) != len(answers):
         raise ValueError(
             f"judge: got {len(analyses)} analyses but {len(answers)} answers; expected one answer "
@@ -96,7 +106,7 @@ def _check_lengths(analyses: Sequence[str], answers: Sequence[int | None], image
         )
 
 
-def _askable(analysis: str | None, answer: int | None) -> bool:
+def askable(analysis: str | None, answer: int | None) -> bool:
     """A judge is only asked when there is a verdict (1 or 2) and a non-empty analysis."""
     return answer in (1, 2) and isinstance(analysis, str) and analysis.strip() != ""
 
@@ -164,53 +174,6 @@ def reply_to_consistency(value: int | None) -> int:
     return {1: 1, 0: -1}.get(value, 0)
 
 
-# ------------------------------------------------------------------------------------ RuleJudge
-class RuleJudge:
-    """The toy world's judge: does the analysis's own chain of reasoning lead to the verdict?
-
-    A toy analysis states an observation, marks each response right or wrong, and closes with
-    "Response N is better." (:func:`r1reward.toy.world.analysis_text`). Returns 1 when the closing
-    sentence equals the verdict *and* every step follows from the one before
-    (:func:`r1reward.toy.checks.analysis_chain`): the marks from the observation, the closing
-    sentence from the marks. Returns -1 when the closing sentence names the other response, or
-    when the analysis contradicts itself on the way ("the image shows 3 circles ... Response 1
-    says 2, which is right"): such an analysis does not support any verdict, which is what the
-    paper's judge model is asked. Returns 0 when the analysis names no response or the verdict is
-    ``None``. Text that is not in the toy phrasing is judged by its closing sentence alone. Like
-    the paper's judge, it reads only the text: it does not know the image, so a consistent
-    analysis of a misread image is still consistent.
-    """
-
-    #: a local rule, free to run: RL asks it even when the consistency reward is off (to log the
-    #: consistency rate); a model or paid judge is asked only when its reward is used
-    free = True
-
-    def __init__(self) -> None:
-        self._verdict = world.analysis_verdict
-        self._chain = checks.analysis_chain
-
-    def judge(
-        self,
-        analyses: Sequence[str],
-        answers: Sequence[int | None],
-        images: Sequence[Sequence[Any]] | None = None,
-    ) -> list[int]:
-        _check_lengths(analyses, answers, images)
-        out = []
-        for analysis, answer in zip(analyses, answers):
-            if not _askable(analysis, answer):
-                out.append(0)
-                continue
-            said = self._verdict(analysis)
-            if said is None:
-                out.append(0)
-                continue
-            chain = self._chain(analysis)
-            follows = chain is None or all(chain.values())
-            out.append(1 if said == answer and follows else -1)
-        return out
-
-
 # ---------------------------------------------------------------------------- TransformersJudge
 class TransformersJudge:
     """A local chat model as the judge, batched (greedy decoding).
@@ -259,9 +222,9 @@ class TransformersJudge:
     ) -> list[int]:
         from r1reward.rollout import generate
 
-        _check_lengths(analyses, answers, images)
+        check_lengths(analyses, answers, images)
         out = [0] * len(analyses)
-        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if _askable(a, v)]
+        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if askable(a, v)]
         if not todo:
             return out
         conversations = []
@@ -290,21 +253,6 @@ class TransformersJudge:
 
 
 # ---------------------------------------------------------------------------------- OpenAIJudge
-def image_to_data_url(image: Any) -> str:
-    """A PIL image, a local path, or an existing ``data:``/``http(s):`` URL as an image URL string."""
-    if isinstance(image, str) and image.startswith(("data:", "http://", "https://")):
-        return image
-    if isinstance(image, str | Path):
-        path = Path(image)
-        mime = {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp", ".gif": "gif"}.get(
-            path.suffix.lower(), "png"
-        )
-        return f"data:image/{mime};base64," + base64.b64encode(path.read_bytes()).decode()
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 @dataclass
 class JudgeStats:
     """Counters of an :class:`OpenAIJudge` (all cumulative since construction)."""
@@ -325,12 +273,6 @@ class JudgeStats:
 
     def as_dict(self) -> dict[str, int | str]:
         return dict(self.__dict__)
-
-
-class _Failure(Exception):
-    def __init__(self, kind: str, message: str, retry: bool) -> None:
-        super().__init__(message)
-        self.kind, self.retry = kind, retry
 
 
 class OpenAIJudge:
@@ -374,20 +316,7 @@ class OpenAIJudge:
         use_images: bool = False,
         cache_size: int = 100_000,
     ) -> None:
-        import httpx
-
-        base_url = base_url or os.environ.get(ENV_BASE_URL)
-        model = model or os.environ.get(ENV_MODEL)
-        api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
-        if not base_url:
-            raise ValueError(f"OpenAIJudge: no base URL; pass base_url=... or set ${ENV_BASE_URL}")
-        if not model:
-            raise ValueError(f"OpenAIJudge: no model name; pass model=... or set ${ENV_MODEL}")
-        if concurrency < 1 or max_retries < 0 or timeout <= 0:
-            raise ValueError(
-                "OpenAIJudge: expected concurrency >= 1, max_retries >= 0, timeout > 0; got "
-                f"{concurrency}, {max_retries}, {timeout}"
-            )
+        base_url, model, api_key = endpoint("OpenAIJudge", ENV, base_url, model, api_key)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
@@ -402,13 +331,16 @@ class OpenAIJudge:
         self.stats = JudgeStats()
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, int] = OrderedDict()
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            headers=headers,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        self._client = ChatClient(
+            "OpenAIJudge",
+            base_url,
+            api_key,
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff=backoff,
+            concurrency=concurrency,
+            on_attempt=self._attempted,
         )
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="r1judge")
 
     # ------------------------------------------------------------------ public
     def judge(
@@ -417,13 +349,13 @@ class OpenAIJudge:
         answers: Sequence[int | None],
         images: Sequence[Sequence[Any]] | None = None,
     ) -> list[int]:
-        _check_lengths(analyses, answers, images)
+        check_lengths(analyses, answers, images)
         out = [0] * len(analyses)
-        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if _askable(a, v)]
+        todo = [i for i, (a, v) in enumerate(zip(analyses, answers)) if askable(a, v)]
         with self._lock:
             self.stats.items += len(analyses)
         futures = {
-            i: self._pool.submit(
+            i: self._client.pool.submit(
                 self._one, analyses[i], int(answers[i]), images[i] if images is not None else ()
             )
             for i in todo
@@ -438,7 +370,6 @@ class OpenAIJudge:
 
     def close(self) -> None:
         """Release the thread pool and HTTP connections."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def __enter__(self) -> OpenAIJudge:
@@ -454,6 +385,12 @@ class OpenAIJudge:
             if failed:
                 self.stats.failures += 1
                 self.stats.last_error = f"{name}: {message}" if message else name
+
+    def _attempted(self, attempt: int) -> None:
+        """Count one HTTP attempt (and a retry when it is not the first)."""
+        if attempt:
+            self._count("retries")
+        self._count("requests")
 
     def _payload(self, analysis: str, answer: int, images: Sequence[Any]) -> dict[str, Any]:
         prompt = consistency_prompt(analysis, answer, last_lines=self.last_lines)
@@ -480,7 +417,7 @@ class OpenAIJudge:
                     self._cache.move_to_end(key)
                     self.stats.cache_hits += 1
                     return self._cache[key]
-            text = self._request(payload)
+            text = self._client.complete(payload)
             value = parse_judge_reply(text)
             if value is None:
                 self._count("unparseable", failed=True, message=repr(text[:80]))
@@ -492,53 +429,12 @@ class OpenAIJudge:
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
             return result
-        except _Failure as failure:
-            self._count(failure.kind, failed=True, message=str(failure))
+        except ChatError as failure:
+            self._count(failure.kind, failed=True, message=failure.attempts[-1])
             return 0
         except Exception as exc:  # noqa: BLE001 - a judge failure must never stop training
             self._count("other_errors", failed=True, message=f"{type(exc).__name__}: {exc}")
             return 0
-
-    def _request(self, payload: dict[str, Any]) -> str:
-        """POST with retries; returns the reply text or raises :class:`_Failure`."""
-        import httpx
-
-        url = f"{self.base_url}/chat/completions"
-        failure: _Failure | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._count("retries")
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            self._count("requests")
-            try:
-                response = self._client.post(url, json=payload)
-            except httpx.TimeoutException as exc:
-                failure = _Failure("timeouts", f"timeout: {exc}", retry=True)
-            except httpx.TransportError as exc:  # refused, reset, DNS, protocol garbage
-                kind = "connect_errors" if isinstance(exc, httpx.ConnectError) else "bad_responses"
-                failure = _Failure(kind, f"{type(exc).__name__}: {exc}", retry=True)
-            else:
-                if response.status_code == 429 or response.status_code >= 500:
-                    failure = _Failure("http_errors", f"HTTP {response.status_code}", retry=True)
-                elif response.status_code >= 400:
-                    raise _Failure("http_errors", f"HTTP {response.status_code}", retry=False)
-                else:
-                    return self._reply_text(response)
-            if not failure.retry:
-                break
-        assert failure is not None
-        raise failure
-
-    @staticmethod
-    def _reply_text(response: Any) -> str:
-        try:
-            body = response.json()
-            text = body["choices"][0]["message"]["content"]
-        except Exception as exc:  # noqa: BLE001
-            raise _Failure("bad_responses", f"not a chat completion: {exc}", retry=False) from exc
-        if not isinstance(text, str):
-            raise _Failure("bad_responses", "message.content is not a string", retry=False)
-        return text
 
 
 # ------------------------------------------------------------------------------ from raw outputs
@@ -599,12 +495,23 @@ def reward_breakdown(
 
 # ------------------------------------------------------------------------------------- factory
 def build_judge(kind: str, **kwargs: Any) -> Judge:
-    """A judge by name, for recipes and the CLI: ``rule``, ``openai`` or ``transformers``.
+    """A judge by name, for recipes and the CLI: a kind of :data:`JUDGES` (``rule``, ``openai``,
+    ``transformers``), its class imported on first use.
 
     ``kwargs`` go to the class (``transformers`` needs ``model=PATH``; ``openai`` reads its address
     from the environment when not given).
+
+    Raises:
+        ValueError: ``kind`` is not in :data:`JUDGES`.
     """
-    kinds = {"rule": RuleJudge, "openai": OpenAIJudge, "transformers": TransformersJudge}
-    if kind not in kinds:
-        raise ValueError(f"build_judge: unknown judge {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind](**kwargs)
+    if kind not in JUDGES:
+        raise ValueError(f"build_judge: unknown judge {kind!r}; expected one of {sorted(JUDGES)}")
+    return import_object(JUDGES[kind])(**kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``from r1reward.judges import RuleJudge`` keeps working: the toy judge is imported from
+    :mod:`r1reward.toy.judge` when that name is first asked for, not when this module loads."""
+    if name == "RuleJudge":
+        return import_object(JUDGES["rule"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,14 +25,15 @@ from r1reward.curation import (
     NEVER,
     OpenAITeacher,
     Reply,
-    ToyTeacher,
     curate,
     difficulty_histogram,
     main,
+    make_teacher,
     read_records,
     select_hard,
 )
 from r1reward.data.schema import PreferencePair
+from r1reward.toy.teacher import ToyTeacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,6 +230,22 @@ def test_http_500_forever_is_recorded_not_raised(serve, tmp_path):
     assert len(rec["attempts"]) == 3
     assert all("HTTP 500" in a["error"] for a in rec["attempts"])
     assert s.count() == 3 * 2
+
+
+def test_reply_that_is_not_a_chat_completion_is_retried_then_recorded(serve, tmp_path):
+    """A sampling teacher may answer properly next time: a 200 without ``choices`` is retried."""
+    s = serve(lambda server, body: (200, {"not": "a chat completion"}))
+    with teacher(s.url, max_retries=2) as t:
+        replies = t.analyse(PAIRS[:1], 1)
+    assert replies[0].text is None
+    assert "3 request(s) failed" in replies[0].error
+    assert replies[0].error.count("not a chat completion (KeyError)") == 3
+    assert s.count() == 3
+
+
+def test_unknown_teacher_kind_names_the_kinds():
+    with pytest.raises(ValueError, match=r"data\.teacher\.kind='gpt'.*'openai'.*'toy'"):
+        make_teacher({"kind": "gpt"})
 
 
 def test_client_error_is_not_retried(serve, tmp_path):

@@ -134,7 +134,7 @@ def _chatml(question: str) -> str:
 def test_reward_score_is_never_null_with_an_untrained_model(served) -> None:
     """8 tokens from an untrained model never make a parseable verdict: the votes are empty,
     the score read from the verdict distribution is still a number."""
-    from r1reward.judges import image_to_data_url
+    from r1reward.clients import image_to_data_url
 
     bodies = [
         {

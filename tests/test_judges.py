@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,12 +21,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+import r1reward.judges as judges_module
 from r1reward.judges import (
     ENV_BASE_URL,
     ENV_MODEL,
+    JUDGES,
     Judge,
     OpenAIJudge,
-    RuleJudge,
     build_judge,
     consistency_prompt,
     parse_judge_reply,
@@ -32,6 +35,7 @@ from r1reward.judges import (
 )
 from r1reward.toy import checks
 from r1reward.toy import world as toy
+from r1reward.toy.judge import RuleJudge
 
 SUPPORTS_2 = "Response 1 says there are three circles, the image shows two.\nResponse 2 is better."
 SUPPORTS_1 = "Response 2 misreads the colour of the bar.\nResponse 1 is better."
@@ -453,3 +457,26 @@ def test_configuration_from_environment(monkeypatch, fake_openai) -> None:
         OpenAIJudge()
     with pytest.raises(ValueError, match="unknown judge"):
         build_judge("oracle")
+
+
+def test_judges_and_curation_import_no_toy_and_resolve_toy_kinds_lazily() -> None:
+    """The real path (judges, curation) loads without the toy world; ``rule``/``toy`` import it
+    on first use, and the old import paths still give the toy classes."""
+    code = (
+        "import sys\n"
+        "import r1reward.judges as j, r1reward.curation as c\n"
+        "assert not [m for m in sys.modules if m.startswith('r1reward.toy')], 'toy imported'\n"
+        "assert type(j.build_judge('rule')).__module__ == 'r1reward.toy.judge'\n"
+        "assert type(c.make_teacher({'kind': 'toy'})).__module__ == 'r1reward.toy.teacher'\n"
+        "from r1reward.judges import RuleJudge\n"
+        "from r1reward.curation import ToyTeacher\n"
+        "print(RuleJudge.__module__, ToyTeacher.__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["r1reward.toy.judge", "r1reward.toy.teacher"]
+    assert set(JUDGES) == {"rule", "openai", "transformers"}
+    with pytest.raises(AttributeError, match="NoSuchJudge"):
+        judges_module.NoSuchJudge  # noqa: B018 - the module __getattr__ must refuse other names

@@ -413,7 +413,7 @@ def test_a_paid_judge_is_asked_only_when_its_reward_is_used():
     assert off["total"].tolist() == (off["result"] + 0.5 * off["format"]).tolist()
     on = rl_data.score(ro, paid, use_consistency=True)
     assert paid.calls == 1 and on["consistency"].tolist() == [1.0, 1.0, 1.0]
-    from r1reward.judges import RuleJudge
+    from r1reward.toy.judge import RuleJudge
 
     rule = rl_data.score(ro, RuleJudge(), use_consistency=False)  # free: still asked, for the log
     assert not torch.isnan(rule["consistency"]).any()

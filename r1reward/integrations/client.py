@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from r1reward.judges import image_to_data_url
+from r1reward.clients import image_to_data_url
 
 __all__ = ["JudgeClient"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from r1reward.judges import image_to_data_url
+from r1reward.clients import image_to_data_url
 from r1reward.serve.limits import API_KEY_ENV
 
 __all__ = ["RewardClient"]

@@ -3,7 +3,7 @@ baselines that must sit at chance.
 
 :func:`analysis_chain` checks an analysis in the toy teacher's phrasing
 (:func:`r1reward.toy.world.analysis_text`) from its words alone (the toy consistency judge,
-:class:`r1reward.judges.RuleJudge`, uses it); :func:`judgment_breakdown` measures a judge's
+:class:`r1reward.toy.judge.RuleJudge`, uses it); :func:`judgment_breakdown` measures a judge's
 outputs step by step against the scene; :data:`TEXT_HEURISTICS` are judges that never look at
 the image, at chance on the toy by construction (tests/test_toy.py) -- the must-show check that
 the task needs the image.
