@@ -6,9 +6,10 @@ the function named after ``module:``); this file only dispatches, so ``r1reward 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
+
+from r1reward.lazy import import_object
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "build-tiny": ("r1reward.toy.cli:build_tiny_main", "write the tiny Qwen2.5-VL model folder used on CPU"),
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         if launch is not None:
             print("+ " + " ".join(launch), file=sys.stderr)
             os.execv(launch[0], launch)  # replaces this process; accelerate starts the workers
-    module_name, _, func = COMMANDS[name][0].partition(":")
-    module = importlib.import_module(module_name)
-    return int(getattr(module, func or "main")(rest) or 0)
+    spec = COMMANDS[name][0]
+    entry = import_object(spec if ":" in spec else f"{spec}:main")
+    return int(entry(rest) or 0)
 
 
 if __name__ == "__main__":

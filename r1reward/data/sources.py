@@ -21,8 +21,9 @@ works from plain Python. :func:`register_source` adds (or replaces) a source at 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from r1reward.lazy import import_object
 
 __all__ = ["BUILTIN", "get_source", "is_generated", "on_swap", "register_source"]
 
@@ -63,7 +64,7 @@ def get_source(name: str) -> Any:
                 f"data.source {name!r}: not a generated source; expected a pairs file or one of "
                 f"{sorted(set(BUILTIN) | set(_registered))}"
             )
-        register_source(name, importlib.import_module(BUILTIN[name]))
+        register_source(name, import_object(BUILTIN[name]))
     return _registered[name]
 
 
