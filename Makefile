@@ -21,12 +21,13 @@ BOOK_FLAGS := --all -W -n --keep-going
 # which lives under the output folder).
 CI_BOOK := _build/ci
 
-.PHONY: help install vendor chromium test test-unit test-notebooks test-book test-browser book \
-	clean lint lab
+.PHONY: help install vendor chromium test test-unit test-notebooks test-notebooks-gpu test-book \
+	test-browser book clean lint lab
 
 help:
 	@echo "make book   install everything, execute every chapter on the toy model (cpu profile), build _build/html"
-	@echo "make test   install everything, run pytest, the notebooks (ci profile, nbmake), the book build with -W"
+	@echo "make test   install everything, run pytest, the notebooks (ci profile and the gpu profile on the tiny"
+	@echo "            stand-in, nbmake), the book build with -W"
 	@echo "            (ci profile, into $(CI_BOOK)) and the headless-Chromium test of the built pages"
 	@echo "make lint   ruff check"
 	@echo "make lab    JupyterLab on notebooks/ with the widgets extension (PROFILE=cpu; gpu on a workstation)"
@@ -83,13 +84,19 @@ test-unit: install
 test-notebooks: install
 	R1REWARD_PROFILE=ci $(PY) -m pytest -q --nbmake notebooks
 
+# Every chapter's `gpu` branch, on CPU: R1REWARD_GPU_STANDIN=tiny gives the gpu profile the tiny
+# model with the ci recipe and the ci artifacts (r1reward.profile.gpu_standin), so after
+# test-notebooks this mostly reads caches and runs only what the gpu branches size differently.
+test-notebooks-gpu: install
+	R1REWARD_PROFILE=gpu R1REWARD_GPU_STANDIN=tiny $(PY) -m pytest -q --nbmake notebooks
+
 test-book: vendor
 	R1REWARD_PROFILE=ci $(JB) build . $(BOOK_FLAGS) --path-output $(CI_BOOK)
 
 test-browser: test-book chromium
 	R1REWARD_BOOK_HTML=$(CI_BOOK)/_build/html $(PY) -m pytest -q -m browser tests/test_book_browser.py
 
-test: test-unit test-notebooks test-book test-browser
+test: test-unit test-notebooks test-notebooks-gpu test-book test-browser
 
 book: vendor
 	R1REWARD_PROFILE=cpu $(JB) build . $(BOOK_FLAGS)

@@ -11,6 +11,10 @@ consistency and RL chapters:
 - :func:`sft_report` -- its held-out well-formed rate and accuracy (greedy);
 - :func:`scalar_baseline` -- the Bradley-Terry baseline's held-out accuracy and loss curve.
 
+With ``R1REWARD_GPU_STANDIN=tiny`` (:func:`r1reward.profile.gpu_standin`) the ``gpu`` profile
+takes the ``ci`` profile's recipe and artifact folder, so CI executes the chapters' ``gpu``
+branches on the tiny model and reuses what the ``ci`` run built.
+
 A cached folder is keyed by a hash of the recipe sections it depends on, so a recipe change
 rebuilds it; a marker file is written last, so a crash never leaves a folder that looks complete
 (it is removed and rebuilt). A file lock serialises concurrent builders.
@@ -27,11 +31,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from r1reward.profile import gpu_standin
 from r1reward.recipes import load_recipe, recipe_hash
 
 __all__ = [
     "PROFILE_RECIPES",
     "artifacts_dir",
+    "recipe_name",
     "recipe_for",
     "tiny_model",
     "curated_pairs",
@@ -47,25 +53,38 @@ PROFILE_RECIPES = {"ci": "toy-ci", "cpu": "toy-cpu", "gpu": "qwen2.5-vl-7b-lora"
 MARKER = "r1reward_complete.json"
 
 
+def _standing_in(profile: str) -> str:
+    """The profile whose recipe and artifacts ``profile`` uses: itself, or ``ci`` for ``gpu``
+    under ``R1REWARD_GPU_STANDIN``."""
+    return "ci" if profile == "gpu" and gpu_standin() else profile
+
+
+def recipe_name(profile: str) -> str:
+    """The recipe ``profile`` uses (:data:`PROFILE_RECIPES`; ``toy-ci`` for a stand-in ``gpu``)."""
+    if profile not in PROFILE_RECIPES:
+        raise ValueError(f"profile {profile!r}: expected one of {', '.join(PROFILE_RECIPES)}")
+    return PROFILE_RECIPES[_standing_in(profile)]
+
+
 def artifacts_dir(profile: str) -> Path:
     """``$R1REWARD_ARTIFACTS/<profile>``, else ``artifacts/<profile>`` at the repository root
-    (the folder holding ``pyproject.toml`` above the package), else under the working directory."""
+    (the folder holding ``pyproject.toml`` above the package), else under the working directory.
+    A stand-in ``gpu`` profile shares the ``ci`` folder (same recipe, same cached artifacts)."""
     env = os.environ.get("R1REWARD_ARTIFACTS")
     if env:
         root = Path(env)
     else:
         repo = Path(__file__).resolve().parents[1]
         root = repo / "artifacts" if (repo / "pyproject.toml").is_file() else Path("artifacts")
-    path = root / profile
+    path = root / _standing_in(profile)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def recipe_for(profile: str, overrides: Sequence[str] = ()) -> dict:
-    """The profile's recipe (``ci`` -> ``toy-ci``, ``cpu`` -> ``toy-cpu``, ``gpu`` -> 7B LoRA)."""
-    if profile not in PROFILE_RECIPES:
-        raise ValueError(f"profile {profile!r}: expected one of {', '.join(PROFILE_RECIPES)}")
-    return load_recipe(PROFILE_RECIPES[profile], overrides)
+    """The profile's recipe (``ci`` -> ``toy-ci``, ``cpu`` -> ``toy-cpu``, ``gpu`` -> 7B LoRA, or
+    ``toy-ci`` under ``R1REWARD_GPU_STANDIN``)."""
+    return load_recipe(recipe_name(profile), overrides)
 
 
 @contextlib.contextmanager

@@ -225,3 +225,48 @@ def test_dry_run_without_a_config_says_so_in_one_line(capsys, monkeypatch):
     assert "needs the model's config.json" in err and "someone/not-cached-anywhere" in err
     assert cli.main(["rl", "--recipe", "qwen2.5-vl-7b-lora", "rl.lr=abc", "--dry-run"]) == 2
     assert "rl.lr" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the quick walkthrough, run
+
+#: what shrinks the README's toy-quick commands to seconds: the same commands and code path
+#: (tiny-model build with pretraining, curation, SFT, held-out report, RL from the SFT model),
+#: fewer steps and pairs; the full-size run and its numbers are the README's measured log
+QUICK_SHRINK = {
+    "sft": ["model.tiny.pretrain_steps=2", "model.tiny.pretrain_batch_size=2",
+            "model.tiny.pretrain_text_batch_size=2", "data.train_pairs=8", "data.heldout_pairs=4",
+            "sft.max_new_tokens=16"],
+    "rl": ["rl.steps=1", "rl.prompts_per_step=4", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
+           "rl.rollout_batch_size=4", "rl.max_new_tokens=16"],
+}
+
+
+def quick_commands() -> list[str]:
+    """The README's ``--recipe toy-quick`` walkthrough, in its order."""
+    return [x for x in _examples((ROOT / "README.md").read_text()) if "--recipe toy-quick" in x]
+
+
+def test_the_readme_quick_walkthrough_runs(tmp_path, monkeypatch, capsys):
+    """The README's quick commands, run as printed from an empty folder (shrunk by
+    ``QUICK_SHRINK``): SFT builds the tiny model, curates, trains and prints its held-out report;
+    RL starts from the SFT model and writes a step per ``rl.steps``."""
+    from r1reward.train.rl import read_metrics
+
+    lines = quick_commands()
+    assert [shlex.split(x)[1] for x in lines] == ["sft", "rl"], lines
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for line in lines:
+        argv = shlex.split(line)[1:]
+        assert cli.main([*argv, *QUICK_SHRINK[argv[0]]]) == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    out = captured.out
+    report = re.search(r"held-out: n=(\d+) well-formed=([\d.]+) accuracy=([\d.]+)", out)
+    assert report and int(report.group(1)) == 4, out
+    sft_out = tmp_path / shlex.split(lines[0])[shlex.split(lines[0]).index("--out") + 1]
+    assert (sft_out / "model.safetensors").is_file() and (sft_out / "recipe.yaml").is_file()
+    assert list((tmp_path / "artifacts" / "models").glob("tiny-tiny-seed0-pt2/model.safetensors"))
+    rl_out = tmp_path / shlex.split(lines[1])[shlex.split(lines[1]).index("--out") + 1]
+    steps = read_metrics(rl_out)
+    assert [s["step"] for s in steps] == [1] and steps[0]["loss"] == steps[0]["loss"]  # finite
+    assert "warning: rl.init_model is null" not in captured.err  # RL started from the SFT model
