@@ -15,11 +15,10 @@ Paper map:
 - GRPO's per-group standardisation, for comparison: :func:`group_advantages`.
 - The PPO clipped surrogate with **Pre-Clip** (Sec. 3, "Pre-CLIP"): :func:`pre_clip_ratio`,
   :func:`policy_loss`.
-- Later fixes of the same instabilities, for the collapse lab: Dr. GRPO
-  (:func:`dr_grpo_advantages`, ``policy_loss(length_norm=False)``), the Advantage Filter on
-  group advantages (:func:`filter_group_advantages`), DAPO's clip-higher
-  (``policy_loss(clip_eps_high=...)``), GSPO (:func:`gspo_loss`), CISPO (:func:`cispo_loss`),
-  truncated importance sampling against the sampler (:func:`tis_weights`).
+- Later fixes of the same instabilities, for the collapse lab, are in
+  :mod:`r1reward.algorithms_variants` (Dr. GRPO, GSPO, CISPO, TIS, the filter on group
+  advantages); DAPO's clip-higher and Dr. GRPO's length handling are options of
+  :func:`policy_loss` (``clip_eps_high=``, ``length_norm=False``).
 - KL estimators k1/k2/k3 (Schulman, "Approximating KL divergence", 2020): :func:`kl_estimate`.
 """
 
@@ -39,11 +38,6 @@ __all__ = [
     "pre_clip_ratio",
     "policy_loss",
     "ratio_stats",
-    "dr_grpo_advantages",
-    "filter_group_advantages",
-    "gspo_loss",
-    "cispo_loss",
-    "tis_weights",
     "kl_estimate",
 ]
 
@@ -54,9 +48,11 @@ FILTER_SIGMA: float = 3.0
 
 
 # ----------------------------------------------------------------------------- helpers
+#
+# Shared with r1reward.algorithms_variants; not part of the maths a reader looks up.
 
 
-def _bool_mask(mask: Tensor | None, like: Tensor, *, fn: str, name: str = "mask") -> Tensor:
+def check_mask(mask: Tensor | None, like: Tensor, *, fn: str, name: str = "mask") -> Tensor:
     """``mask != 0`` as a bool tensor, checked against ``like``'s shape (all True if None)."""
     if mask is None:
         return torch.ones_like(like, dtype=torch.bool)
@@ -70,12 +66,12 @@ def _bool_mask(mask: Tensor | None, like: Tensor, *, fn: str, name: str = "mask"
     return mask if mask.dtype == torch.bool else mask != 0
 
 
-def _float(x: Tensor) -> Tensor:
+def as_float(x: Tensor) -> Tensor:
     """``x`` itself if floating point, else converted to the default float dtype."""
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
 
-def _stats_dtype(x: Tensor) -> torch.dtype:
+def stats_dtype(x: Tensor) -> torch.dtype:
     """float64 for statistics where the device has it (MPS has no float64)."""
     return torch.float32 if x.device.type == "mps" else torch.float64
 
@@ -119,11 +115,11 @@ def token_rewards(
             f"r1reward.algorithms.token_rewards: rewards has shape {tuple(rewards.shape)}, "
             f"expected [B] = ({mask.shape[0]},) to match mask {tuple(mask.shape)}"
         )
-    valid = _bool_mask(mask, mask, fn="token_rewards")
-    dtype = _float(rewards).dtype
+    valid = check_mask(mask, mask, fn="token_rewards")
+    dtype = as_float(rewards).dtype
     if kl is not None:
-        _bool_mask(kl, mask, fn="token_rewards", name="kl")  # shape check
-        dtype = torch.promote_types(dtype, _float(kl).dtype)
+        check_mask(kl, mask, fn="token_rewards", name="kl")  # shape check
+        dtype = torch.promote_types(dtype, as_float(kl).dtype)
 
     B, T = valid.shape
     per_token = torch.zeros((B, T), dtype=dtype, device=mask.device)
@@ -189,9 +185,9 @@ def normalize_advantages(
         raise ValueError(
             f"r1reward.algorithms.normalize_advantages: filter_sigma must be > 0, got {filter_sigma!r}"
         )
-    in_mask = _bool_mask(mask, adv, fn="normalize_advantages")
-    out_dtype = _float(adv).dtype
-    x = adv.to(_stats_dtype(adv))
+    in_mask = check_mask(mask, adv, fn="normalize_advantages")
+    out_dtype = as_float(adv).dtype
+    x = adv.to(stats_dtype(adv))
     finite = torch.isfinite(x)
     valid = in_mask & finite
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -274,8 +270,8 @@ def group_advantages(
             f"r1reward.algorithms.group_advantages: batch size {rewards.shape[0]} is not a multiple "
             f"of group_size {group_size}"
         )
-    out_dtype = _float(rewards).dtype
-    x = rewards.to(_stats_dtype(rewards)).reshape(-1, group_size)
+    out_dtype = as_float(rewards).dtype
+    x = rewards.to(stats_dtype(rewards)).reshape(-1, group_size)
     valid = torch.isfinite(x)
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     n = valid.sum(dim=1, keepdim=True).to(x.dtype)
@@ -373,7 +369,7 @@ def policy_loss(
     """
     valid, advantages = _check_policy_inputs(logp, old_logp, advantages, mask, clip_eps, pre_clip)
     B, T = logp.shape
-    dtype = _float(logp).dtype
+    dtype = as_float(logp).dtype
     zero = torch.zeros((), dtype=dtype, device=logp.device)
     # Replace masked positions first (torch.where, not multiplication: 0 * inf = NaN).
     log_ratio = torch.where(valid, logp.to(dtype) - old_logp.detach().to(dtype), zero)
@@ -399,8 +395,8 @@ def _check_policy_inputs(logp: Tensor, old_logp: Tensor, advantages: Tensor, mas
         raise ValueError(
             f"r1reward.algorithms.policy_loss: logp must be [B, T], got shape {tuple(logp.shape)}"
         )
-    _bool_mask(old_logp, logp, fn="policy_loss", name="old_logp")
-    valid = _bool_mask(mask, logp, fn="policy_loss")
+    check_mask(old_logp, logp, fn="policy_loss", name="old_logp")
+    valid = check_mask(mask, logp, fn="policy_loss")
     if not isinstance(advantages, Tensor):
         raise TypeError("r1reward.algorithms.policy_loss: advantages must be a torch.Tensor")
     B, T = logp.shape
@@ -430,7 +426,7 @@ def ratio_stats(ratio: Tensor, log_ratio: Tensor, adv: Tensor, valid: Tensor, *,
     with torch.no_grad():
         # Masks are decided in the working dtype (as the loss saw it); sums and counts are taken
         # in float64 (float32 on MPS) so bfloat16/float16 inputs still give exact token counts.
-        sd = _stats_dtype(log_ratio)
+        sd = stats_dtype(log_ratio)
         clipped = valid & (((adv > 0) & (ratio > high)) | ((adv < 0) & (ratio < low)))
         if pre_clip is not None:
             outside = valid & ((log_ratio < pre_clip[0]) | (log_ratio > pre_clip[1]))
@@ -477,145 +473,6 @@ def ratio_stats(ratio: Tensor, log_ratio: Tensor, adv: Tensor, valid: Tensor, *,
     }
 
 
-# ----------------------------------------------------------------------------- later fixes
-#
-# Fixes proposed after R1-Reward for the same family of instabilities, one short function each,
-# so the collapse lab (r1reward.lab) can put them on the same grid. Each returns what
-# :func:`policy_loss` returns (the loss and the statistics the trainer logs).
-
-
-def dr_grpo_advantages(rewards: Tensor, group_size: int) -> Tensor:
-    """Dr. GRPO advantages (Liu et al. 2025, "Understanding R1-Zero-like training"): each reward
-    minus its group's mean, *without* dividing by the group's std (which up-weights groups whose
-    answers barely differ). ``rewards`` ``[B]`` in consecutive groups of ``group_size``; NaN/inf
-    rewards are left out of the mean and get 0. Returns ``[B]``."""
-    if not isinstance(rewards, Tensor) or rewards.dim() != 1:
-        raise ValueError("r1reward.algorithms.dr_grpo_advantages: rewards must be a 1-D tensor [B]")
-    if group_size < 1 or rewards.shape[0] % group_size:
-        raise ValueError(
-            f"r1reward.algorithms.dr_grpo_advantages: batch {rewards.shape[0]} is not a multiple "
-            f"of group_size {group_size}"
-        )
-    x = rewards.to(_stats_dtype(rewards)).reshape(-1, group_size)
-    valid = torch.isfinite(x)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    n = valid.sum(dim=1, keepdim=True).clamp_min(1).to(x.dtype)
-    mean = torch.where(valid, x, zero).sum(dim=1, keepdim=True) / n
-    return torch.where(valid, x - mean, zero).reshape(-1).to(_float(rewards).dtype)
-
-
-def filter_group_advantages(advantages: Tensor, filter_sigma: float | None = None
-                            ) -> tuple[Tensor, dict[str, float]]:
-    """The Advantage Filter on per-sequence group advantages (GRPO's and Dr. GRPO's ``[B]``,
-    already standardised within each group): NaN/inf become 0, then with ``filter_sigma`` every
-    ``|A| > filter_sigma`` is zeroed (paper Sec. 3, the 3-sigma rule, here on group statistics).
-
-    Returns:
-        ``(filtered, stats)``: float32 ``[B]`` and ``{"filtered_fraction"}``, the share of the
-        ``B`` sequences zeroed by the filter (0.0 without it).
-    """
-    adv = torch.nan_to_num(advantages.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    if filter_sigma is None:
-        return adv, {"filtered_fraction": 0.0}
-    kept = adv.abs() <= filter_sigma
-    return adv * kept, {"filtered_fraction": float(1 - kept.float().mean())}
-
-
-def _seq_advantages(advantages: Tensor, valid: Tensor, fn: str) -> Tensor:
-    """``[B]`` advantages; a ``[B, T]`` one (constant over each row's action tokens, as the
-    trainer broadcasts sequence advantages) becomes its mean over the row's valid tokens."""
-    B = valid.shape[0]
-    if advantages.dim() == 2 and advantages.shape == valid.shape:
-        zero = torch.zeros((), dtype=advantages.dtype, device=advantages.device)
-        n = valid.sum(dim=1).clamp_min(1).to(advantages.dtype)
-        advantages = torch.where(valid, advantages, zero).sum(dim=1) / n
-    if advantages.shape != (B,):
-        raise ValueError(f"r1reward.algorithms.{fn}: advantages must be [B] = ({B},)")
-    return advantages
-
-
-def _stats(ratio: Tensor, raw: Tensor, valid: Tensor, clipped: Tensor) -> dict[str, float]:
-    with torch.no_grad():
-        r = torch.where(valid, ratio.detach().double(), torch.zeros((), dtype=torch.float64))
-        n = int(valid.sum())
-        n_f = max(n, 1)
-        finite_raw = torch.where(valid, raw.detach().double(), torch.zeros((), dtype=torch.float64))
-        return {
-            "clip_fraction": float((clipped & valid).sum()) / n_f,
-            "pre_clip_fraction": 0.0,
-            "max_ratio": float(torch.where(valid, r, torch.full_like(r, -float("inf"))).amax()) if n else float("nan"),
-            "mean_ratio": float(r.sum()) / n_f if n else float("nan"),
-            "max_abs_log_ratio": float(finite_raw.abs().amax()) if n else float("nan"),
-            "nonfinite_ratio_count": int((valid & ~torch.isfinite(ratio)).sum()),
-            "approx_kl": float(torch.where(valid, (r - 1) - finite_raw, torch.zeros((), dtype=torch.float64)).sum()) / n_f,
-            "num_tokens": n,
-        }
-
-
-def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
-              clip_eps: float = 3e-4, clip_eps_high: float | None = 4e-4,
-              pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
-    """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization"): one importance ratio per
-    *sequence*, ``s_i = exp(mean_t(logp - old_logp))`` (the geometric mean of the token ratios),
-    clipped to ``[1 - clip_eps, 1 + clip_eps_high]`` -- ranges of 1e-4, as the paper's, because a
-    length-normalised ratio moves little -- in PPO's min, one term per sequence:
-    ``L = -mean_i min(s_i A_i, clip(s_i) A_i)``. ``pre_clip`` clamps the mean log-ratio before
-    ``exp``. ``advantages`` ``[B]`` (or ``[B, T]`` constant over each row)."""
-    valid = _bool_mask(mask, logp, fn="gspo_loss")
-    B = logp.shape[0]
-    adv = _seq_advantages(advantages.detach(), valid, "gspo_loss").to(_float(logp).dtype)
-    zero = torch.zeros((), dtype=_float(logp).dtype, device=logp.device)
-    raw = torch.where(valid, logp - old_logp.detach(), zero)
-    n = valid.sum(dim=1)
-    seq_lr = raw.sum(dim=1) / n.clamp_min(1).to(raw.dtype)
-    if pre_clip is not None:
-        seq_lr = seq_lr.clamp(pre_clip[0], pre_clip[1])
-    s = seq_lr.exp()
-    upper = 1.0 + (clip_eps if clip_eps_high is None else clip_eps_high)
-    per_seq = -torch.minimum(s * adv, s.clamp(1.0 - clip_eps, upper) * adv)
-    loss = torch.where(n > 0, per_seq, zero).sum() / max(B, 1)
-    clipped = ((adv > 0) & (s > upper)) | ((adv < 0) & (s < 1.0 - clip_eps))
-    tok_ratio = s[:, None].expand_as(raw)
-    return loss, _stats(tok_ratio, raw, valid, clipped[:, None].expand_as(valid))
-
-
-def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
-               clip_eps_high: float = 0.28,
-               pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
-    """CISPO (MiniMax-M1, 2025): keep every token's gradient but clip its *importance weight*,
-    ``L = -sum_t sg(min(r_t, 1 + clip_eps_high)) A_t logp_t / (number of tokens)`` -- the weight is
-    a stopped-gradient constant, so no token is dropped by the clip as in PPO, and an exploding
-    ratio cannot scale a gradient past ``1 + clip_eps_high``. Averaged over all action tokens of
-    the batch. ``pre_clip`` clamps the log-ratio before ``exp`` (only for the statistics here:
-    the weight is bounded anyway)."""
-    valid = _bool_mask(mask, logp, fn="cispo_loss")
-    B, T = logp.shape
-    adv = advantages.detach()
-    adv = adv[:, None].expand(B, T) if adv.shape == (B,) else adv
-    dtype = _float(logp).dtype
-    zero = torch.zeros((), dtype=dtype, device=logp.device)
-    raw = torch.where(valid, logp.detach().to(dtype) - old_logp.detach().to(dtype), zero)
-    ratio = pre_clip_ratio(raw, pre_clip)
-    weight = torch.where(valid, ratio.clamp(max=1.0 + clip_eps_high), zero).detach()
-    lp = torch.where(valid, logp.to(dtype), zero)
-    per_token = -weight * torch.where(valid, adv.to(dtype), zero) * lp
-    loss = per_token.sum() / valid.sum().clamp_min(1).to(dtype)
-    clipped = valid & (ratio > 1.0 + clip_eps_high)
-    return loss, _stats(ratio, raw, valid, clipped)
-
-
-def tis_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, *, cap: float = 2.0) -> Tensor:
-    """Truncated importance sampling against the *sampler* (Yao et al. 2025, "On the
-    rollout-training mismatch"): when a fast engine (vLLM, bfloat16) samples and the trainer
-    scores, the two disagree; each token's loss is multiplied by ``min(pi_old / pi_sampler, cap)``,
-    ``[B, T]``, 0 on masked positions. The trainer's ``old_logp`` and the engine's
-    ``sampler_logp`` are both ``[B, T]``."""
-    valid = _bool_mask(mask, old_logp, fn="tis_weights")
-    zero = torch.zeros((), dtype=_float(old_logp).dtype, device=old_logp.device)
-    lr = torch.where(valid, old_logp.detach() - sampler_logp.detach(), zero)
-    return torch.where(valid, lr.clamp(max=math.log(cap)).exp(), zero)
-
-
 # ----------------------------------------------------------------------------- KL
 
 
@@ -652,10 +509,10 @@ def kl_estimate(
     """
     if not isinstance(logp, Tensor) or not isinstance(ref_logp, Tensor):
         raise TypeError("r1reward.algorithms.kl_estimate: logp and ref_logp must be tensors")
-    _bool_mask(ref_logp, logp, fn="kl_estimate", name="ref_logp")
-    d = _float(logp) - _float(ref_logp)
+    check_mask(ref_logp, logp, fn="kl_estimate", name="ref_logp")
+    d = as_float(logp) - as_float(ref_logp)
     if mask is not None:
-        valid = _bool_mask(mask, logp, fn="kl_estimate")
+        valid = check_mask(mask, logp, fn="kl_estimate")
         # Replace masked positions *before* the arithmetic so -inf/NaN there give no NaN gradient.
         d = torch.where(valid, d, torch.zeros((), dtype=d.dtype, device=d.device))
     if kind == "k1":

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from r1reward.clients import ChatClient, ChatError, endpoint, image_to_data_url
+from r1reward.data.jsonl import read_jsonl
 from r1reward.data.sources import get_source
 from r1reward.lazy import import_object
 from r1reward.prompt import build_messages, build_prompt, parse_judgment
@@ -287,30 +288,14 @@ def read_records(path: str | Path, *, repair: bool = False) -> dict[str, dict]:
     path = Path(path)
     if not path.exists():
         return {}
-    raw = path.read_bytes()
-    cut = raw.rfind(b"\n") + 1  # bytes after the last newline are a torn write
-    lines = raw[:cut].split(b"\n")[:-1]
-    records: dict[str, dict] = {}
-    good_end = cut
-    pos = 0
-    for lineno, line in enumerate(lines, 1):
-        start, pos = pos, pos + len(line) + 1
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "id" not in rec or "status" not in rec:
-                raise ValueError("expected an object with 'id' and 'status'")
-        except ValueError as exc:
-            if lineno == len(lines) and cut == len(raw):  # last line, garbled by a crash
-                good_end = start
-                break
-            raise ValueError(f"{path}, line {lineno}: not a curation record ({exc})") from exc
-        records[str(rec["id"])] = rec
-    if repair and good_end < len(raw):
-        with path.open("r+b") as fh:
-            fh.truncate(good_end)
-    return records
+    lines = read_jsonl(path, torn_tail="cut" if repair else "drop", check=_check_record,
+                       what="curation record")
+    return {str(rec["id"]): rec for rec in lines}
+
+
+def _check_record(rec: Any) -> None:
+    if not isinstance(rec, dict) or "id" not in rec or "status" not in rec:
+        raise ValueError("expected an object with 'id' and 'status'")
 
 
 def _append(fh: Any, record: dict) -> None:

@@ -38,6 +38,8 @@ from typing import Any
 
 from r1reward import pipeline
 from r1reward.curation import select_hard
+from r1reward.data.jsonl import read_jsonl
+from r1reward.data.markers import read_marker, write_marker
 from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
 from r1reward.prompt import build_messages, parse_judgment
@@ -164,11 +166,10 @@ def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_fil
     out_file = Path(out_file)
     key = {"model": str(model_path), "candidates": [p.id for p in candidates],
            "max_new_tokens": int(max_new_tokens)}
-    if out_file.is_file():
-        cached = json.loads(out_file.read_text())
-        if cached.get("key") == key:
-            keep = set(cached["ids"])
-            return [p for p in candidates if p.id in keep]
+    cached = read_marker(out_file)
+    if cached is not None and cached.get("key") == key:
+        keep = set(cached["ids"])
+        return [p for p in candidates if p.id in keep]
     model, processor = load_model(str(model_path))
     shown = [q for p in candidates for q in (p, p.swap())]
     convs = [build_messages(q.question, q.response_1, q.response_2, images=q.images) for q in shown]
@@ -179,9 +180,7 @@ def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_fil
     info = {"key": key, "ids": keep_ids, "n_candidates": len(candidates), "n_kept": len(keep_ids),
             "greedy_accuracy": sum(right) / max(1, len(right))}
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(out_file)
+    write_marker(out_file, info)
     keep = set(keep_ids)
     return [p for p in candidates if p.id in keep]
 
@@ -222,10 +221,9 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
     path = run_variant(recipe, variant, seed, root, init_model=init_model, overrides=ovr,
                        pairs=pairs, name=name)
     eval_key = {"heldout": [p.id for p in heldout], "greedy_only": True}
-    if row_file.is_file():
-        cached = json.loads(row_file.read_text())
-        if cached.get("eval_key") == eval_key:
-            return cached["row"]
+    cached = read_marker(row_file)
+    if cached is not None and cached.get("eval_key") == eval_key:
+        return cached["row"]
     recs = read_metrics(path)
     summary = json.loads((path / "summary.json").read_text())
     resolved = json.loads((path / "variant.json").read_text())["resolved"]
@@ -260,9 +258,7 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
                    position_bias=float("nan"))
     row["seconds"] = time.perf_counter() - t0
     row = {k: row[k] for k in ROW_FIELDS}
-    tmp = row_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"eval_key": eval_key, "row": row}))
-    tmp.replace(row_file)
+    write_marker(row_file, {"eval_key": eval_key, "row": row})
     return row
 
 
@@ -335,7 +331,7 @@ def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_p
 def read_lab(out_dir: str | Path) -> list[dict]:
     """The rows of ``out_dir/lab.jsonl``."""
     path = Path(out_dir) / "lab.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    return list(read_jsonl(path))
 
 
 # --------------------------------------------------------------------------------------------

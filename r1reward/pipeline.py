@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from r1reward.data.markers import read_marker, write_marker
 from r1reward.profile import gpu_standin
 from r1reward.recipes import load_recipe, recipe_hash
 
@@ -101,15 +102,13 @@ def _cached(folder: Path, key: str, build: Callable[[Path], Any]) -> Path:
     """Return ``folder`` if its marker holds ``key``; else (re)build it and write the marker."""
     marker = folder / MARKER
     with _lock(folder.parent, folder.name):
-        if marker.is_file():
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                if json.loads(marker.read_text()).get("key") == key:
-                    return folder
+        if (read_marker(marker) or {}).get("key") == key:
+            return folder
         if folder.exists():
             shutil.rmtree(folder)  # half-built or built from another recipe
         folder.mkdir(parents=True)
         build(folder)
-        marker.write_text(json.dumps({"key": key}) + "\n")  # last: the folder is complete
+        write_marker(marker, {"key": key})  # last: the folder is complete
     return folder
 
 

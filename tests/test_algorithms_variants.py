@@ -1,4 +1,4 @@
-"""The later fixes in r1reward.algorithms (Dr. GRPO, clip-higher, GSPO, CISPO, TIS), checked by hand
+"""The later fixes in r1reward.algorithms_variants (Dr. GRPO, clip-higher, GSPO, CISPO, TIS), checked by hand
 on small inputs, and wired through the trainer's presets."""
 
 from __future__ import annotations
@@ -9,22 +9,23 @@ import pytest
 import torch
 
 from r1reward import algorithms as A
+from r1reward import algorithms_variants as V
 
 
 def test_dr_grpo_centres_without_scaling():
     r = torch.tensor([1.0, 0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0])
-    assert torch.allclose(A.dr_grpo_advantages(r, 4), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0]))
+    assert torch.allclose(V.dr_grpo_advantages(r, 4), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0]))
     assert torch.allclose(A.group_advantages(r, 4)[:4], torch.tensor([0.5, -1.5, 0.5, 0.5]), atol=1e-5)
     with pytest.raises(ValueError):
-        A.dr_grpo_advantages(r, 3)
+        V.dr_grpo_advantages(r, 3)
 
 
 def test_group_advantage_filter_zeroes_non_finite_and_beyond_sigma():
     adv = torch.tensor([0.5, -3.5, float("nan"), float("inf"), 3.0, -1.0])
-    kept, info = A.filter_group_advantages(adv, 3.0)
+    kept, info = V.filter_group_advantages(adv, 3.0)
     assert kept.tolist() == [0.5, 0.0, 0.0, 0.0, 3.0, -1.0] and kept.dtype == torch.float32
     assert info["filtered_fraction"] == pytest.approx(1 / 6)  # only -3.5: non-finite are not "filtered"
-    unfiltered, info = A.filter_group_advantages(adv, None)
+    unfiltered, info = V.filter_group_advantages(adv, None)
     assert unfiltered.tolist() == [0.5, -3.5, 0.0, 0.0, 3.0, -1.0] and info["filtered_fraction"] == 0.0
 
 
@@ -55,14 +56,14 @@ def test_gspo_uses_one_geometric_mean_ratio_per_sequence():
     old = torch.zeros(1, 3)
     logp = torch.tensor([[0.1e-3, 0.3e-3, 5.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0, 0.0]])
-    loss, info = A.gspo_loss(logp, old, torch.tensor([2.0]), mask)
+    loss, info = V.gspo_loss(logp, old, torch.tensor([2.0]), mask)
     s = math.exp(0.2e-3)  # inside [1 - 3e-4, 1 + 4e-4]: not clipped
     assert float(loss) == pytest.approx(-2 * s)
     assert info["max_ratio"] == pytest.approx(s) and info["clip_fraction"] == 0.0
     (g,) = torch.autograd.grad(loss, logp)
     assert torch.allclose(g, torch.tensor([[-s, -s, 0.0]]))  # d/dlogp_t of -A s = -A s / |o| = -2 s / 2 on each of the 2 tokens
     big = torch.tensor([[0.01, 0.01, 0.0]], requires_grad=True)
-    loss, info = A.gspo_loss(big, old, torch.tensor([[2.0, 2.0, 0.0]]), mask)  # [B, T] advantages
+    loss, info = V.gspo_loss(big, old, torch.tensor([[2.0, 2.0, 0.0]]), mask)  # [B, T] advantages
     assert info["clip_fraction"] == 1.0
     assert torch.autograd.grad(loss, big)[0].abs().sum() == 0  # clipped: no gradient
 
@@ -71,7 +72,7 @@ def test_cispo_clips_the_weight_not_the_gradient():
     old = torch.zeros(1, 2)
     logp = torch.tensor([[math.log(5.0), math.log(0.5)]], requires_grad=True)
     adv, mask = torch.tensor([-1.0]), torch.ones(1, 2)
-    loss, info = A.cispo_loss(logp, old, adv, mask)
+    loss, info = V.cispo_loss(logp, old, adv, mask)
     (g,) = torch.autograd.grad(loss, logp)
     # weights: min(5, 1.28) = 1.28 and 0.5; gradient -w A / 2 tokens
     assert torch.allclose(g, torch.tensor([[1.28 / 2, 0.5 / 2]]))
@@ -81,7 +82,7 @@ def test_cispo_clips_the_weight_not_the_gradient():
 def test_tis_weights_are_truncated_ratios():
     old = torch.tensor([[0.0, 0.0, -1.0]])
     sampler = torch.tensor([[0.0, -2.0, 0.0]])
-    w = A.tis_weights(old, sampler, torch.tensor([[1.0, 1.0, 0.0]]), cap=2.0)
+    w = V.tis_weights(old, sampler, torch.tensor([[1.0, 1.0, 0.0]]), cap=2.0)
     assert torch.allclose(w, torch.tensor([[1.0, 2.0, 0.0]]))
 
 

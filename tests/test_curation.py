@@ -345,7 +345,7 @@ def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
     path = tmp_path / "c.jsonl"
     good = json.dumps({"id": "a", "status": "done", "difficulty": 1})
     path.write_text(good + "\nnot json\n" + good.replace('"a"', '"b"') + "\n")
-    with pytest.raises(ValueError, match=r"c\.jsonl, line 2"):
+    with pytest.raises(ValueError, match=r"c\.jsonl:2: not a curation record"):
         read_records(path)
 
 

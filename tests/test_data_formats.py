@@ -12,7 +12,7 @@ from PIL import Image
 
 from r1reward.data import DataError, detect_format, load, open_images
 from r1reward.data.fixtures import FIXTURES, formats_table, image_bytes, write_fixtures
-from r1reward.data.io import mm_rlhf_category
+from r1reward.data.formats import mm_rlhf_category
 from r1reward.data.media import MediaError, image_refs, remap_by_tail
 
 

@@ -19,7 +19,7 @@ from r1reward.data import (
     to_dataset,
     write_pairs,
 )
-from r1reward.data.io import parse_table1
+from r1reward.data.formats import parse_table1
 from r1reward.prompt import build_prompt
 
 # ------------------------------------------------------------------------------------------------

@@ -289,7 +289,7 @@ def test_trl_reward_functions_group_rows_by_prompt(rule_server) -> None:
 
 def test_trl_reward_functions_judge_in_process() -> None:
     """The local backend: the same rewards without a server (scorer=...), sync and async."""
-    from r1reward.verdicts import SamplerVerdicts
+    from r1reward.verdict_scorers import SamplerVerdicts
 
     scorer = SamplerVerdicts(FunctionSampler(_by_number))
     prompts = ["q1", "q1", "q2", "q2"]

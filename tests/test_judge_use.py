@@ -14,7 +14,7 @@ import pytest
 from r1reward.evaluate import FunctionSampler
 from r1reward.judge_use import best_of_n, correct_answer, is_correct, oracle_reward
 from r1reward.toy.world import make_pairs
-from r1reward.verdicts import SamplerVerdicts
+from r1reward.verdict_scorers import SamplerVerdicts
 
 PAIRS = list({p.question: p for p in make_pairs(12, seed=5, split="heldout")}.values())[:3]
 assert len(PAIRS) == 3  # three different questions: the rule judge below looks the truth up by it

@@ -363,7 +363,7 @@ def test_styles_differ_only_in_whitespace_and_paper_is_the_default():
 
 
 def test_released_prompt_parses_back_as_table1():
-    from r1reward.data.io import parse_table1
+    from r1reward.data.formats import parse_table1
 
     text = build_prompt("Which colour?", "Red.\nReally.", "Blue.", style="released")
     assert parse_table1(text) == ("Which colour?", "Red.\nReally.", "Blue.")

@@ -12,19 +12,21 @@ from PIL import Image
 
 from r1reward.evaluate import FunctionSampler
 from r1reward.prompt import build_messages
-from r1reward.verdicts import (
+from r1reward.verdict_scorers import (
     ModelVerdicts,
     SamplerVerdicts,
-    bradley_terry,
     forced_prefix,
+    verdict_probabilities,
+    verdict_token_ids,
+)
+from r1reward.verdicts import (
+    bradley_terry,
     group_cost,
     rank_group,
     rank_groups,
     score_pair,
     score_pairs,
     score_reference,
-    verdict_probabilities,
-    verdict_token_ids,
 )
 
 IMAGE = Image.new("RGB", (56, 56), (30, 160, 40))

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from r1reward.data.jsonl import read_jsonl
+
 __all__ = [
     "CONFIG_FILE",
     "LOCK_FILE",
@@ -59,33 +61,10 @@ class ResultsStore:
             self._load_and_repair()
 
     def _load_and_repair(self) -> None:
-        data = self.path.read_bytes()
-        good_end = 0
-        pos = 0
-        line_no = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            end = len(data) if nl < 0 else nl + 1
-            line = data[pos:end]
-            line_no += 1
-            try:
-                if nl < 0:
-                    raise ValueError("no newline: the write was cut")
-                if line.strip():
-                    rec = json.loads(line)
-                    self.keys.add(_key(rec))
-                good_end = end
-            except (ValueError, KeyError) as exc:
-                if end < len(data):  # damage in the middle is not a torn tail: refuse to guess
-                    raise ValueError(
-                        f"{self.path}:{line_no}: not a judgment record ({exc}); the file is"
-                        " damaged before its last line"
-                    ) from exc
-                self.torn_lines += 1
-            pos = end
-        if good_end < len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
+        records = read_jsonl(self.path, torn_tail="cut", check=_key, what="judgment record",
+                             damaged="; the file is damaged before its last line")
+        self.keys.update(_key(rec) for rec in records)
+        self.torn_lines += records.torn
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:
         return key in self.keys
@@ -110,17 +89,7 @@ class ResultsStore:
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
     """All complete records of a results file (a torn last line is ignored, not repaired)."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                if line.endswith("\n"):
-                    raise ValueError(f"{path}:{line_no}: not a JSON record ({exc})") from exc
-    return records
+    return list(read_jsonl(path, torn_tail="skip"))
 
 
 class SettingsMismatch(ValueError):

@@ -128,7 +128,7 @@ class JudgeReward:
             )
         if model is not None:
             from r1reward.models import load_model
-            from r1reward.verdicts import ModelVerdicts
+            from r1reward.verdict_scorers import ModelVerdicts
 
             loaded, processor = load_model(model)
             scorer = ModelVerdicts(loaded, processor, max_new_tokens=max_new_tokens)

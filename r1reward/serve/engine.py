@@ -18,7 +18,7 @@ from r1reward.evaluate import ModelSampler
 from r1reward.models import load_model
 from r1reward.rollout import encode, generate
 from r1reward.serve.batching import MicroBatcher
-from r1reward.verdicts import verdict_scorer
+from r1reward.verdict_scorers import verdict_scorer
 
 __all__ = ["ChatChoice", "Engine", "build_engine"]
 

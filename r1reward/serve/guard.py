@@ -20,7 +20,7 @@ from r1reward.serve.engine import Engine
 from r1reward.serve.images import decode_image, open_image
 from r1reward.serve.limits import Limits
 from r1reward.serve.schema import APIError, ChatMessage, ClientGone, ImagePart, TextPart
-from r1reward.verdicts import BatchedVerdicts
+from r1reward.verdict_scorers import BatchedVerdicts
 
 __all__ = ["PromptCounter", "Guard"]
 

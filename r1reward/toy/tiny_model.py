@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from r1reward.data import markers
 from r1reward.models import processor_without_video, torchvision_available
 from r1reward.prompt import PROMPT_TEMPLATE, build_prompt
 from r1reward.toy import world
@@ -285,14 +286,7 @@ def _image_processor_kwargs() -> dict[str, Any]:
 
 def read_marker(path: Path) -> dict[str, Any] | None:
     """The build record (:data:`MARKER`) of a complete tiny-model folder, or None."""
-    marker = path / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        info = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return info
+    return markers.read_marker(path / MARKER)
 
 
 #: Marker values of builds made before a key existed (folders without caption pretraining).
@@ -429,7 +423,7 @@ def build_tiny_model(
         )
         if report:
             marker["pretrain_report"] = {k: v for k, v in report.items() if k != "log"}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        markers.write_marker(tmp / MARKER, marker, indent=2)
         if path.exists():
             if _same_build(path, wanted):  # another process finished the same build first
                 shutil.rmtree(tmp)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from r1reward.data.jsonl import read_jsonl
 from r1reward.recipes import save_recipe
 from r1reward.train.rl_config import RLConfig
 
@@ -153,7 +154,7 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 def read_metrics(out_dir: str | Path) -> list[dict]:
     """The per-step records of a run (``metrics.jsonl``)."""
     path = Path(out_dir) / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+    return list(read_jsonl(path)) if path.exists() else []
 
 
 def append_metrics(out_dir: Path, rec: dict) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from r1reward.data.markers import read_marker, write_marker
+
 VARIANTS: dict[str, tuple[str, ...]] = {
     "stable-reinforce": ("rl.algo=stable-reinforce",),
     "no-filter": ("rl.algo=stable-reinforce", "rl.advantage_filter=false"),
@@ -62,12 +64,12 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
     key = {"recipe": recipe, "overrides": ovr, "n_pairs": None if pairs is None else len(pairs),
            "resolved": json.loads(json.dumps(resolved, sort_keys=True, default=str))}
     stamp = out / "variant.json"
-    if (out / "summary.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == key:
+    if (out / "summary.json").is_file() and read_marker(stamp) == key:
         return out
     if out.exists():  # an older or unfinished run: start clean (stale evaluations included)
         shutil.rmtree(out)
     train_rl(resolved, out_dir=out, pairs=pairs)
-    stamp.write_text(json.dumps(key))
+    write_marker(stamp, key)
     return out
 
 

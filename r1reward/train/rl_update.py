@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from r1reward import algorithms
+from r1reward import algorithms, algorithms_variants
 from r1reward.train.rl_config import ALGO_PRESETS, RLConfig
 from r1reward.train.rl_data import Rollout, batched_logprobs, sequence_logprobs
 
@@ -61,8 +61,8 @@ def compute_advantages(accelerator: Any, cfg: RLConfig, reward: torch.Tensor, ma
     sigma = cfg.filter_sigma if cfg.advantage_filter else None
     kind = ALGO_PRESETS[cfg.algo]["advantage"]
     if kind in ("group", "group-mean"):
-        group = algorithms.group_advantages if kind == "group" else algorithms.dr_grpo_advantages
-        adv, info = algorithms.filter_group_advantages(group(reward, int(cfg.samples_per_prompt)), sigma)
+        group = algorithms.group_advantages if kind == "group" else algorithms_variants.dr_grpo_advantages
+        adv, info = algorithms_variants.filter_group_advantages(group(reward, int(cfg.samples_per_prompt)), sigma)
         return adv[:, None] * mask, info
     kl_r = kl if ALGO_PRESETS[cfg.algo]["kl_in"] == "reward" else None
     returns = algorithms.token_rewards(reward, mask, kl=kl_r, kl_coef=cfg.kl_coef if kl_r is not None else 0.0)
@@ -142,11 +142,11 @@ def policy_loss(cfg: RLConfig, logp: torch.Tensor, old_logp: torch.Tensor, advan
     """The configured surrogate (``rl.loss``) on one micro-batch, all ``[B, T]``: PPO's with
     Pre-Clip, clip-higher and the length normaliser as set, or GSPO's / CISPO's."""
     if cfg.loss == "gspo":
-        return algorithms.gspo_loss(logp, old_logp, advantages, mask, pre_clip=cfg.pre_clip_bounds)
+        return algorithms_variants.gspo_loss(logp, old_logp, advantages, mask, pre_clip=cfg.pre_clip_bounds)
     if cfg.loss == "cispo":
-        return algorithms.cispo_loss(logp, old_logp, advantages, mask,
-                                     clip_eps_high=cfg.clip_eps_high if cfg.clip_eps_high is not None else 0.28,
-                                     pre_clip=cfg.pre_clip_bounds)
+        return algorithms_variants.cispo_loss(logp, old_logp, advantages, mask,
+                                              clip_eps_high=cfg.clip_eps_high if cfg.clip_eps_high is not None else 0.28,
+                                              pre_clip=cfg.pre_clip_bounds)
     return algorithms.policy_loss(logp, old_logp, advantages, mask, clip_eps=cfg.clip_eps,
                                   pre_clip=cfg.pre_clip_bounds, clip_eps_high=cfg.clip_eps_high,
                                   length_norm=bool(cfg.length_norm))

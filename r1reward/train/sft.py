@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward import curation
+from r1reward.data.jsonl import read_jsonl
 from r1reward.data.splits import load_split
 from r1reward.models import load_model, merge_adapter
 from r1reward.prompt import format_target, parse_judgment
@@ -392,7 +393,7 @@ def train_sft(
 def read_log(out_dir: str | Path) -> list[dict]:
     """The loss curve written by :func:`train_sft` (``sft_log.jsonl``)."""
     path = Path(out_dir) / LOG_NAME
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return list(read_jsonl(path))
 
 
 def main(argv: list[str] | None = None) -> int:
