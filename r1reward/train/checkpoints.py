@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.recipes import save_recipe
-from r1reward.train.rl_config import RLConfig
+from r1reward.recipes.rl import RLConfig
 
 __all__ = [
     "RESUME_MAY_CHANGE", "RUN_FILE", "RUN_OUTPUTS", "ResumeError", "append_metrics",
