@@ -152,8 +152,8 @@ def section_from_dict(cls: type, data: Any, section: str, *, source: str = "reci
     names = list(hints)
     unknown = [k for k in data if k not in hints]
     if unknown:
-        raise ValueError(f"{source}: unknown key {section}.{unknown[0]}; {section} has: "
-                         f"{', '.join(names)}")
+        listed = ", ".join(f"{section}.{k}" for k in unknown)
+        raise ValueError(f"{source}: unknown keys: {listed}; {section} has: {', '.join(names)}")
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
