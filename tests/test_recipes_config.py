@@ -140,3 +140,19 @@ def test_lab_section_matches_the_labs_own_config():
     theirs = {f.name: f for f in dataclasses.fields(LabConfig)}
     assert list(ours) == list(theirs)
     assert dataclasses.asdict(rc.LabSection()) == dataclasses.asdict(LabConfig())
+
+
+def test_the_tiny_model_is_resolved_from_the_typed_section(monkeypatch, tmp_path):
+    import r1reward.recipes as recipes
+
+    built = []
+    monkeypatch.setattr(recipes, "build_tiny_cached", lambda folder, **kw: built.append(kw) or folder)
+    path = recipes.resolve_model_path(load_recipe("toy-cpu"), cache_dir=tmp_path)
+    assert path == str(tmp_path / "tiny-tiny-seed0-pt1200")
+    assert built == [{"size": "tiny", "seed": 0, "pretrain_steps": 1200, "pretrain_lr": 1e-3,
+                      "pretrain_batch_size": 16, "pretrain_text_batch_size": 32}]
+    plain = load_recipe("toy-ci", ["model.tiny={size: tiny, seed: 2, pretrain_steps: 0}"])
+    assert recipes.resolve_model_path(plain, cache_dir=tmp_path).endswith("tiny-tiny-seed2")
+    assert recipes.resolve_model_path(load_recipe("toy-ci", ["model.path=/m"])) == "/m"
+    with pytest.raises(KeyError, match="model.tiny is unset"):
+        recipes.resolve_model_path(load_recipe("toy-ci", ["model.tiny=null"]))

@@ -27,7 +27,13 @@ from typing import Any
 
 import yaml
 
-from r1reward.recipes.config import SECTIONS, RecipeConfig, resolve_recipe
+from r1reward.recipes.config import (
+    SECTIONS,
+    ModelConfig,
+    RecipeConfig,
+    TinyModelConfig,
+    resolve_recipe,
+)
 from r1reward.recipes.fields import check_value, describe, field_types
 from r1reward.toy.tiny_model import MARKER, build_tiny_model
 
@@ -230,29 +236,31 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     by :func:`r1reward.toy.tiny_model.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``
     (``-pt{steps}`` appended when ``model.tiny.pretrain_steps`` asks for caption pretraining).
     """
-    model = recipe.get("model") or {}
-    if model.get("path"):
-        return str(model["path"])
-    tiny = model.get("tiny")
-    if not tiny:
+    model = ModelConfig.from_dict(recipe.get("model"))
+    if model.path:
+        return str(model.path)
+    tiny = model.tiny
+    if tiny is None:
         raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
-    size, seed = tiny.get("size", "tiny"), int(tiny.get("seed", 0))
     pretrain = tiny_pretrain_kwargs(tiny)
-    name = f"tiny-{size}-seed{seed}" + (f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
-    return str(build_tiny_cached(Path(cache_dir) / name, size=size, seed=seed, **pretrain))
+    name = f"tiny-{tiny.size}-seed{tiny.seed}" + (
+        f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
+    return str(build_tiny_cached(Path(cache_dir) / name, size=tiny.size, seed=tiny.seed,
+                                 **pretrain))
 
 
-def tiny_pretrain_kwargs(tiny: dict) -> dict[str, Any]:
+def tiny_pretrain_kwargs(tiny: TinyModelConfig | dict) -> dict[str, Any]:
     """The caption-pretraining keywords of a recipe's ``model.tiny`` for ``build_tiny_model``
     (``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``, ``pretrain_text_batch_size``);
     empty when there are none."""
+    spec = tiny if isinstance(tiny, TinyModelConfig) else TinyModelConfig.from_dict(tiny)
     casts = {
         "pretrain_steps": int,
-        "pretrain_lr": float,
+        "pretrain_lr": float,  # an integer passes a number field as written
         "pretrain_batch_size": int,
         "pretrain_text_batch_size": int,
     }
-    out = {k: cast(tiny[k]) for k, cast in casts.items() if tiny.get(k) is not None}
+    out = {k: cast(getattr(spec, k)) for k, cast in casts.items() if getattr(spec, k) is not None}
     return out if out.get("pretrain_steps") else {}
 
 
