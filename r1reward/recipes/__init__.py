@@ -34,7 +34,7 @@ from r1reward.recipes.config import (
     TinyModelConfig,
     resolve_recipe,
 )
-from r1reward.recipes.fields import check_value, describe, field_types
+from r1reward.recipes.fields import check_keys, check_value, describe, field_types
 from r1reward.toy.tiny_model import MARKER, build_tiny_model
 
 __all__ = [
@@ -214,13 +214,9 @@ def save_recipe(recipe: dict, folder: str | Path) -> Path:
 
 def check_section(cls: type, section: dict, name: str) -> None:
     """Refuse keys of a recipe section that its dataclass ``cls`` does not have, naming them and
-    the section (``rl``, ``lab``, ...) and listing the keys it does have."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(section) - names)
-    if unknown:
-        raise ValueError(f"recipe {name}: unknown keys {unknown}; expected some of {sorted(names)}")
+    the section (``rl``, ``lab``, ...) and listing the keys it does have
+    (:func:`r1reward.recipes.fields.check_keys`)."""
+    check_keys(cls, section, name)
 
 
 def recipe_hash(*parts: Any) -> str:

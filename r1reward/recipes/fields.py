@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Any, ClassVar, Union
 
-__all__ = ["Section", "field_types", "knob", "tracker_list", "describe", "check_value", "section_from_dict", "section_help"]
+__all__ = ["Section", "check_keys", "field_types", "knob", "tracker_list", "describe", "check_value", "section_from_dict", "section_help"]
 
 
 def knob(default: Any, help: str) -> Any:  # noqa: A002 -- the name TRL's metadata uses
@@ -136,6 +136,16 @@ def _convert(value: Any, tp: Any, where: str, source: str) -> Any:
     return value
 
 
+def check_keys(cls: type, data: dict, section: str, *, source: str = "recipe") -> None:
+    """Refuse the keys of ``data`` that the section dataclass ``cls`` does not declare, all of
+    them in one line with the keys it does declare."""
+    names = list(field_types(cls))
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        listed = ", ".join(f"{section}.{k}" for k in unknown)
+        raise ValueError(f"{source}: unknown keys: {listed}; {section} has: {', '.join(names)}")
+
+
 def section_from_dict(cls: type, data: Any, section: str, *, source: str = "recipe") -> Any:
     """An instance of the section dataclass ``cls`` from a recipe's mapping (``None``: defaults).
 
@@ -148,12 +158,8 @@ def section_from_dict(cls: type, data: Any, section: str, *, source: str = "reci
     if not isinstance(data, dict):
         raise ValueError(f"{source}: {section}: expected a mapping such as {{key: value}}, "
                          f"got {type(data).__name__} {data!r}")
+    check_keys(cls, data, section, source=source)
     hints = field_types(cls)
-    names = list(hints)
-    unknown = [k for k in data if k not in hints]
-    if unknown:
-        listed = ", ".join(f"{section}.{k}" for k in unknown)
-        raise ValueError(f"{source}: unknown keys: {listed}; {section} has: {', '.join(names)}")
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
