@@ -155,8 +155,9 @@ class ScalarConfig(Section):
 
 @dataclass
 class EvalConfig(Section):
-    """``eval:`` the evaluation a recipe was sized for; ``r1reward eval`` takes these as
-    options (--batch-size, --max-new-tokens), whose defaults are the ones here."""
+    """``eval:`` the evaluation a recipe was sized for. The evaluator does not read this section:
+    pass the values to ``r1reward eval --batch-size/--max-new-tokens`` (whose defaults are the
+    ones here)."""
 
     key: ClassVar[str] = "eval"
 
