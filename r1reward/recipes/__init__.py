@@ -2,14 +2,17 @@
 
 A recipe is a nested dict with the sections ``model`` (path or hub id, dtype, LoRA/QLoRA),
 ``data`` (pairs, teacher, tries), ``sft`` (cold-start SFT, paper Sec. 4.3), ``scalar`` (the
-Bradley-Terry baseline), ``rl`` (StableReinforce, Sec. 3) and ``eval``. Shipped names:
-``toy-ci``, ``toy-cpu`` (the tiny model on 2 CPU cores) and ``qwen2.5-vl-7b-lora`` (one GPU).
+Bradley-Terry baseline), ``rl`` (StableReinforce, Sec. 3), ``eval``, and optionally ``lab`` (the
+collapse lab) and ``hardware`` (what a scale recipe was sized for). Every key of every section is
+declared, typed and documented in :mod:`r1reward.recipes.config`; :func:`load_recipe` checks the
+whole recipe against it, so a misspelt key or a value of the wrong type fails when the recipe
+loads, in one line naming the recipe, ``section.key`` and the expected type. Shipped names:
+``toy-ci``, ``toy-cpu`` (the tiny model on 2 CPU cores) and the ``qwen2.5-vl-*`` GPU recipes.
 
 Overrides are dotted ``key=value`` strings whose values are parsed as YAML, so ``sft.lr=1e-3``
 gives a float, ``model.lora=null`` gives ``None`` and ``model.lora={r: 8}`` gives a dict. A value
-of the wrong kind (``sft.lr=abc``) is refused with the key and the expected type: the type is the
-one declared in :data:`OPTIONAL_KEYS`, or else that of the value the recipe already holds.
-Keys declared in :data:`OPTIONAL_KEYS` may be set even when the YAML file leaves them out.
+of the wrong kind (``sft.lr=abc``) is refused with the key and the expected type, the one the
+section's dataclass declares; any declared key may be set even when the YAML file leaves it out.
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ from typing import Any
 
 import yaml
 
+from r1reward.recipes.config import (
+    SECTIONS,
+    ModelConfig,
+    RecipeConfig,
+    TinyModelConfig,
+    resolve_recipe,
+)
+from r1reward.recipes.fields import check_keys, check_value, describe, field_types
 from r1reward.toy.tiny_model import MARKER, build_tiny_model
 
 __all__ = [
     "check_section",
     "RECIPE_DIR",
-    "OPTIONAL_KEYS",
+    "RecipeConfig",
+    "resolve_recipe",
     "accelerate_config",
     "available",
     "load_recipe",
@@ -42,71 +54,6 @@ __all__ = [
 ]
 
 RECIPE_DIR = Path(__file__).resolve().parent
-
-
-#: Keys a recipe may leave out, which then take their default; settable from the command line.
-#: ``section -> key -> (expected kind, help)``; kinds are those of :func:`_kind_of`.
-OPTIONAL_KEYS: dict[str, dict[str, tuple[str, str]]] = {
-    "data": {
-        "heldout": ("str", "held-out pairs file, never trained on (r1reward.data.splits)"),
-        "heldout_fraction": (
-            "number",
-            "seeded share of the data.source file held out and never trained on",
-        ),
-    },
-    "model": {
-        "max_pixels": ("int", "cap on the pixels of each image given to the processor"),
-    },
-    "sft": {
-        "report_to": ("list", "transformers trackers, e.g. [tensorboard] or [wandb]"),
-        "save_steps": ("int", "checkpoint every N optimizer steps (0: only the final one)"),
-        "save_total_limit": ("int", "checkpoints kept (the oldest are removed)"),
-    },
-}
-
-
-def _kind_of(value: Any) -> str | None:
-    """The kind an override must have to replace ``value`` (None: anything goes)."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    return None
-
-
-_KIND_TEXT = {
-    "bool": "true or false",
-    "int": "an integer",
-    "number": "a number",
-    "str": "a string",
-    "list": "a list such as [a, b]",
-    "mapping": "a mapping such as {key: value}",
-}
-
-
-def _check_kind(key: str, raw: str, value: Any, kind: str | None, source: str) -> None:
-    """Raise ``ValueError`` naming ``key`` when ``value`` is not of ``kind`` (``null`` passes)."""
-    if kind is None or value is None:
-        return
-    ok = {
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "str": isinstance(value, str | int | float) and not isinstance(value, bool),
-        "list": isinstance(value, list),
-        "mapping": isinstance(value, dict),
-    }.get(kind, True)
-    if not ok:
-        raise ValueError(
-            f"{source}: override {key}={raw!r}: expected {_KIND_TEXT.get(kind, kind)}, "
-            f"got {type(value).__name__} {value!r}"
-        )
 
 
 #: Short names of the shipped accelerate configs (``r1reward/recipes/accelerate/*.yaml``).
@@ -155,6 +102,23 @@ def _parse_value(text: str) -> Any:
     return value
 
 
+def _declared(section: str) -> dict[str, Any]:
+    """``field -> type`` of a recipe section's dataclass (empty for a name that is no section)."""
+    cls = SECTIONS.get(section)
+    return field_types(cls) if cls is not None else {}
+
+
+def _checked_override(key: str, raw: str, value: Any, tp: Any, source: str) -> Any:
+    """``value`` if it may fill a field of type ``tp``; a number given to a string field (a path
+    or id such as ``0001``) is kept as written. Raises ``ValueError`` naming the key otherwise."""
+    if check_value(value, tp):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and check_value(raw, tp):
+        return raw.strip()
+    raise ValueError(f"{source}: override {key}={raw!r}: expected {describe(tp)}, "
+                     f"got {type(value).__name__} {value!r}")
+
+
 def apply_overrides(recipe: dict, overrides: Iterable[str], *, source: str = "recipe") -> dict:
     """Return a copy of ``recipe`` with dotted ``key=value`` overrides applied.
 
@@ -179,18 +143,17 @@ def apply_overrides(recipe: dict, overrides: Iterable[str], *, source: str = "re
                     f"{source}: cannot set {key!r}: {where!r} is {node!r}, not a section; "
                     f"set the whole value instead, e.g. {where}={{{part}: ...}}"
                 )
-            optional = OPTIONAL_KEYS.get(parts[0], {}) if depth == 1 else {}
-            if part not in node and not (last and part in optional):
+            declared = _declared(parts[0]) if depth == 1 else {}
+            if part not in node and not (last and part in declared):
                 where = ".".join(parts[:depth]) or "top level"
-                known = ", ".join(sorted({*node, *optional})) or "(none)"
+                known = ", ".join(sorted({*node, *declared})) or "(none)"
                 raise KeyError(
                     f"{source}: unknown key {key!r} ({part!r} is not in {where}; known: {known})"
                 )
             if last:
                 value = _parse_value(raw)
-                kind = optional[part][0] if part in optional else _kind_of(node.get(part))
-                if kind != "str":  # a string value may hold anything YAML reads (paths, ids)
-                    _check_kind(key, raw, value, kind, source)
+                if part in declared:
+                    value = _checked_override(key, raw, value, declared[part], source)
                 node[part] = value
             else:
                 node = node[part]
@@ -209,7 +172,8 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
 
     Raises:
         FileNotFoundError: neither a shipped name nor an existing file.
-        ValueError: the file is not a YAML mapping.
+        ValueError: the file is not a YAML mapping; a key its section does not declare, or a
+            value of the wrong type (:func:`r1reward.recipes.config.resolve_recipe`).
         KeyError: an override names a key the recipe does not have.
     """
     text = str(name_or_path)
@@ -230,7 +194,9 @@ def load_recipe(name_or_path: str | Path, overrides: Iterable[str] = ()) -> dict
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping of sections, got {type(data).__name__}")
     data.setdefault("name", path.stem)
-    return apply_overrides(data, overrides, source=str(path))
+    recipe = apply_overrides(data, overrides, source=str(path))
+    resolve_recipe(recipe, source=str(path))  # every section checked once, here
+    return recipe
 
 
 RECIPE_FILE = "recipe.yaml"
@@ -248,13 +214,9 @@ def save_recipe(recipe: dict, folder: str | Path) -> Path:
 
 def check_section(cls: type, section: dict, name: str) -> None:
     """Refuse keys of a recipe section that its dataclass ``cls`` does not have, naming them and
-    the section (``rl``, ``lab``, ...) and listing the keys it does have."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(section) - names)
-    if unknown:
-        raise ValueError(f"recipe {name}: unknown keys {unknown}; expected some of {sorted(names)}")
+    the section (``rl``, ``lab``, ...) and listing the keys it does have
+    (:func:`r1reward.recipes.fields.check_keys`)."""
+    check_keys(cls, section, name)
 
 
 def recipe_hash(*parts: Any) -> str:
@@ -270,29 +232,31 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
     by :func:`r1reward.toy.tiny_model.build_tiny_model` under ``cache_dir/tiny-{size}-seed{seed}``
     (``-pt{steps}`` appended when ``model.tiny.pretrain_steps`` asks for caption pretraining).
     """
-    model = recipe.get("model") or {}
-    if model.get("path"):
-        return str(model["path"])
-    tiny = model.get("tiny")
-    if not tiny:
+    model = ModelConfig.from_dict(recipe.get("model"))
+    if model.path:
+        return str(model.path)
+    tiny = model.tiny
+    if tiny is None:
         raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
-    size, seed = tiny.get("size", "tiny"), int(tiny.get("seed", 0))
     pretrain = tiny_pretrain_kwargs(tiny)
-    name = f"tiny-{size}-seed{seed}" + (f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
-    return str(build_tiny_cached(Path(cache_dir) / name, size=size, seed=seed, **pretrain))
+    name = f"tiny-{tiny.size}-seed{tiny.seed}" + (
+        f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
+    return str(build_tiny_cached(Path(cache_dir) / name, size=tiny.size, seed=tiny.seed,
+                                 **pretrain))
 
 
-def tiny_pretrain_kwargs(tiny: dict) -> dict[str, Any]:
+def tiny_pretrain_kwargs(tiny: TinyModelConfig | dict) -> dict[str, Any]:
     """The caption-pretraining keywords of a recipe's ``model.tiny`` for ``build_tiny_model``
     (``pretrain_steps``, ``pretrain_lr``, ``pretrain_batch_size``, ``pretrain_text_batch_size``);
     empty when there are none."""
+    spec = tiny if isinstance(tiny, TinyModelConfig) else TinyModelConfig.from_dict(tiny)
     casts = {
         "pretrain_steps": int,
-        "pretrain_lr": float,
+        "pretrain_lr": float,  # an integer passes a number field as written
         "pretrain_batch_size": int,
         "pretrain_text_batch_size": int,
     }
-    out = {k: cast(tiny[k]) for k, cast in casts.items() if tiny.get(k) is not None}
+    out = {k: cast(getattr(spec, k)) for k, cast in casts.items() if getattr(spec, k) is not None}
     return out if out.get("pretrain_steps") else {}
 
 

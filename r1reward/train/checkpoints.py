@@ -21,7 +21,7 @@ from typing import Any
 
 from r1reward.data.jsonl import read_jsonl
 from r1reward.recipes import save_recipe
-from r1reward.train.rl_config import RLConfig
+from r1reward.recipes.rl import RLConfig
 
 __all__ = [
     "RESUME_MAY_CHANGE", "RUN_FILE", "RUN_OUTPUTS", "ResumeError", "append_metrics",

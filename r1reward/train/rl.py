@@ -21,7 +21,7 @@ bottom like a CleanRL script. One RL step is:
 ``--algo`` picks a preset; ``pre_clip``, ``advantage_filter`` and ``consistency_reward`` override
 the preset one at a time for the ablations of Table 6.
 
-Where the parts are: the ``rl:`` section and the presets in :mod:`r1reward.train.rl_config`;
+Where the parts are: the ``rl:`` section and the presets in :mod:`r1reward.recipes.rl`;
 pairs, rollouts, log-probs and rewards (steps 1-3) in :mod:`r1reward.train.rl_data`; advantages
 and the update (4-6) in :mod:`r1reward.train.rl_update`; the run folder, checkpoints, resume and
 metrics in :mod:`r1reward.train.checkpoints`. This file holds the model set-up, the loop, a step's
@@ -54,6 +54,7 @@ from r1reward import rollout_vllm
 from r1reward.algorithms import kl_estimate
 from r1reward.models import load_model
 from r1reward.recipes import load_recipe, resolve_model_path
+from r1reward.recipes.rl import ALGO_PRESETS, PRESET_DEFAULTS, RLConfig, default_kl_kind
 from r1reward.rollout import frozen_vision_cache
 from r1reward.train.checkpoints import (
     RUN_FILE,
@@ -69,7 +70,6 @@ from r1reward.train.checkpoints import (
     write_summary,
 )
 from r1reward.train.common import freeze_vision, preflight
-from r1reward.train.rl_config import ALGO_PRESETS, PRESET_DEFAULTS, RLConfig, default_kl_kind
 from r1reward.train.rl_data import (
     Rollout,
     batch_indices,

@@ -28,9 +28,9 @@ from r1reward.curation import select_hard
 from r1reward.data.splits import load_split, split_pairs
 from r1reward.judges import build_judge
 from r1reward.prompt import parse_judgment
+from r1reward.recipes.rl import RLConfig
 from r1reward.rollout import completion_logprobs, encode, eval_mode, generate
 from r1reward.train.common import pair_messages
-from r1reward.train.rl_config import RLConfig
 
 __all__ = [
     "Rollout", "batch_indices", "batched_logprobs", "collate", "completion_tensors",

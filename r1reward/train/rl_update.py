@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from r1reward import algorithms, algorithms_variants
-from r1reward.train.rl_config import ALGO_PRESETS, RLConfig
+from r1reward.recipes.rl import ALGO_PRESETS, RLConfig
 from r1reward.train.rl_data import Rollout, batched_logprobs, sequence_logprobs
 
 __all__ = [

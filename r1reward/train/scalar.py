@@ -34,6 +34,7 @@ from torch import nn
 from r1reward.data.splits import load_split
 from r1reward.models import load_model
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
+from r1reward.recipes.config import ModelConfig, ScalarConfig
 from r1reward.train.common import freeze_vision, peak_rss_mb, preflight, refuse_used_out
 
 __all__ = ["ScalarRewardModel", "encode_responses", "train_scalar", "scalar_accuracy", "main"]
@@ -151,28 +152,29 @@ def train_scalar(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg, m = recipe["scalar"], recipe["model"]
+    cfg = ScalarConfig.from_dict(recipe.get("scalar"))
+    m = ModelConfig.from_dict(recipe.get("model"))
     if pairs is None:
         pairs = load_split(recipe["data"], "train")
     if heldout is None:
         heldout = load_split(recipe["data"], "heldout")
-    seed = int(cfg.get("seed", 0))
+    seed = cfg.seed
     torch.manual_seed(seed)
     t0 = time.monotonic()
     model, processor = load_model(
         resolve_model_path(recipe),
-        dtype=m.get("dtype"),
-        lora=m.get("lora"),
-        quantization=m.get("quantization"),
-        max_pixels=m.get("max_pixels"),
+        dtype=m.dtype,
+        lora=m.lora,
+        quantization=m.quantization,
+        max_pixels=m.max_pixels,
     )
-    if cfg.get("freeze_vision"):
+    if cfg.freeze_vision:
         freeze_vision(model)
     hidden = model.config.get_text_config().hidden_size
     rm = ScalarRewardModel(model, hidden)
     params = [p for p in rm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=float(cfg.get("lr", 1e-4)), weight_decay=0.0)
-    bs, epochs = int(cfg.get("batch_size", 8)), int(cfg.get("epochs", 1))
+    opt = torch.optim.AdamW(params, lr=float(cfg.lr), weight_decay=0.0)
+    bs, epochs = cfg.batch_size, cfg.epochs
     total = epochs * ((len(pairs) + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(1, total))
     rng = random.Random(seed)

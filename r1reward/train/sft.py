@@ -32,6 +32,7 @@ from r1reward.data.splits import load_split
 from r1reward.models import load_model, merge_adapter
 from r1reward.prompt import format_target, parse_judgment
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
+from r1reward.recipes.config import DataConfig, ModelConfig, SFTConfig
 from r1reward.rollout import generate
 from r1reward.train.common import (
     freeze_vision,
@@ -106,53 +107,49 @@ def build_dataset(pairs: Sequence[Any], processor: Any):
     return datasets.Dataset.from_list(examples)
 
 
-def _report_to(value: Any) -> str | list[str]:
-    """``sft.report_to`` (``null``, ``none``, a tracker name or a list of them) for transformers."""
-    if not value or value == "none":
-        return "none"
-    return [value] if isinstance(value, str) else list(value)
+def sft_config(section: SFTConfig | dict, out_dir: str | Path, *, bf16: bool | None = None):
+    """TRL's ``SFTConfig`` from a recipe's ``sft`` section, with CPU-safe settings made explicit.
 
-
-def sft_config(section: dict, out_dir: str | Path, *, bf16: bool | None = None):
-    """TRL ``SFTConfig`` from a recipe's ``sft`` section, with CPU-safe settings made explicit.
-
-    ``report_to`` (trackers), ``save_steps`` and ``save_total_limit`` (checkpoints for
-    ``--resume``) come from the section; by default nothing is reported and no checkpoint is
-    written."""
+    ``section`` is the typed section (:class:`r1reward.recipes.config.SFTConfig`) or the mapping
+    a recipe holds. ``report_to`` (trackers), ``save_steps`` and ``save_total_limit``
+    (checkpoints for ``--resume``) come from the section; by default nothing is reported and no
+    checkpoint is written."""
     import torch
-    from trl import SFTConfig
+    from trl import SFTConfig as TRLSFTConfig
 
+    cfg = section if isinstance(section, SFTConfig) else SFTConfig.from_dict(section)
+    # float(): an integer passes a number field as written (sft.lr: 1); TRL wants floats
     cuda = torch.cuda.is_available()
-    use_bf16 = bool(section.get("bf16", False)) if bf16 is None else bf16
-    return SFTConfig(
+    use_bf16 = cfg.bf16 if bf16 is None else bf16
+    return TRLSFTConfig(
         output_dir=str(out_dir),
-        num_train_epochs=float(section.get("epochs", 1)),
-        max_steps=int(section.get("max_steps", -1)),
-        per_device_train_batch_size=int(section.get("batch_size", 8)),
-        gradient_accumulation_steps=int(section.get("grad_accum", 1)),
-        learning_rate=float(section.get("lr", 1e-4)),
-        lr_scheduler_type=section.get("lr_scheduler", "linear"),
-        warmup_steps=float(section.get("warmup_ratio", 0.0)),  # < 1: a fraction of the steps
-        weight_decay=float(section.get("weight_decay", 0.0)),
-        max_grad_norm=float(section.get("max_grad_norm", 1.0)),
-        logging_steps=int(section.get("logging_steps", 10)),
-        seed=int(section.get("seed", 0)),
-        max_length=section.get("max_length"),
+        num_train_epochs=float(cfg.epochs),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=float(cfg.lr),
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=float(cfg.warmup_ratio),  # < 1: a fraction of the steps
+        weight_decay=float(cfg.weight_decay),
+        max_grad_norm=float(cfg.max_grad_norm),
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        max_length=cfg.max_length,
         completion_only_loss=True,  # labels -100 on the prompt (Table-1 text + image tokens)
-        gradient_checkpointing=bool(section.get("gradient_checkpointing", False)),
+        gradient_checkpointing=cfg.gradient_checkpointing,
         bf16=use_bf16 and cuda,
         fp16=False,
         use_cpu=not cuda,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
-        report_to=_report_to(section.get("report_to")),
+        report_to=list(cfg.report_to) or "none",
         # checkpoints every sft.save_steps optimizer steps for --resume (none by default)
-        save_strategy="steps" if int(section.get("save_steps") or 0) > 0 else "no",
-        save_steps=int(section.get("save_steps") or 0) or 500,
-        save_total_limit=section.get("save_total_limit"),
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
         eval_strategy="no",
         remove_unused_columns=False,
-        disable_tqdm=bool(section.get("disable_tqdm", False)),
+        disable_tqdm=cfg.disable_tqdm,
     )
 
 
@@ -192,9 +189,10 @@ def load_pairs(
     pairs = load_split(data, split)
     if split != "train" or curated_path is None:
         return list(pairs)
-    teacher = curation.make_teacher(data.get("teacher") or {"kind": "toy"})
-    return curation.curate(pairs, teacher, curated_path, int(data.get("max_tries", 3)), progress=False,
-                  retry_failed=retry_failed)
+    cfg = DataConfig.from_dict(data)
+    teacher = curation.make_teacher(cfg.teacher or {"kind": "toy"})
+    return curation.curate(pairs, teacher, curated_path, cfg.max_tries, progress=False,
+                           retry_failed=retry_failed)
 
 
 def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], model_path: str):
@@ -204,18 +202,17 @@ def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], mo
     """
     from trl import SFTTrainer
 
-    m = recipe["model"]
+    m, section = ModelConfig.from_dict(recipe.get("model")), SFTConfig.from_dict(recipe.get("sft"))
     model, processor = load_model(
         model_path,
-        dtype=m.get("dtype"),
-        lora=m.get("lora"),
-        quantization=m.get("quantization"),
-        max_pixels=m.get("max_pixels"),
+        dtype=m.dtype,
+        lora=m.lora,
+        quantization=m.quantization,
+        max_pixels=m.max_pixels,
     )
-    section = recipe["sft"]
-    if section.get("freeze_vision"):
+    if section.freeze_vision:
         freeze_vision(model)
-    args = sft_config(section, out_dir, bf16=str(m.get("dtype")) in ("bfloat16", "bf16"))
+    args = sft_config(section, out_dir, bf16=str(m.dtype) in ("bfloat16", "bf16"))
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -296,12 +293,12 @@ def _last_checkpoint(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save_model(trainer: Any, out_dir: Path, model_section: dict) -> None:
+def _save_model(trainer: Any, out_dir: Path, model_section: ModelConfig) -> None:
     """Save the trained model through the trainer's accelerator, so DeepSpeed ZeRO-3 and FSDP
     shards are gathered into one full state dict (main process writes). A LoRA model is saved
     as its adapter (``out_dir/adapter``) and merged into a full model on the main process; a
     4-bit (QLoRA) model stays an adapter folder in ``out_dir``."""
-    quantized = bool(model_section.get("quantization"))
+    quantized = bool(model_section.quantization)
     acc = trainer.accelerator
     model = acc.unwrap_model(trainer.model)
     state_dict = acc.get_state_dict(trainer.model)  # gathered (ZeRO-3 / FSDP); None off-main
@@ -311,7 +308,7 @@ def _save_model(trainer: Any, out_dir: Path, model_section: dict) -> None:
         model.save_pretrained(adapter, state_dict=state_dict, is_main_process=main)
         acc.wait_for_everyone()
         if main:
-            merge_adapter(adapter, out_dir, dtype=model_section.get("dtype"))
+            merge_adapter(adapter, out_dir, dtype=model_section.dtype)
             shutil.rmtree(adapter)
     else:
         model.save_pretrained(out_dir, state_dict=state_dict, is_main_process=main,
@@ -367,7 +364,7 @@ def train_sft(
     if main:
         trainer.add_callback(logger.callback)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    _save_model(trainer, out_dir, recipe["model"])
+    _save_model(trainer, out_dir, ModelConfig.from_dict(recipe.get("model")))
     if not main:
         return out_dir
     if Path(model_path).is_dir():
@@ -433,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
+        section = SFTConfig.from_dict(recipe.get("sft"))
         preflight(recipe)  # model and data paths, before any (paid) curation
         reason = refuse_used_out(args.out, args.resume, args.overwrite)
         if reason:
@@ -458,9 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=2))
     if held is not None:
         model, processor = load_model(str(out))
-        rep = judge_pairs(
-            model, processor, held, max_new_tokens=int(recipe["sft"].get("max_new_tokens", 256))
-        )
+        rep = judge_pairs(model, processor, held, max_new_tokens=section.max_new_tokens)
         print(
             f"held-out: n={rep['n']} well-formed={rep['well_formed']:.3f} "
             f"accuracy={rep['accuracy']:.3f} peak_rss_mb={peak_rss_mb():.0f}"

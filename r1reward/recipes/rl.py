@@ -3,17 +3,18 @@
 :data:`ALGO_PRESETS` says what ``rl.algo`` switches on (StableReinforce, Reinforce++, GRPO and the
 later fixes of the collapse lab); :class:`RLConfig` holds the section, and
 :meth:`RLConfig.resolved` fills every ``None`` from the preset and checks the sizes once, at the
-entry point (:func:`r1reward.train.rl.train_rl`, ``r1reward rl``).
+entry point (:func:`r1reward.train.rl.train_rl`, ``r1reward rl``). It lives with the other
+sections (:mod:`r1reward.recipes.config`) because the recipe is checked when it loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from r1reward.recipes import check_section
+from r1reward.recipes.fields import knob, section_from_dict, tracker_list
 
 __all__ = ["ALGO_PRESETS", "PRESET_DEFAULTS", "RLConfig", "default_kl_kind"]
 
@@ -73,67 +74,77 @@ def default_kl_kind(algo: str) -> str:
 class RLConfig:
     """All knobs of the trainer (the ``rl:`` recipe section). Sizes are *per process*."""
 
-    algo: str = "stable-reinforce"
-    init_model: str | None = None  # model folder or hub id; None -> recipe["model"]["path"]
-    steps: int = 20
-    prompts_per_step: int = 8  # prompts per process per RL step
-    samples_per_prompt: int | None = None  # None -> preset (1 for the Reinforce family)
-    mini_batch_size: int = 4  # samples per optimizer update (per process)
-    micro_batch_size: int = 2  # samples per forward/backward (per process)
-    ppo_epochs: int = 2
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float = 1.0
-    clip_eps: float = 0.2
-    clip_eps_high: float | None = None  # None -> preset (DAPO/CISPO: 0.28; else symmetric clip_eps)
-    loss: str | None = None  # None -> preset: "ppo" (token-level, Pre-Clip-able), "gspo", "cispo"
-    length_norm: bool | None = None  # None -> preset; False: Dr. GRPO's constant normaliser
-    pre_clip: bool | None = None
-    pre_clip_low: float = 1e-3  # ratio bounds of Pre-Clip, applied to the log-ratio
-    pre_clip_high: float = 1e3
-    advantage_filter: bool | None = None
-    filter_sigma: float = 3.0
-    consistency_reward: bool | None = None
-    judge: str | dict = "rule"  # "rule" (toy) | {kind: openai|transformers, ...} (r1reward.judges)
-    kl_coef: float = 0.0
-    # the KL estimator where the KL enters (reward or loss) and in the log; None -> preset
-    # (default_kl_kind: k1 in the Reinforce family's reward, k3 in GRPO's loss)
-    kl_kind: str | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    rollout_batch_size: int = 8  # prompts per generate() call
-    # "transformers" (generate), "vllm" (colocated engine with weight sync, r1reward.rollout_vllm;
-    # CUDA + the vllm package) or "auto" (vLLM when importable and the policy is on CUDA)
-    engine: str = "transformers"
-    vllm: dict | None = None  # extra vllm.LLM arguments, e.g. {gpu_memory_utilization: 0.3}
-    # where the old policy's log-probs come from: "sampler" -- recorded while sampling (no extra
-    # forward pass; the transformers engine, else it falls back to "trainer"); "trainer" -- a
-    # no-grad forward pass over the samples (the first mini-batch's taken lazily, as TRL does)
-    old_logprobs: str = "sampler"
-    # data
-    data: dict | None = None  # None -> the recipe's `data` section (toy train split or a file)
-    min_difficulty: int | None = None  # keep pairs with difficulty >= this (the "hard" subset)
-    swap_prob: float = 0.5  # present each pair in the swapped order with this probability
-    both_orders: bool = False  # each step: prompts_per_step / 2 pairs, each in both orders
-    # model
-    lora: dict | None = None  # None -> model.lora of the recipe (peft LoRA settings)
-    quantization: str | None = None  # None -> model.quantization ("4bit": bitsandbytes QLoRA)
-    gradient_checkpointing: bool = False
-    dtype: str | None = None  # None -> model.dtype
-    freeze_vision: bool = True  # train the language model on frozen visual features (as SFT does)
-    # run
-    seed: int = 0
-    save_every: int = 0  # 0 -> only at the end
-    save_total_limit: int = 2
-    report_to: list[str] = field(default_factory=list)  # accelerate trackers: tensorboard, wandb
-    stop_on_nonfinite: bool = True  # a model with NaN weights cannot sample: stop and say so
-    # stop once this many steps in a row were collapsed (collapse_reason); 0: never stop for it
-    stop_on_collapse: int = 0
-    collapse_min_well_formed: float = 0.5  # a step with fewer well-formed samples is collapsed
-    collapse_length_fraction: float = 0.9  # ... or one whose mean length reaches this x max_new_tokens
-    progress: bool = True
+    algo: str = knob("stable-reinforce", "stable-reinforce | reinforce++ | grpo | dr-grpo | "
+                     "dapo-clip-higher | gspo | cispo: the preset (ALGO_PRESETS) filling every null")
+    init_model: str | None = knob(None, "model folder or hub id to start from; null: model.path")
+    steps: int = knob(20, "RL steps")
+    prompts_per_step: int = knob(8, "prompts per process per RL step")
+    samples_per_prompt: int | None = knob(
+        None, "samples per prompt; null: the preset (1 for the Reinforce family, 4 for GRPO)")
+    mini_batch_size: int = knob(4, "samples per optimizer update (per process)")
+    micro_batch_size: int = knob(2, "samples per forward/backward (per process)")
+    ppo_epochs: int = knob(2, "passes over each step's samples")
+    lr: float = knob(1e-5, "AdamW learning rate")
+    weight_decay: float = knob(0.0, "AdamW weight decay")
+    adam_betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas, [b1, b2]")
+    max_grad_norm: float = knob(1.0, "gradient clipping norm")
+    clip_eps: float = knob(0.2, "PPO clip epsilon (lower side, and upper when clip_eps_high is null)")
+    clip_eps_high: float | None = knob(
+        None, "upper PPO clip epsilon; null: the preset (DAPO/CISPO 0.28, else clip_eps)")
+    loss: str | None = knob(
+        None, "null: the preset; ppo (token-level, Pre-Clip-able), gspo or cispo")
+    length_norm: bool | None = knob(
+        None, "average each sequence over its tokens; null: the preset (false: Dr. GRPO)")
+    pre_clip: bool | None = knob(None, "Pre-Clip (Sec. 3.2); null: the preset")
+    pre_clip_low: float = knob(1e-3, "lower ratio bound of Pre-Clip, applied to the log-ratio")
+    pre_clip_high: float = knob(1e3, "upper ratio bound of Pre-Clip, applied to the log-ratio")
+    advantage_filter: bool | None = knob(None, "Advantage Filter (Sec. 3.2); null: the preset")
+    filter_sigma: float = knob(3.0, "the filter zeroes standardised advantages beyond this")
+    consistency_reward: bool | None = knob(
+        None, "consistency reward from the judge (Sec. 3.3); null: the preset")
+    judge: str | dict = knob(
+        "rule", "rule (the toy judge) or {kind: openai|transformers, ...} (r1reward.judges)")
+    kl_coef: float = knob(0.0, "KL coefficient to the initial model")
+    kl_kind: str | None = knob(
+        None, "KL estimator k1|k2|k3 where the KL enters (reward or loss) and in the log; null: "
+        "k1 in the Reinforce family's reward, k3 in GRPO's loss (default_kl_kind)")
+    temperature: float = knob(1.0, "sampling temperature")
+    top_p: float = knob(1.0, "nucleus sampling top-p")
+    max_new_tokens: int = knob(64, "tokens per sampled judgment")
+    rollout_batch_size: int = knob(8, "prompts per generate() call")
+    engine: str = knob(
+        "transformers", "transformers (generate), vllm (colocated engine with weight sync; CUDA "
+        "+ the vllm package) or auto (vLLM when importable and the policy is on CUDA)")
+    vllm: dict | None = knob(None, "extra vllm.LLM arguments, e.g. {gpu_memory_utilization: 0.3}")
+    old_logprobs: str = knob(
+        "sampler", "where the old policy's log-probs come from: sampler (recorded while "
+        "sampling; the transformers engine, else trainer) or trainer (a no-grad forward pass)")
+    data: dict | None = knob(
+        None, "a data section for RL alone; null: the recipe's data section")
+    min_difficulty: int | None = knob(
+        None, "keep pairs with difficulty >= this (the hard subset); null: all")
+    swap_prob: float = knob(0.5, "present each pair in the swapped order with this probability")
+    both_orders: bool = knob(
+        False, "each step shows prompts_per_step / 2 pairs, each in both orders")
+    lora: dict | None = knob(None, "peft LoRA settings; null: model.lora")
+    quantization: str | None = knob(None, "4bit (bitsandbytes QLoRA); null: model.quantization")
+    gradient_checkpointing: bool = knob(False, "trade compute for activation memory")
+    dtype: str | None = knob(None, "model dtype; null: model.dtype")
+    freeze_vision: bool = knob(
+        True, "train the language model on frozen visual features (as SFT does)")
+    seed: int = knob(0, "seed of sampling, shuffling and initialisation")
+    save_every: int = knob(0, "checkpoint every N steps; 0: only at the end")
+    save_total_limit: int = knob(2, "checkpoints kept (the oldest are removed)")
+    report_to: list[str] = knob([], "accelerate trackers: [tensorboard] or [wandb]")
+    stop_on_nonfinite: bool = knob(
+        True, "stop (and say so) when the weights are no longer finite: such a model cannot sample")
+    stop_on_collapse: int = knob(
+        0, "stop once this many steps in a row were collapsed (collapse_reason); 0: never")
+    collapse_min_well_formed: float = knob(
+        0.5, "a step with a smaller share of well-formed samples is collapsed")
+    collapse_length_fraction: float = knob(
+        0.9, "a step whose mean length reaches this x max_new_tokens is collapsed")
+    progress: bool = knob(True, "show a progress bar")
 
     # ---- resolved views --------------------------------------------------------------------
     def resolved(self) -> RLConfig:
@@ -195,13 +206,9 @@ class RLConfig:
         return (math.log(self.pre_clip_low), math.log(self.pre_clip_high)) if self.pre_clip else None
 
     @classmethod
-    def from_dict(cls, section: dict | None) -> RLConfig:
-        """The section as written in a recipe (lists where the dataclass has tuples); unknown keys
-        fail here, naming the key (:func:`r1reward.recipes.check_section`)."""
-        section = dict(section or {})
-        check_section(cls, section, "rl")
-        if "adam_betas" in section:
-            section["adam_betas"] = tuple(section["adam_betas"])
-        if isinstance(section.get("report_to"), str):
-            section["report_to"] = [section["report_to"]] if section["report_to"] != "none" else []
-        return cls(**section)
+    def from_dict(cls, section: dict | None, *, source: str = "recipe") -> RLConfig:
+        """The section as written in a recipe (lists where the dataclass has tuples; a single
+        tracker name as ``report_to`` becomes a list). Unknown keys and values of the wrong type
+        fail here in one line naming ``source`` and ``rl.key``
+        (:func:`r1reward.recipes.fields.section_from_dict`)."""
+        return section_from_dict(cls, tracker_list(section), "rl", source=source)
