@@ -217,7 +217,8 @@ def test_judgment_breakdown_separates_seeing_from_comparing(heldout):
 
 
 def test_the_real_path_does_not_import_the_toy_and_a_toy_file_still_swaps(tmp_path):
-    """The data layer, the model loader and the sampler import nothing from r1reward.toy; a toy
+    """The data layer, the model loader, the sampler, the recipes, the trainers, the evaluator, the
+    service and the lab import nothing from r1reward.toy; a toy
     pair read back from a file swaps with its teacher analysis rewritten all the same, through the
     lazy ``toy`` entry of r1reward.data.sources (imported only then)."""
     import subprocess
@@ -227,8 +228,11 @@ def test_the_real_path_does_not_import_the_toy_and_a_toy_file_still_swaps(tmp_pa
     (path,) = tmp_path.glob("*.jsonl")
     code = f"""
 import sys
-import r1reward.data, r1reward.data.splits, r1reward.models, r1reward.rollout
-assert not [m for m in sys.modules if m.startswith("r1reward.toy")], sorted(sys.modules)
+import r1reward.data, r1reward.data.splits, r1reward.models, r1reward.rollout, r1reward.recipes
+import r1reward.train.rl, r1reward.train.sft, r1reward.train.scalar, r1reward.evaluate
+import r1reward.serve, r1reward.lab, r1reward.judges, r1reward.curation
+toy = [m for m in sys.modules if m.startswith("r1reward.toy")]
+assert not toy, toy
 pairs = r1reward.data.load({str(path)!r})
 for p in pairs:
     s = p.swap()

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from r1reward.lazy import import_object
 from r1reward.recipes.config import (
     SECTIONS,
     ModelConfig,
@@ -35,7 +36,6 @@ from r1reward.recipes.config import (
     resolve_recipe,
 )
 from r1reward.recipes.fields import check_keys, check_value, describe, field_types
-from r1reward.toy.tiny_model import MARKER, build_tiny_model
 
 __all__ = [
     "check_section",
@@ -225,6 +225,12 @@ def recipe_hash(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+#: What ``model.path: null`` stands for: the toy's tiny Qwen2.5-VL, built on first use. A module
+#: path resolved by :func:`r1reward.lazy.import_object` when a recipe asks for it, so loading or
+#: resolving a recipe that names a real model never imports the toy world.
+TINY_MODEL_MODULE = "r1reward.toy.tiny_model"
+
+
 def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models") -> str:
     """The model path or hub id of a recipe; builds the tiny model when ``model.path`` is null.
 
@@ -268,10 +274,11 @@ def build_tiny_cached(folder: str | Path, *, size: str, seed: int, **pretrain: A
     ``pretrain`` holds the caption-pretraining keywords (:func:`tiny_pretrain_kwargs`).
     """
     folder = Path(folder)
+    tiny = import_object(TINY_MODEL_MODULE)
     try:
-        return build_tiny_model(folder, size=size, seed=seed, **pretrain)
+        return tiny.build_tiny_model(folder, size=size, seed=seed, **pretrain)
     except FileExistsError:
-        if not (folder / MARKER).is_file():
+        if not (folder / tiny.MARKER).is_file():
             raise  # not a tiny-model folder: never delete what we did not build
         shutil.rmtree(folder)
-        return build_tiny_model(folder, size=size, seed=seed, **pretrain)
+        return tiny.build_tiny_model(folder, size=size, seed=seed, **pretrain)
