@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from r1reward import pipeline
+from r1reward.chapters import artifacts
+from r1reward.chapters.experiments import VARIANTS, _map, heldout_accuracy, run_variant
 from r1reward.curation import select_hard
 from r1reward.data.jsonl import read_jsonl
 from r1reward.data.markers import read_marker, write_marker
@@ -46,7 +47,6 @@ from r1reward.prompt import build_messages, parse_judgment
 from r1reward.recipes import check_section, load_recipe
 from r1reward.rollout import generate
 from r1reward.train.rl import ALGO_PRESETS, collapse_reason, read_metrics
-from r1reward.train.rl_experiments import VARIANTS, _map, heldout_accuracy, run_variant
 
 __all__ = [
     "LabConfig",
@@ -483,10 +483,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="cold-start model folder (default: the profile's SFT model, built if missing)")
     args = parser.parse_args(argv)
 
-    profile = {v: k for k, v in pipeline.PROFILE_RECIPES.items()}.get(Path(args.recipe).stem)
+    profile = {v: k for k, v in artifacts.PROFILE_RECIPES.items()}.get(Path(args.recipe).stem)
     if profile is None or profile == "gpu":
         print(f"r1reward lab: --recipe {args.recipe}: the lab runs on the toy recipes "
-              f"({', '.join(r for p, r in pipeline.PROFILE_RECIPES.items() if p != 'gpu')})",
+              f"({', '.join(r for p, r in artifacts.PROFILE_RECIPES.items() if p != 'gpu')})",
               file=sys.stderr)
         return 2
     try:
@@ -495,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"r1reward lab: {exc}", file=sys.stderr)
         return 2
     quiet_libraries()
-    init = args.init_model or pipeline.sft_model(profile)
-    train = pipeline.curated_pairs(profile)
-    held = pipeline.heldout_pairs(profile, cfg.heldout_pairs)
+    init = args.init_model or artifacts.sft_model(profile)
+    train = artifacts.curated_pairs(profile)
+    held = artifacts.heldout_pairs(profile, cfg.heldout_pairs)
     rows = run_lab(args.recipe, args.out, init_model=init, train_pairs=train, heldout=held,
                    overrides=args.overrides, workers=args.workers)
     print((Path(args.out) / "summary.md").read_text())

@@ -4,7 +4,7 @@ Notebooks read the profile once, in their first cell, with :func:`get_profile`; 
 explicit arguments and never branches on it.
 
 ``R1REWARD_GPU_STANDIN=tiny`` makes the ``gpu`` profile take the tiny model at the ``ci`` sizes
-(:func:`gpu_standin`, read by :mod:`r1reward.pipeline`), so CI executes every chapter's ``gpu``
+(:func:`gpu_standin`, read by :mod:`r1reward.chapters.artifacts`), so CI executes every chapter's ``gpu``
 branch on a CPU (``make test-notebooks-gpu``) and a workstation user never meets a branch that
 never ran.
 """

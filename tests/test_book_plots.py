@@ -1,4 +1,4 @@
-"""The book's offline plotly renderer and figure helpers (r1reward.plots), and the asset vendoring.
+"""The book's offline plotly renderer and figure helpers (r1reward.chapters.plots), and the asset vendoring.
 
 Fast, no browser, no network: what the renderer emits for a figure, that it never embeds or
 links plotly.js, that hostile label text cannot end the script early, and that the vendoring
@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from r1reward import plots
+from r1reward.chapters import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 

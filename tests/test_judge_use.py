@@ -11,8 +11,8 @@ import math
 
 import pytest
 
+from r1reward.chapters.judge_use import best_of_n, correct_answer, is_correct, oracle_reward
 from r1reward.evaluate import FunctionSampler
-from r1reward.judge_use import best_of_n, correct_answer, is_correct, oracle_reward
 from r1reward.toy.world import make_pairs
 from r1reward.verdict_scorers import SamplerVerdicts
 
@@ -91,7 +91,7 @@ def test_best_of_n_refuses_short_sample_lists() -> None:
 
 def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
     """Two steps on the untrained tiny model: a saved, loadable policy and a finite loss."""
-    from r1reward.judge_use import greedy_accuracy, warm_up_policy
+    from r1reward.chapters.judge_use import greedy_accuracy, warm_up_policy
     from r1reward.models import load_model
     from r1reward.toy.tiny_model import build_tiny_model
 
@@ -106,7 +106,7 @@ def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
 
 
 def test_recorded_reward_keeps_what_it_paid_right_and_wrong_answers() -> None:
-    from r1reward.judge_use import _Recorded
+    from r1reward.chapters.judge_use import _Recorded
 
     answers = [correct_answer(p) for p in PAIRS[:2]]
     completions = [answers[0], _wrong(PAIRS[0]), answers[1], _wrong(PAIRS[1])]

@@ -1,4 +1,4 @@
-"""The book's seeded RL grids (r1reward.train.rl_experiments): runs side by side in worker
+"""The book's seeded RL grids (r1reward.chapters.experiments): runs side by side in worker
 processes equal the same runs one after the other, and a finished run is reused only while its
 resolved recipe is unchanged."""
 
@@ -11,7 +11,7 @@ import math
 import pytest
 import yaml
 
-from r1reward.train import rl_experiments as rx
+from r1reward.chapters import experiments as rx
 from r1reward.train.rl import read_metrics
 
 VOLATILE = {"seconds", "samples_per_s"}

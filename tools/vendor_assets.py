@@ -5,7 +5,7 @@ What is vendored (into ``book/_static/vendor/``, which is gitignored):
 
 * ``plotly.min.js`` from the *installed* plotly Python package (so the JS always matches the
   plotly that produced the figures); the chapters' figures are emitted without it by
-  ``r1reward.plots``.
+  ``r1reward.chapters.plots``.
 * MathJax 3 (``es5/`` without ``latest.js``, which would ask a CDN for the newest version): the
   fonts and the TeX extensions that MathJax loads lazily live next to ``tex-mml-chtml.js`` and are
   found relative to it.

@@ -1,6 +1,6 @@
 """Figures and tables about preference data, for the book's first chapter ("The task").
 
-Plotly only; the book's renderer is set up by :func:`r1reward.plots.setup` in the notebook.
+Plotly only; the book's renderer is set up by :func:`r1reward.chapters.plots.setup` in the notebook.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ class LabSection(Section):
     key: ClassVar[str] = "lab"
 
     variants: list[str] = knob(
-        ["reinforce++", "stable-reinforce"], "RL variants (r1reward.train.rl_experiments.VARIANTS)")
+        ["reinforce++", "stable-reinforce"], "RL variants (r1reward.chapters.experiments.VARIANTS)")
     lrs: list[float] = knob([1e-4], "learning rates swept")
     seeds: list[int] = knob([0], "seeds of every (variant, lr)")
     regime: str = knob(

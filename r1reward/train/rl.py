@@ -203,7 +203,7 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     ``save_every`` steps, ``out_dir/final`` (model or adapter + processor) and
     ``out_dir/summary.json``. With ``resume=True`` it continues from the last checkpoint and
     reproduces the uninterrupted run's metrics (same seed). ``pairs`` (e.g. the curated pairs of
-    :func:`r1reward.pipeline.curated_pairs`) replaces the recipe's data; ``rl.min_difficulty``
+    :func:`r1reward.chapters.artifacts.curated_pairs`) replaces the recipe's data; ``rl.min_difficulty``
     still applies."""
     # 0. settings, processes, pairs, the run's folder (fresh or resumed), the model and judge
     cfg = RLConfig.from_dict(recipe.get("rl")).resolved()

@@ -45,7 +45,7 @@ __all__ = [
 
 def load_pairs(cfg: RLConfig, recipe: dict, pairs: Sequence[Any] | None = None) -> list:
     """The RL training pairs: ``pairs`` when given (e.g. the curated pairs of
-    :func:`r1reward.pipeline.curated_pairs`), else ``rl.data`` or the recipe's ``data`` section
+    :func:`r1reward.chapters.artifacts.curated_pairs`), else ``rl.data`` or the recipe's ``data`` section
     read through :mod:`r1reward.data.splits` like every trainer's -- the toy world's train split
     (``source: toy``, ``train_pairs`` of them) or the training side of a pairs file, not cut to
     ``train_pairs`` (RL streams all of it; held-out pairs are never trained on) -- then the hard
