@@ -29,7 +29,7 @@ help:
 	@echo "make test   install everything, run pytest, the notebooks (ci profile and the gpu profile on the tiny"
 	@echo "            stand-in, nbmake), the book build with -W"
 	@echo "            (ci profile, into $(CI_BOOK)) and the headless-Chromium test of the built pages"
-	@echo "make lint   ruff check"
+	@echo "make lint   ruff check and ruff format --check (part of make test)"
 	@echo "make lab    JupyterLab on notebooks/ with the widgets extension (PROFILE=cpu; gpu on a workstation)"
 
 $(STAMP): pyproject.toml
@@ -47,8 +47,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Lint and format (ruff format is the house style; CI fails on an unformatted file).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # JupyterLab on the chapters, with R1REWARD_PROFILE set for every kernel it starts (cpu by
 # default; `make lab PROFILE=gpu` on a workstation). Installs the `lab` extra on first use and
@@ -96,7 +98,7 @@ test-book: vendor
 test-browser: test-book chromium
 	R1REWARD_BOOK_HTML=$(CI_BOOK)/_build/html $(PY) -m pytest -q -m browser tests/test_book_browser.py
 
-test: test-unit test-notebooks test-notebooks-gpu test-book test-browser
+test: lint test-unit test-notebooks test-notebooks-gpu test-book test-browser
 
 book: vendor
 	R1REWARD_PROFILE=cpu $(JB) build . $(BOOK_FLAGS)

@@ -208,7 +208,12 @@ def measure_engines(path: Path, *, batch: int, new_tokens: int) -> dict:
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
             outs = generate(
-                model, processor, convs, max_new_tokens=new_tokens, batch_size=batch, seed=0,
+                model,
+                processor,
+                convs,
+                max_new_tokens=new_tokens,
+                batch_size=batch,
+                seed=0,
                 engine=engine,
             )
             dt = time.perf_counter() - t0
@@ -244,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 row = measure_engines(path, batch=args.batch, new_tokens=args.new_tokens)
             else:
                 row = measure(
-                    path, mode, batch=args.batch, new_tokens=args.new_tokens,
+                    path,
+                    mode,
+                    batch=args.batch,
+                    new_tokens=args.new_tokens,
                     seq_tokens=args.seq_tokens,
                 )
         except (torch.OutOfMemoryError, RuntimeError, ImportError) as err:
@@ -274,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in e:
                     print(f"rollout engine {engine}: {e['error']}")
                 else:
-                    print(f"rollout engine {engine}: {e['tokens_per_s']:.1f} tok/s, "
-                          f"peak {e['peak_gib']:.1f} GiB")
+                    print(
+                        f"rollout engine {engine}: {e['tokens_per_s']:.1f} tok/s, "
+                        f"peak {e['peak_gib']:.1f} GiB"
+                    )
             continue
         print(
             f"{r['mode']:6} {r['weights_gib']:11.1f} {r['rollout']['tokens_per_s']:14.1f} {r['rollout']['peak_gib']:11.1f}"

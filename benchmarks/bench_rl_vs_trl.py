@@ -56,8 +56,11 @@ def _fix_length(n: int) -> None:
     original = GenerationMixin.generate
 
     def generate(self, *args, **kwargs):
-        vision = [getattr(self.config, k) for k in VISION_TOKENS
-                  if getattr(self.config, k, None) is not None]
+        vision = [
+            getattr(self.config, k)
+            for k in VISION_TOKENS
+            if getattr(self.config, k, None) is not None
+        ]
         kwargs.update(min_new_tokens=n, suppress_tokens=vision)
         return original(self, *args, **kwargs)
 
@@ -72,19 +75,30 @@ def run_r1reward(model: str, args, out: Path) -> dict:
         "model": {"path": model, "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 64, "seed": 0, "image_size": 56},
         "rl": {
-            "algo": "grpo", "samples_per_prompt": args.generations,
-            "steps": args.warmup + args.steps, "prompts_per_step": args.prompts,
+            "algo": "grpo",
+            "samples_per_prompt": args.generations,
+            "steps": args.warmup + args.steps,
+            "prompts_per_step": args.prompts,
             "mini_batch_size": args.prompts * args.generations,
-            "micro_batch_size": args.prompts * args.generations, "ppo_epochs": 1,
-            "lr": 1e-5, "kl_coef": 0.0, "temperature": 1.0,
-            "max_new_tokens": args.max_new_tokens, "rollout_batch_size": args.prompts,
-            "swap_prob": 0.0, "seed": args.seed, "progress": False,
+            "micro_batch_size": args.prompts * args.generations,
+            "ppo_epochs": 1,
+            "lr": 1e-5,
+            "kl_coef": 0.0,
+            "temperature": 1.0,
+            "max_new_tokens": args.max_new_tokens,
+            "rollout_batch_size": args.prompts,
+            "swap_prob": 0.0,
+            "seed": args.seed,
+            "progress": False,
         },
     }
     train_rl(recipe, out_dir=out)
     recs = read_metrics(out)[args.warmup :]
-    return {"step_seconds": [r["seconds"] for r in recs], "samples": recs[0]["samples"],
-            "completion_tokens": [r["length_mean"] for r in recs]}
+    return {
+        "step_seconds": [r["seconds"] for r in recs],
+        "samples": recs[0]["samples"],
+        "completion_tokens": [r["length_mean"] for r in recs],
+    }
 
 
 def run_trl(model: str, args, out: Path) -> dict:
@@ -98,11 +112,21 @@ def run_trl(model: str, args, out: Path) -> dict:
     from r1reward.toy.world import make_pairs
 
     pairs = make_pairs(64, seed=0)
-    ds = datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": build_prompt(p.question, p.response_1, p.response_2)}],
-         "image": p.images[0], "label": int(p.preferred)}
-        for p in pairs
-    ])
+    ds = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": build_prompt(p.question, p.response_1, p.response_2),
+                    }
+                ],
+                "image": p.images[0],
+                "label": int(p.preferred),
+            }
+            for p in pairs
+        ]
+    )
 
     def r1_reward(completions, label, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -125,19 +149,46 @@ def run_trl(model: str, args, out: Path) -> dict:
     policy, processor = load_model(model)
     n = args.prompts * args.generations
     config = GRPOConfig(
-        output_dir=str(out), use_cpu=True, bf16=False, fp16=False, report_to="none",
-        save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=args.seed,
-        per_device_train_batch_size=n, gradient_accumulation_steps=1, steps_per_generation=1,
-        num_generations=args.generations, max_completion_length=args.max_new_tokens,
-        num_iterations=1, beta=0.0, learning_rate=1e-5, temperature=1.0, top_p=1.0, top_k=0,
-        max_steps=args.warmup + args.steps, use_vllm=False, loss_type="grpo",
-        disable_dropout=True, remove_unused_columns=False,
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=args.seed,
+        per_device_train_batch_size=n,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_generations=args.generations,
+        max_completion_length=args.max_new_tokens,
+        num_iterations=1,
+        beta=0.0,
+        learning_rate=1e-5,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_steps=args.warmup + args.steps,
+        use_vllm=False,
+        loss_type="grpo",
+        disable_dropout=True,
+        remove_unused_columns=False,
     )
-    trainer = GRPOTrainer(model=policy, reward_funcs=[r1_reward], args=config, train_dataset=ds,
-                          processing_class=processor, callbacks=[Timer()])
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[r1_reward],
+        args=config,
+        train_dataset=ds,
+        processing_class=processor,
+        callbacks=[Timer()],
+    )
     trainer.train()
-    return {"step_seconds": times[args.warmup :], "samples": n,
-            "completion_tokens": lengths[args.warmup :]}
+    return {
+        "step_seconds": times[args.warmup :],
+        "samples": n,
+        "completion_tokens": lengths[args.warmup :],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each trainer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both")
-    parser.add_argument("--free-length", action="store_true",
-                        help="let completions stop at a stop token (default: all exactly "
-                             "--max-new-tokens long in both trainers)")
+    parser.add_argument(
+        "--free-length",
+        action="store_true",
+        help="let completions stop at a stop token (default: all exactly "
+        "--max-new-tokens long in both trainers)",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -174,28 +228,44 @@ def main(argv: list[str] | None = None) -> int:
         secs = [x for r in rs for x in r["step_seconds"]]
         toks = [x for r in rs for x in r["completion_tokens"]]
         med = statistics.median(secs)
-        results[name] = {"median_seconds_per_step": med, "mean_seconds_per_step": statistics.mean(secs),
-                         "timed_steps": len(secs), "samples": rs[0]["samples"],
-                         "completion_tokens": statistics.mean(toks) if toks else float("nan"),
-                         "step_seconds": secs}
-    print(f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} "
-          f"generations per step, {'<=' if args.free_length else 'exactly'} {args.max_new_tokens} new tokens, {args.rounds} alternating "
-          f"rounds x {args.steps} timed steps after {args.warmup} warm-up, torch threads "
-          f"{args.threads}, CPU")
-    print(f"{'trainer':<12}{'median s/step':>15}{'samples/s':>12}{'mean completion tokens':>26}"
-          f"{'completion tokens/s':>22}")
+        results[name] = {
+            "median_seconds_per_step": med,
+            "mean_seconds_per_step": statistics.mean(secs),
+            "timed_steps": len(secs),
+            "samples": rs[0]["samples"],
+            "completion_tokens": statistics.mean(toks) if toks else float("nan"),
+            "step_seconds": secs,
+        }
+    print(
+        f"model {args.model or 'tiny (fresh)'}; {args.prompts} prompts x {args.generations} "
+        f"generations per step, {'<=' if args.free_length else 'exactly'} {args.max_new_tokens} new tokens, {args.rounds} alternating "
+        f"rounds x {args.steps} timed steps after {args.warmup} warm-up, torch threads "
+        f"{args.threads}, CPU"
+    )
+    print(
+        f"{'trainer':<12}{'median s/step':>15}{'samples/s':>12}{'mean completion tokens':>26}"
+        f"{'completion tokens/s':>22}"
+    )
     for name, r in results.items():
         r["samples_per_s"] = r["samples"] / r["median_seconds_per_step"]
         r["tokens_per_s"] = r["samples_per_s"] * r["completion_tokens"]
-        print(f"{name:<12}{r['median_seconds_per_step']:>15.3f}{r['samples_per_s']:>12.2f}"
-              f"{r['completion_tokens']:>26.1f}{r['tokens_per_s']:>22.1f}")
+        print(
+            f"{name:<12}{r['median_seconds_per_step']:>15.3f}{r['samples_per_s']:>12.2f}"
+            f"{r['completion_tokens']:>26.1f}{r['tokens_per_s']:>22.1f}"
+        )
     ratio = results["r1reward"]["samples_per_s"] / results["trl"]["samples_per_s"]
     tok_ratio = results["r1reward"]["tokens_per_s"] / results["trl"]["tokens_per_s"]
-    print(f"ratio r1reward / TRL GRPOTrainer: {ratio:.2f}x samples/s (goal >= 1.2x), "
-          f"{tok_ratio:.2f}x completion tokens/s")
+    print(
+        f"ratio r1reward / TRL GRPOTrainer: {ratio:.2f}x samples/s (goal >= 1.2x), "
+        f"{tok_ratio:.2f}x completion tokens/s"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results,
-                                               "ratio": ratio, "token_ratio": tok_ratio}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": vars(args), "results": results, "ratio": ratio, "token_ratio": tok_ratio},
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -36,13 +36,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", default="toy-cpu")
-    ap.add_argument("--lab", action="store_true", help="the recipe's lab run shape (kl 0, 32 samples)")
+    ap.add_argument(
+        "--lab", action="store_true", help="the recipe's lab run shape (kl 0, 32 samples)"
+    )
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--model", default=None, help="model folder (default: a fresh tiny model)")
     ap.add_argument("--json", default=None, help="also write the figures here")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="an rl.* setting for this profile, e.g. --set micro_batch_size=16")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an rl.* setting for this profile, e.g. --set micro_batch_size=16",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -58,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     _fix_length(args.max_new_tokens)
     recipe = load_recipe(args.recipe)
-    overrides = {"steps": args.steps, "max_new_tokens": args.max_new_tokens, "save_every": 0,
-                 "progress": False}
+    overrides = {
+        "steps": args.steps,
+        "max_new_tokens": args.max_new_tokens,
+        "save_every": 0,
+        "progress": False,
+    }
     if args.lab:
         lab = LabConfig.from_dict(recipe["lab"])
         overrides |= {**lab.rl, "prompts_per_step": lab.samples_per_step}
@@ -78,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 return fn(*a, **k)
             finally:
                 times[step["i"]][name] += time.perf_counter() - t0
+
         return wrapper
 
     import r1reward.rollout as rollout
@@ -119,16 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     per = {p: statistics.median(times[i][p] for i in rest) for p in phases}
     step_s = statistics.median(r["seconds"] for r in recs[1:] or recs)
     samples = recs[-1]["samples"]
-    print(f"{args.recipe}{' lab' if args.lab else ''}: {samples} samples a step, "
-          f"{args.max_new_tokens} tokens each, 1 thread; first step {recs[0]['seconds']:.1f} s, "
-          f"then {step_s:.1f} s a step (median of {len(rest)})")
+    print(
+        f"{args.recipe}{' lab' if args.lab else ''}: {samples} samples a step, "
+        f"{args.max_new_tokens} tokens each, 1 thread; first step {recs[0]['seconds']:.1f} s, "
+        f"then {step_s:.1f} s a step (median of {len(rest)})"
+    )
     for p in phases:
         print(f"  {p:<13} {per[p]:7.2f} s  {100 * per[p] / step_s:5.1f} %")
     other = step_s - sum(per.values())
     print(f"  {'other':<13} {other:7.2f} s  {100 * other / step_s:5.1f} %")
     if args.json:
-        Path(args.json).write_text(json.dumps({"step_s": step_s, "phases": per, "samples": samples,
-                                               "args": vars(args)}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"step_s": step_s, "phases": per, "samples": samples, "args": vars(args)}, indent=1
+            )
+        )
     return 0
 
 

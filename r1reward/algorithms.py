@@ -385,8 +385,14 @@ def policy_loss(
     return loss, ratio_stats(ratio, log_ratio, adv, valid, clip=clip, pre_clip=pre_clip)
 
 
-def _check_policy_inputs(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
-                         clip_eps: float, pre_clip: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+def _check_policy_inputs(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float,
+    pre_clip: tuple[float, float] | None,
+) -> tuple[Tensor, Tensor]:
     """The checks of :func:`policy_loss`; returns the bool mask and ``advantages`` as ``[B, T]``."""
     for name, value in (("logp", logp), ("old_logp", old_logp), ("mask", mask)):
         if not isinstance(value, Tensor):
@@ -416,8 +422,15 @@ def _check_policy_inputs(logp: Tensor, old_logp: Tensor, advantages: Tensor, mas
     return valid, advantages
 
 
-def ratio_stats(ratio: Tensor, log_ratio: Tensor, adv: Tensor, valid: Tensor, *,
-                clip: tuple[float, float], pre_clip: tuple[float, float] | None) -> dict[str, float]:
+def ratio_stats(
+    ratio: Tensor,
+    log_ratio: Tensor,
+    adv: Tensor,
+    valid: Tensor,
+    *,
+    clip: tuple[float, float],
+    pre_clip: tuple[float, float] | None,
+) -> dict[str, float]:
     """What :func:`policy_loss` reports beside the loss, over the valid tokens of ``valid``
     ``[B, T]``: ``ratio`` (as used, after Pre-Clip), ``log_ratio`` (before it) and ``adv``, all
     ``[B, T]`` and 0 at masked positions; ``clip`` the PPO interval ``(1 - eps, 1 + eps_high)``.

@@ -52,8 +52,9 @@ def dr_grpo_advantages(rewards: Tensor, group_size: int) -> Tensor:
     return torch.where(valid, x - mean, zero).reshape(-1).to(as_float(rewards).dtype)
 
 
-def filter_group_advantages(advantages: Tensor, filter_sigma: float | None = None
-                            ) -> tuple[Tensor, dict[str, float]]:
+def filter_group_advantages(
+    advantages: Tensor, filter_sigma: float | None = None
+) -> tuple[Tensor, dict[str, float]]:
     """The Advantage Filter on per-sequence group advantages (GRPO's and Dr. GRPO's ``[B]``,
     already standardised within each group): NaN/inf become 0, then with ``filter_sigma`` every
     ``|A| > filter_sigma`` is zeroed (paper Sec. 3, the 3-sigma rule, here on group statistics).
@@ -91,18 +92,30 @@ def _stats(ratio: Tensor, raw: Tensor, valid: Tensor, clipped: Tensor) -> dict[s
         return {
             "clip_fraction": float((clipped & valid).sum()) / n_f,
             "pre_clip_fraction": 0.0,
-            "max_ratio": float(torch.where(valid, r, torch.full_like(r, -float("inf"))).amax()) if n else float("nan"),
+            "max_ratio": float(torch.where(valid, r, torch.full_like(r, -float("inf"))).amax())
+            if n
+            else float("nan"),
             "mean_ratio": float(r.sum()) / n_f if n else float("nan"),
             "max_abs_log_ratio": float(finite_raw.abs().amax()) if n else float("nan"),
             "nonfinite_ratio_count": int((valid & ~torch.isfinite(ratio)).sum()),
-            "approx_kl": float(torch.where(valid, (r - 1) - finite_raw, torch.zeros((), dtype=torch.float64)).sum()) / n_f,
+            "approx_kl": float(
+                torch.where(valid, (r - 1) - finite_raw, torch.zeros((), dtype=torch.float64)).sum()
+            )
+            / n_f,
             "num_tokens": n,
         }
 
 
-def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
-              clip_eps: float = 3e-4, clip_eps_high: float | None = 4e-4,
-              pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
+def gspo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps: float = 3e-4,
+    clip_eps_high: float | None = 4e-4,
+    pre_clip: tuple[float, float] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
     """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization"): one importance ratio per
     *sequence*, ``s_i = exp(mean_t(logp - old_logp))`` (the geometric mean of the token ratios),
     clipped to ``[1 - clip_eps, 1 + clip_eps_high]`` -- ranges of 1e-4, as the paper's, because a
@@ -127,9 +140,15 @@ def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, 
     return loss, _stats(tok_ratio, raw, valid, clipped[:, None].expand_as(valid))
 
 
-def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, *,
-               clip_eps_high: float = 0.28,
-               pre_clip: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
+def cispo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_eps_high: float = 0.28,
+    pre_clip: tuple[float, float] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
     """CISPO (MiniMax-M1, 2025): keep every token's gradient but clip its *importance weight*,
     ``L = -sum_t sg(min(r_t, 1 + clip_eps_high)) A_t logp_t / (number of tokens)`` -- the weight is
     a stopped-gradient constant, so no token is dropped by the clip as in PPO, and an exploding
@@ -152,7 +171,9 @@ def cispo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
     return loss, _stats(ratio, raw, valid, clipped)
 
 
-def tis_weights(old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, *, cap: float = 2.0) -> Tensor:
+def tis_weights(
+    old_logp: Tensor, sampler_logp: Tensor, mask: Tensor, *, cap: float = 2.0
+) -> Tensor:
     """Truncated importance sampling against the *sampler* (Yao et al. 2025, "On the
     rollout-training mismatch"): when a fast engine (vLLM, bfloat16) samples and the trainer
     scores, the two disagree; each token's loss is multiplied by ``min(pi_old / pi_sampler, cap)``,

@@ -12,7 +12,10 @@ import sys
 from r1reward.lazy import import_object
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "build-tiny": ("r1reward.toy.cli:build_tiny_main", "write the tiny Qwen2.5-VL model folder used on CPU"),
+    "build-tiny": (
+        "r1reward.toy.cli:build_tiny_main",
+        "write the tiny Qwen2.5-VL model folder used on CPU",
+    ),
     "toy": ("r1reward.toy.cli", "write toy preference pairs (JSONL + images)"),
     "curate": ("r1reward.curation", "teacher traces with difficulty (up to N tries per pair)"),
     "sft": ("r1reward.train.sft", "cold-start long-CoT supervised fine-tuning"),
@@ -60,8 +63,17 @@ def launch_command(name: str, rest: list[str]) -> list[str] | None:
     if value is None:
         return None
     config = accelerate_config(value)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-            "-m", "r1reward.cli", name, *kept]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "-m",
+        "r1reward.cli",
+        name,
+        *kept,
+    ]
 
 
 def _usage() -> str:

@@ -288,8 +288,9 @@ def read_records(path: str | Path, *, repair: bool = False) -> dict[str, dict]:
     path = Path(path)
     if not path.exists():
         return {}
-    lines = read_jsonl(path, torn_tail="cut" if repair else "drop", check=_check_record,
-                       what="curation record")
+    lines = read_jsonl(
+        path, torn_tail="cut" if repair else "drop", check=_check_record, what="curation record"
+    )
     return {str(rec["id"]): rec for rec in lines}
 
 

@@ -56,8 +56,7 @@ def model_config(path: str, *, shape: str | None = None) -> tuple[Any, str]:
     where = f"r1reward.scaling's Qwen2.5-VL-{(size or '').upper()} shape"
     if size is None and shape:
         size = shape
-        where = (f"not on this machine; the recipe's hardware.shape {shape}, "
-                 "from r1reward.scaling")
+        where = f"not on this machine; the recipe's hardware.shape {shape}, from r1reward.scaling"
     if size:
         from r1reward.scaling import qwen25_vl_config
 
@@ -136,19 +135,29 @@ def _data(section: dict) -> dict[str, str]:
     return out
 
 
-def _memory(config: Any, recipe: dict, *, gpus: int, tokens: int, micro: int,
-            checkpointing: bool) -> str:
+def _memory(
+    config: Any, recipe: dict, *, gpus: int, tokens: int, micro: int, checkpointing: bool
+) -> str:
     from r1reward.scaling import count_parameters, estimate_training_memory, recipe_mode
 
     mode = recipe_mode(recipe)
     rank = int(((recipe.get("model") or {}).get("lora") or {}).get("r", 64))
-    est = estimate_training_memory(count_parameters(config), config, mode=mode, gpus=gpus,
-                                   tokens=tokens, micro_batch=micro, lora_rank=rank,
-                                   gradient_checkpointing=checkpointing)
-    return (f"~{est.total:.1f} GiB per GPU ({mode}: weights {est.weights:.1f}, grads+optimizer "
-            f"{est.grads_and_optimizer:.1f}, activations {est.activations:.1f}, logits "
-            f"{est.logits:.1f}; {tokens} tokens x micro-batch {micro}; estimate, "
-            "r1reward.scaling)")
+    est = estimate_training_memory(
+        count_parameters(config),
+        config,
+        mode=mode,
+        gpus=gpus,
+        tokens=tokens,
+        micro_batch=micro,
+        lora_rank=rank,
+        gradient_checkpointing=checkpointing,
+    )
+    return (
+        f"~{est.total:.1f} GiB per GPU ({mode}: weights {est.weights:.1f}, grads+optimizer "
+        f"{est.grads_and_optimizer:.1f}, activations {est.activations:.1f}, logits "
+        f"{est.logits:.1f}; {tokens} tokens x micro-batch {micro}; estimate, "
+        "r1reward.scaling)"
+    )
 
 
 def _train_parser(command: str) -> argparse.ArgumentParser:
@@ -193,8 +202,10 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
             model_section["lora"] = cfg.lora
         if cfg.quantization is not None:
             model_section["quantization"] = cfg.quantization
-        section = {"freeze_vision": cfg.freeze_vision,
-                   "gradient_checkpointing": cfg.gradient_checkpointing}
+        section = {
+            "freeze_vision": cfg.freeze_vision,
+            "gradient_checkpointing": cfg.gradient_checkpointing,
+        }
     if not path:
         path = "the tiny model (model.tiny, built on first use)"
         config, where = None, "built locally on first use"
@@ -211,25 +222,34 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
     out["model"] = f"{path} [config: {where}]"
     out["dtype"] = model_section.get("dtype") or "float32"
     quant = model_section.get("quantization")
-    out["training"] = ("QLoRA (4-bit)" if quant else "LoRA" if model_section.get("lora")
-                       else "full fine-tuning")
+    out["training"] = (
+        "QLoRA (4-bit)" if quant else "LoRA" if model_section.get("lora") else "full fine-tuning"
+    )
     if config is not None:
-        trainable, total = _meta_model(config, model_section,
-                                       freeze_vision=bool(section.get("freeze_vision", False)))
-        out["parameters"] = (f"{trainable:,} trainable of {total:,} "
-                             f"({100 * trainable / max(total, 1):.2f} %)")
+        trainable, total = _meta_model(
+            config, model_section, freeze_vision=bool(section.get("freeze_vision", False))
+        )
+        out["parameters"] = (
+            f"{trainable:,} trainable of {total:,} ({100 * trainable / max(total, 1):.2f} %)"
+        )
     out["data"] = _data(dict(recipe.get("data") or {}))
     out["processes"] = launcher
     if command == "rl":
         k = cfg.samples_per_prompt
-        out["algorithm"] = (f"{cfg.algo} (pre_clip={cfg.pre_clip}, advantage_filter="
-                            f"{cfg.advantage_filter}, consistency_reward={cfg.consistency_reward})")
-        out["steps"] = (f"{cfg.steps} steps x {cfg.prompts_per_step} prompts x {k} samples per "
-                        f"process ({cfg.prompts_per_step * k * gpus} judgments per step), "
-                        f"mini-batch {cfg.mini_batch_size}, micro-batch {cfg.micro_batch_size}, "
-                        f"{cfg.ppo_epochs} PPO epoch(s), lr {cfg.lr:g}")
-        out["rollouts"] = (f"engine {cfg.engine}, up to {cfg.max_new_tokens} new tokens at "
-                           f"temperature {cfg.temperature:g}")
+        out["algorithm"] = (
+            f"{cfg.algo} (pre_clip={cfg.pre_clip}, advantage_filter="
+            f"{cfg.advantage_filter}, consistency_reward={cfg.consistency_reward})"
+        )
+        out["steps"] = (
+            f"{cfg.steps} steps x {cfg.prompts_per_step} prompts x {k} samples per "
+            f"process ({cfg.prompts_per_step * k * gpus} judgments per step), "
+            f"mini-batch {cfg.mini_batch_size}, micro-batch {cfg.micro_batch_size}, "
+            f"{cfg.ppo_epochs} PPO epoch(s), lr {cfg.lr:g}"
+        )
+        out["rollouts"] = (
+            f"engine {cfg.engine}, up to {cfg.max_new_tokens} new tokens at "
+            f"temperature {cfg.temperature:g}"
+        )
         judge = cfg.judge if isinstance(cfg.judge, dict) else {"kind": cfg.judge}
         out["judge"] = str(judge.get("kind")) if cfg.consistency_reward else "not used"
         tokens = int((recipe.get("sft") or {}).get("max_length", 2048))
@@ -238,17 +258,20 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
         batch = int(section.get("batch_size", 1))
         accum = int(section.get("grad_accum", 1))
         steps = int(section.get("max_steps", -1))
-        length = (f"{steps} steps" if steps > 0 else f"{section.get('epochs', 1)} epoch(s)")
-        out["steps"] = (f"{length}, batch {batch} x grad_accum {accum} x {gpus} processes = "
-                        f"{batch * accum * gpus} pairs per optimizer step, lr "
-                        f"{float(section.get('lr', 0)):g}")
+        length = f"{steps} steps" if steps > 0 else f"{section.get('epochs', 1)} epoch(s)"
+        out["steps"] = (
+            f"{length}, batch {batch} x grad_accum {accum} x {gpus} processes = "
+            f"{batch * accum * gpus} pairs per optimizer step, lr "
+            f"{float(section.get('lr', 0)):g}"
+        )
         tokens = int(section.get("max_length", 2048))
         micro, ckpt = batch, bool(section.get("gradient_checkpointing", False))
     default_out = f"runs/rl-{Path(args.recipe).stem}-{cfg.algo}" if command == "rl" else None
     out["output"] = args.out or default_out
     if config is not None and hasattr(config, "text_config"):
-        out["memory"] = _memory(config, recipe, gpus=gpus, tokens=tokens, micro=micro,
-                                checkpointing=ckpt)
+        out["memory"] = _memory(
+            config, recipe, gpus=gpus, tokens=tokens, micro=micro, checkpointing=ckpt
+        )
     return out
 
 
@@ -274,12 +297,16 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
     per_unit = 1 + (max(ks) if max(ks) > 1 else 0)
     if n_pairs is not None:
         units = n_pairs * orders
-        out["judgments"] = (f"{units} units ({orders} order(s)) x {per_unit} generations "
-                            f"(greedy + K={max(ks)}) = {units * per_unit}, up to "
-                            f"{args.max_new_tokens} new tokens each")
+        out["judgments"] = (
+            f"{units} units ({orders} order(s)) x {per_unit} generations "
+            f"(greedy + K={max(ks)}) = {units * per_unit}, up to "
+            f"{args.max_new_tokens} new tokens each"
+        )
     else:
-        out["judgments"] = (f"pairs x {orders} order(s) x {per_unit} generations, up to "
-                            f"{args.max_new_tokens} new tokens each")
+        out["judgments"] = (
+            f"pairs x {orders} order(s) x {per_unit} generations, up to "
+            f"{args.max_new_tokens} new tokens each"
+        )
     if args.model.startswith("const:"):
         out["model"] = f"{args.model} (a constant judge: no model)"
     else:
@@ -299,10 +326,12 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
             weights = width * total / 2**30
             seqs = args.batch_size * per_unit
             kv = kv_cache_bytes_per_token(config, width) * (args.max_new_tokens + 2048) * seqs
-            out["memory"] = (f"~{weights + kv / 2**30:.1f} GiB (weights {weights:.1f} in "
-                             f"{args.dtype or 'float32'}, KV cache {kv / 2**30:.1f} for "
-                             f"{seqs} sequences of up to 2,048 prompt + {args.max_new_tokens} "
-                             "new tokens; estimate)")
+            out["memory"] = (
+                f"~{weights + kv / 2**30:.1f} GiB (weights {weights:.1f} in "
+                f"{args.dtype or 'float32'}, KV cache {kv / 2**30:.1f} for "
+                f"{seqs} sequences of up to 2,048 prompt + {args.max_new_tokens} "
+                "new tokens; estimate)"
+            )
     out["batch"] = f"{args.batch_size} prompts per generate call, K = {','.join(map(str, ks))}"
     out["output"] = args.out
     return out
@@ -329,6 +358,8 @@ def main(command: str, argv: list[str]) -> int:
         text = " ".join(str(exc).split()) or type(exc).__name__
         print(f"r1reward {command} --dry-run: {text}", file=sys.stderr)
         return 2
-    print(f"dry run: nothing trained, loaded or downloaded (model built on the meta device)\n"
-          f"{format_plan(p)}")
+    print(
+        f"dry run: nothing trained, loaded or downloaded (model built on the meta device)\n"
+        f"{format_plan(p)}"
+    )
     return 0

@@ -70,11 +70,29 @@ CHANCE = 0.5
 
 #: The fields of one ``lab.jsonl`` line, in order.
 ROW_FIELDS = (
-    "variant", "lr", "seed", "steps_done", "heldout_accuracy", "heldout_well_formed",
-    "heldout_length", "position_bias", "collapsed", "collapse_step", "collapse_reason",
-    "params_finite", "max_ratio", "nonfinite_ratios", "filtered_fraction_max",
-    "filtered_fraction_mean", "adv_min", "kl_mean", "train_accuracy_first",
-    "train_accuracy_last", "well_formed_min", "length_max_mean", "seconds",
+    "variant",
+    "lr",
+    "seed",
+    "steps_done",
+    "heldout_accuracy",
+    "heldout_well_formed",
+    "heldout_length",
+    "position_bias",
+    "collapsed",
+    "collapse_step",
+    "collapse_reason",
+    "params_finite",
+    "max_ratio",
+    "nonfinite_ratios",
+    "filtered_fraction_max",
+    "filtered_fraction_mean",
+    "adv_min",
+    "kl_mean",
+    "train_accuracy_first",
+    "train_accuracy_last",
+    "well_formed_min",
+    "length_max_mean",
+    "seconds",
 )
 
 
@@ -111,11 +129,15 @@ class LabConfig:
         cfg.seeds = [int(x) for x in cfg.seeds]
         bad = [v for v in cfg.variants if v not in VARIANTS]
         if bad:
-            raise ValueError(f"recipe lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}")
+            raise ValueError(
+                f"recipe lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}"
+            )
         if cfg.regime not in ("late", "hard", "all"):
             raise ValueError(f"recipe lab.regime={cfg.regime!r}: expected 'late', 'hard' or 'all'")
         if not cfg.lrs or not cfg.seeds or not cfg.variants:
-            raise ValueError("recipe lab: variants, lrs and seeds must each name at least one value")
+            raise ValueError(
+                "recipe lab: variants, lrs and seeds must each name at least one value"
+            )
         return cfg
 
 
@@ -124,8 +146,13 @@ class LabConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def collapse_step(records: Sequence[dict], max_new_tokens: int, *, min_well_formed: float = 0.5,
-                  length_fraction: float = 0.9) -> tuple[int | None, str | None]:
+def collapse_step(
+    records: Sequence[dict],
+    max_new_tokens: int,
+    *,
+    min_well_formed: float = 0.5,
+    length_fraction: float = 0.9,
+) -> tuple[int | None, str | None]:
     """The first RL step at which a run collapsed, and why; ``(None, None)`` if it never did.
 
     A step counts as collapsed by :func:`r1reward.train.rl.collapse_reason` (the one definition,
@@ -134,8 +161,9 @@ def collapse_step(records: Sequence[dict], max_new_tokens: int, *, min_well_form
     reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN, length hits the
     maximum", Sec. 3.1). ``records`` are the trainer's ``metrics.jsonl`` lines."""
     for rec in records:
-        why = collapse_reason(rec, max_new_tokens, min_well_formed=min_well_formed,
-                              length_fraction=length_fraction)
+        why = collapse_reason(
+            rec, max_new_tokens, min_well_formed=min_well_formed, length_fraction=length_fraction
+        )
         if why is not None:
             return int(rec["step"]), why
     return None, None
@@ -155,8 +183,14 @@ def _mean(xs: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_file: str | Path, *,
-                      max_new_tokens: int, batch_size: int = 16) -> list[Any]:
+def late_regime_pairs(
+    model_path: str | Path,
+    candidates: Sequence[Any],
+    out_file: str | Path,
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[Any]:
     """The ``candidates`` that ``model_path`` judges right greedily in *both* answer orders.
 
     RL on them starts where the paper's collapse happens (Sec. 3.1): nearly every sampled judgment
@@ -164,8 +198,11 @@ def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_fil
     advantages near ``-sqrt(B-1)``. The chosen ids and counts are cached in ``out_file`` (JSON);
     a second call with the same candidates only reads it."""
     out_file = Path(out_file)
-    key = {"model": str(model_path), "candidates": [p.id for p in candidates],
-           "max_new_tokens": int(max_new_tokens)}
+    key = {
+        "model": str(model_path),
+        "candidates": [p.id for p in candidates],
+        "max_new_tokens": int(max_new_tokens),
+    }
     cached = read_marker(out_file)
     if cached is not None and cached.get("key") == key:
         keep = set(cached["ids"])
@@ -173,12 +210,23 @@ def late_regime_pairs(model_path: str | Path, candidates: Sequence[Any], out_fil
     model, processor = load_model(str(model_path))
     shown = [q for p in candidates for q in (p, p.swap())]
     convs = [build_messages(q.question, q.response_1, q.response_2, images=q.images) for q in shown]
-    outs = generate(model, processor, convs, do_sample=False, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size)
+    outs = generate(
+        model,
+        processor,
+        convs,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     right = [parse_judgment(o[0].text).answer == q.preferred for o, q in zip(outs, shown)]
     keep_ids = [p.id for i, p in enumerate(candidates) if right[2 * i] and right[2 * i + 1]]
-    info = {"key": key, "ids": keep_ids, "n_candidates": len(candidates), "n_kept": len(keep_ids),
-            "greedy_accuracy": sum(right) / max(1, len(right))}
+    info = {
+        "key": key,
+        "ids": keep_ids,
+        "n_candidates": len(candidates),
+        "n_kept": len(keep_ids),
+        "greedy_accuracy": sum(right) / max(1, len(right)),
+    }
     out_file.parent.mkdir(parents=True, exist_ok=True)
     write_marker(out_file, info)
     keep = set(keep_ids)
@@ -198,19 +246,41 @@ def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
     algo = next(o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("rl.algo="))
     k = int(ALGO_PRESETS[algo]["samples_per_prompt"])
     if cfg.samples_per_step % k:
-        raise ValueError(f"lab.samples_per_step={cfg.samples_per_step} is not a multiple of "
-                         f"{variant}'s {k} samples per prompt")
-    return [*(f"rl.{k_}={json.dumps(v)}" for k_, v in cfg.rl.items()),
-            f"rl.steps={cfg.steps}", f"rl.prompts_per_step={cfg.samples_per_step // k}",
-            f"rl.lr={lr!r}", "rl.save_every=0", "rl.progress=false",
-            *((f"rl.stop_on_collapse={cfg.stop_after_collapsed}",
-               f"rl.collapse_min_well_formed={cfg.collapse_min_well_formed!r}",
-               f"rl.collapse_length_fraction={cfg.collapse_length_fraction!r}")
-              if cfg.stop_after_collapsed else ())]
+        raise ValueError(
+            f"lab.samples_per_step={cfg.samples_per_step} is not a multiple of "
+            f"{variant}'s {k} samples per prompt"
+        )
+    return [
+        *(f"rl.{k_}={json.dumps(v)}" for k_, v in cfg.rl.items()),
+        f"rl.steps={cfg.steps}",
+        f"rl.prompts_per_step={cfg.samples_per_step // k}",
+        f"rl.lr={lr!r}",
+        "rl.save_every=0",
+        "rl.progress=false",
+        *(
+            (
+                f"rl.stop_on_collapse={cfg.stop_after_collapsed}",
+                f"rl.collapse_min_well_formed={cfg.collapse_min_well_formed!r}",
+                f"rl.collapse_length_fraction={cfg.collapse_length_fraction!r}",
+            )
+            if cfg.stop_after_collapsed
+            else ()
+        ),
+    ]
 
 
-def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_model: str,
-             overrides: tuple, pairs: list, heldout: list, cfg_dict: dict) -> dict:
+def _run_one(
+    recipe: str,
+    variant: str,
+    lr: float,
+    seed: int,
+    root: str,
+    init_model: str,
+    overrides: tuple,
+    pairs: list,
+    heldout: list,
+    cfg_dict: dict,
+) -> dict:
     """Train one grid cell (cached in its folder), evaluate it (cached) and return its row."""
     quiet_libraries()
     cfg = LabConfig.from_dict(cfg_dict)
@@ -218,8 +288,9 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
     row_file = Path(root) / name / "lab_row.json"
     t0 = time.perf_counter()
     ovr = [*overrides, *_variant_overrides(cfg, variant, lr)]
-    path = run_variant(recipe, variant, seed, root, init_model=init_model, overrides=ovr,
-                       pairs=pairs, name=name)
+    path = run_variant(
+        recipe, variant, seed, root, init_model=init_model, overrides=ovr, pairs=pairs, name=name
+    )
     eval_key = {"heldout": [p.id for p in heldout], "greedy_only": True}
     cached = read_marker(row_file)
     if cached is not None and cached.get("eval_key") == eval_key:
@@ -228,14 +299,25 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
     summary = json.loads((path / "summary.json").read_text())
     resolved = json.loads((path / "variant.json").read_text())["resolved"]
     max_new = int(resolved["rl"]["max_new_tokens"])
-    step, reason = collapse_step(recs, max_new, min_well_formed=cfg.collapse_min_well_formed,
-                                 length_fraction=cfg.collapse_length_fraction)
+    step, reason = collapse_step(
+        recs,
+        max_new,
+        min_well_formed=cfg.collapse_min_well_formed,
+        length_fraction=cfg.collapse_length_fraction,
+    )
     finite = all(r["params_finite"] for r in recs)
     row: dict[str, Any] = {
-        "variant": variant, "lr": lr, "seed": seed, "steps_done": len(recs),
-        "collapsed": step is not None, "collapse_step": step, "collapse_reason": reason,
+        "variant": variant,
+        "lr": lr,
+        "seed": seed,
+        "steps_done": len(recs),
+        "collapsed": step is not None,
+        "collapse_step": step,
+        "collapse_reason": reason,
         "params_finite": finite,
-        "max_ratio": max((r["max_ratio"] for r in recs if _finite(r["max_ratio"])), default=float("nan")),
+        "max_ratio": max(
+            (r["max_ratio"] for r in recs if _finite(r["max_ratio"])), default=float("nan")
+        ),
         "nonfinite_ratios": int(sum(r["nonfinite_ratios"] for r in recs)),
         "filtered_fraction_max": max((r["filtered_fraction"] for r in recs), default=0.0),
         "filtered_fraction_mean": _mean([r["filtered_fraction"] for r in recs]),
@@ -247,15 +329,24 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
         "length_max_mean": max((r["length_mean"] for r in recs), default=float("nan")),
     }
     if summary.get("final") and finite:
-        res = heldout_accuracy(path / "final", heldout, path / f"heldout-{len(heldout)}",
-                               max_new_tokens=max_new)
-        row.update(heldout_accuracy=res["accuracy"], heldout_well_formed=res["well_formed"],
-                   heldout_length=res["length"], position_bias=res["position_bias"])
+        res = heldout_accuracy(
+            path / "final", heldout, path / f"heldout-{len(heldout)}", max_new_tokens=max_new
+        )
+        row.update(
+            heldout_accuracy=res["accuracy"],
+            heldout_well_formed=res["well_formed"],
+            heldout_length=res["length"],
+            position_bias=res["position_bias"],
+        )
     else:
         # no usable model (non-finite weights): every judgment unparseable, which the strict
         # evaluator of chapter 6 counts as wrong
-        row.update(heldout_accuracy=0.0, heldout_well_formed=0.0, heldout_length=float("nan"),
-                   position_bias=float("nan"))
+        row.update(
+            heldout_accuracy=0.0,
+            heldout_well_formed=0.0,
+            heldout_length=float("nan"),
+            position_bias=float("nan"),
+        )
     row["seconds"] = time.perf_counter() - t0
     row = {k: row[k] for k in ROW_FIELDS}
     write_marker(row_file, {"eval_key": eval_key, "row": row})
@@ -267,31 +358,53 @@ def _run_one(recipe: str, variant: str, lr: float, seed: int, root: str, init_mo
 # --------------------------------------------------------------------------------------------
 
 
-def regime_pairs(cfg: LabConfig, init_model: str | Path, train_pairs: Sequence[Any],
-                 out_dir: str | Path, *, max_new_tokens: int) -> list[Any]:
+def regime_pairs(
+    cfg: LabConfig,
+    init_model: str | Path,
+    train_pairs: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    max_new_tokens: int,
+) -> list[Any]:
     """The pairs every run of the lab trains on, by ``cfg.regime``: ``late`` -- the first
     ``cfg.candidate_pairs`` that ``init_model`` judges right in both orders
     (:func:`late_regime_pairs`, cached in ``out_dir/regime-late.json``); ``hard`` -- those the
     teacher needed two tries or more for; ``all`` -- all of them."""
     if cfg.regime == "late":
-        pairs = late_regime_pairs(init_model, list(train_pairs)[: cfg.candidate_pairs],
-                                  Path(out_dir) / "regime-late.json", max_new_tokens=max_new_tokens)
+        pairs = late_regime_pairs(
+            init_model,
+            list(train_pairs)[: cfg.candidate_pairs],
+            Path(out_dir) / "regime-late.json",
+            max_new_tokens=max_new_tokens,
+        )
     elif cfg.regime == "hard":
         pairs = select_hard(train_pairs, min_difficulty=2)
     else:
         pairs = list(train_pairs)
     if not pairs:
-        why = (f"{init_model} judged none of the first {cfg.candidate_pairs} training pairs right in "
-               "both orders (is it a trained cold-start model?)" if cfg.regime == "late"
-               else "no training pair has a difficulty of 2 or more" if cfg.regime == "hard"
-               else "no training pairs were given")
+        why = (
+            f"{init_model} judged none of the first {cfg.candidate_pairs} training pairs right in "
+            "both orders (is it a trained cold-start model?)"
+            if cfg.regime == "late"
+            else "no training pair has a difficulty of 2 or more"
+            if cfg.regime == "hard"
+            else "no training pairs were given"
+        )
         raise ValueError(f"lab regime {cfg.regime!r}: no training pairs: {why}")
     return pairs
 
 
-def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_pairs: Sequence[Any],
-            heldout: Sequence[Any], overrides: Sequence[str] = (), workers: int | None = None,
-            progress: bool = True) -> list[dict]:
+def run_lab(
+    recipe: str,
+    out_dir: str | Path,
+    *,
+    init_model: str | Path,
+    train_pairs: Sequence[Any],
+    heldout: Sequence[Any],
+    overrides: Sequence[str] = (),
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Run the recipe's declared ``lab:`` grid and return its rows (also ``lab.jsonl``).
 
     Args:
@@ -316,14 +429,31 @@ def run_lab(recipe: str, out_dir: str | Path, *, init_model: str | Path, train_p
     pairs = regime_pairs(cfg, init_model, train_pairs, out, max_new_tokens=max_new)
     held = list(heldout)[: cfg.heldout_pairs]
     cells = [(v, lr, s) for v in cfg.variants for lr in cfg.lrs for s in cfg.seeds]
-    jobs = [(str(recipe), v, lr, s, str(out / "runs"), str(init_model), tuple(overrides),
-             list(pairs), held, dataclasses.asdict(cfg)) for v, lr, s in cells]
+    jobs = [
+        (
+            str(recipe),
+            v,
+            lr,
+            s,
+            str(out / "runs"),
+            str(init_model),
+            tuple(overrides),
+            list(pairs),
+            held,
+            dataclasses.asdict(cfg),
+        )
+        for v, lr, s in cells
+    ]
     rows = _map(_run_one, jobs, workers or cfg.workers, "lab runs", progress=progress)
     tmp = out / "lab.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(out / "lab.jsonl")
-    info = {"regime": cfg.regime, "train_pairs": len(pairs), "heldout_pairs": len(held),
-            "recipe_lr": float(resolved["rl"]["lr"])}
+    info = {
+        "regime": cfg.regime,
+        "train_pairs": len(pairs),
+        "heldout_pairs": len(held),
+        "recipe_lr": float(resolved["rl"]["lr"]),
+    }
     (out / "summary.md").write_text(summary_markdown(rows, info))
     return rows
 
@@ -351,13 +481,17 @@ def lr_sensitivity(rows: Sequence[dict], metric: str = "heldout_accuracy") -> di
         by.setdefault(r["variant"], {}).setdefault(float(r["lr"]), []).append(r[metric])
     out = {}
     for variant, per_lr in by.items():
-        acc = {lr: max(_mean(v), CHANCE) if _finite(_mean(v)) else CHANCE for lr, v in per_lr.items()}
+        acc = {
+            lr: max(_mean(v), CHANCE) if _finite(_mean(v)) else CHANCE for lr, v in per_lr.items()
+        }
         best = max(acc.values())
         out[variant] = sum(best - a for a in acc.values()) / len(acc)
     return out
 
 
-def grid_table(rows: Sequence[dict], metric: str = "heldout_accuracy") -> dict[str, dict[float, tuple]]:
+def grid_table(
+    rows: Sequence[dict], metric: str = "heldout_accuracy"
+) -> dict[str, dict[float, tuple]]:
     """``{variant: {lr: (mean, sd, n_seeds, n_collapsed)}}`` of ``metric`` over seeds."""
     by: dict[str, dict[float, list[dict]]] = {}
     for r in rows:
@@ -382,8 +516,11 @@ def summary_markdown(rows: Sequence[dict], info: dict | None = None) -> str:
     lines = ["# Collapse lab", ""]
     if info:
         lines += [", ".join(f"{k}: {v}" for k, v in info.items()), ""]
-    lines += ["Held-out greedy accuracy (%, both answer orders), mean ± sd over seeds; "
-              "†k: k seeds collapsed.", ""]
+    lines += [
+        "Held-out greedy accuracy (%, both answer orders), mean ± sd over seeds; "
+        "†k: k seeds collapsed.",
+        "",
+    ]
     lines.append("| variant | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " | LR sensitivity |")
     lines.append("|---|" + "---:|" * (len(lrs) + 1))
     for variant, per in table.items():
@@ -398,18 +535,28 @@ def summary_markdown(rows: Sequence[dict], info: dict | None = None) -> str:
     collapsed = [r for r in rows if r["collapsed"]]
     lines += ["", f"{len(collapsed)} of {len(rows)} runs collapsed."]
     for r in collapsed:
-        lines.append(f"- {r['variant']} lr {r['lr']:.0e} seed {r['seed']}: step {r['collapse_step']} "
-                     f"({r['collapse_reason']})")
+        lines.append(
+            f"- {r['variant']} lr {r['lr']:.0e} seed {r['seed']}: step {r['collapse_step']} "
+            f"({r['collapse_reason']})"
+        )
     return "\n".join(lines) + "\n"
 
 
-def separates(rows: Sequence[dict], reference_accuracy: float, *, broken: str = "reinforce++",
-              stable: str = "stable-reinforce", min_seeds: int = 2, drop: float = 0.10) -> list[float]:
+def separates(
+    rows: Sequence[dict],
+    reference_accuracy: float,
+    *,
+    broken: str = "reinforce++",
+    stable: str = "stable-reinforce",
+    min_seeds: int = 2,
+    drop: float = 0.10,
+) -> list[float]:
     """The learning rates at which ``broken`` *failed* in at least ``min_seeds`` seeds while
     ``stable`` failed in none, a run failing when it collapsed (:func:`collapse_step`) or its
     held-out accuracy fell ``drop`` or more below ``reference_accuracy`` (the cold-start model's).
     This is the issue's criterion for "a regime in which Reinforce++ breaks and StableReinforce
     holds", fixed before the grid ran."""
+
     def failed(r: dict) -> bool:
         return bool(r["collapsed"]) or r["heldout_accuracy"] <= reference_accuracy - drop
 
@@ -422,8 +569,9 @@ def separates(rows: Sequence[dict], reference_accuracy: float, *, broken: str = 
     return out
 
 
-def showcase(rows: Sequence[dict], *, broken: str = "reinforce++",
-             stable: str = "stable-reinforce") -> tuple[dict, dict | None]:
+def showcase(
+    rows: Sequence[dict], *, broken: str = "reinforce++", stable: str = "stable-reinforce"
+) -> tuple[dict, dict | None]:
     """The ``broken`` run to show step by step and the ``stable`` run with the same learning rate
     and seed (None when the grid has none). Among the ``broken`` runs that collapsed it is the one
     whose twin held out longest after it (a twin that never collapsed counts as collapsing after
@@ -434,8 +582,14 @@ def showcase(rows: Sequence[dict], *, broken: str = "reinforce++",
         raise ValueError(f"no {broken} run in the lab")
 
     def twin_of(r: dict) -> dict | None:
-        return next((t for t in rows if t["variant"] == stable and t["lr"] == r["lr"]
-                     and t["seed"] == r["seed"]), None)
+        return next(
+            (
+                t
+                for t in rows
+                if t["variant"] == stable and t["lr"] == r["lr"] and t["seed"] == r["seed"]
+            ),
+            None,
+        )
 
     def margin(r: dict) -> tuple[float, int]:
         t = twin_of(r)
@@ -445,8 +599,11 @@ def showcase(rows: Sequence[dict], *, broken: str = "reinforce++",
         return (held - r["collapse_step"] if held != float("inf") else -1.0, -r["collapse_step"])
 
     hit = [r for r in cands if r["collapsed"]]
-    pick = (max(hit, key=margin) if hit
-            else max(cands, key=lambda r: r["max_ratio"] if _finite(r["max_ratio"]) else -1.0))
+    pick = (
+        max(hit, key=margin)
+        if hit
+        else max(cands, key=lambda r: r["max_ratio"] if _finite(r["max_ratio"]) else -1.0)
+    )
     return pick, twin_of(pick)
 
 
@@ -473,21 +630,35 @@ def main(argv: list[str] | None = None) -> int:
         "rates x seeds from the cold-start model, evaluate each run on held-out pairs in both "
         "orders, and write lab.jsonl and summary.md. Finished runs are reused, so a killed lab "
         "reruns only what is missing.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--recipe", required=True, help="a toy recipe name (toy-ci, toy-cpu) or YAML path")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. lab.lrs=[1e-4,1e-3]")
-    parser.add_argument("--out", required=True, help="output folder (reused: finished runs are kept)")
-    parser.add_argument("--workers", type=int, default=None, help="runs side by side (default lab.workers)")
-    parser.add_argument("--init-model", default=None,
-                        help="cold-start model folder (default: the profile's SFT model, built if missing)")
+    parser.add_argument(
+        "--recipe", required=True, help="a toy recipe name (toy-ci, toy-cpu) or YAML path"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="KEY=VALUE overrides, e.g. lab.lrs=[1e-4,1e-3]"
+    )
+    parser.add_argument(
+        "--out", required=True, help="output folder (reused: finished runs are kept)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="runs side by side (default lab.workers)"
+    )
+    parser.add_argument(
+        "--init-model",
+        default=None,
+        help="cold-start model folder (default: the profile's SFT model, built if missing)",
+    )
     args = parser.parse_args(argv)
 
     profile = {v: k for k, v in artifacts.PROFILE_RECIPES.items()}.get(Path(args.recipe).stem)
     if profile is None or profile == "gpu":
-        print(f"r1reward lab: --recipe {args.recipe}: the lab runs on the toy recipes "
-              f"({', '.join(r for p, r in artifacts.PROFILE_RECIPES.items() if p != 'gpu')})",
-              file=sys.stderr)
+        print(
+            f"r1reward lab: --recipe {args.recipe}: the lab runs on the toy recipes "
+            f"({', '.join(r for p, r in artifacts.PROFILE_RECIPES.items() if p != 'gpu')})",
+            file=sys.stderr,
+        )
         return 2
     try:
         cfg = LabConfig.from_dict(load_recipe(args.recipe, args.overrides).get("lab"))
@@ -498,8 +669,15 @@ def main(argv: list[str] | None = None) -> int:
     init = args.init_model or artifacts.sft_model(profile)
     train = artifacts.curated_pairs(profile)
     held = artifacts.heldout_pairs(profile, cfg.heldout_pairs)
-    rows = run_lab(args.recipe, args.out, init_model=init, train_pairs=train, heldout=held,
-                   overrides=args.overrides, workers=args.workers)
+    rows = run_lab(
+        args.recipe,
+        args.out,
+        init_model=init,
+        train_pairs=train,
+        heldout=held,
+        overrides=args.overrides,
+        workers=args.workers,
+    )
     print((Path(args.out) / "summary.md").read_text())
     print(f"{len(rows)} runs -> {Path(args.out) / 'lab.jsonl'}")
     return 0

@@ -281,8 +281,13 @@ def load_model(
 
     if is_adapter(path_or_hub_id):
         model, processor = _load_adapter(
-            Path(path_or_hub_id).expanduser(), dtype=dtype, device_map=device_map, lora=lora,
-            quantization=quantization, attn_implementation=attn_implementation)
+            Path(path_or_hub_id).expanduser(),
+            dtype=dtype,
+            device_map=device_map,
+            lora=lora,
+            quantization=quantization,
+            attn_implementation=attn_implementation,
+        )
         return model, cap_pixels(processor, max_pixels)
     src = check_model_path(path_or_hub_id)
     kwargs: dict[str, Any] = {"local_files_only": True} if Path(src).is_dir() else {}
@@ -399,16 +404,27 @@ def _has_processor(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
 
 
-def _load_adapter(adapter: Path, *, base_model: str | None = None, dtype: Any = None,
-                  device_map: Any = None, lora: Any = None, quantization: Any = None,
-                  attn_implementation: str | None = "auto"):
+def _load_adapter(
+    adapter: Path,
+    *,
+    base_model: str | None = None,
+    dtype: Any = None,
+    device_map: Any = None,
+    lora: Any = None,
+    quantization: Any = None,
+    attn_implementation: str | None = "auto",
+):
     """``(model, processor)`` of an adapter folder on its base (see :func:`load_model`)."""
     from peft import PeftModel
 
     base = adapter_base(adapter, base_model)
-    model, processor = load_model(base, dtype=dtype, device_map=device_map,
-                                  quantization=quantization,
-                                  attn_implementation=attn_implementation)
+    model, processor = load_model(
+        base,
+        dtype=dtype,
+        device_map=device_map,
+        quantization=quantization,
+        attn_implementation=attn_implementation,
+    )
     if _has_processor(adapter):
         processor = load_processor(str(adapter), local_files_only=True)
     trainable = lora is not None and quantization is not None
@@ -437,8 +453,7 @@ def merge_adapter(
     :func:`load_model` like any model folder. The base is loaded unquantized: a QLoRA adapter
     merges into the full-precision base (``dtype``, default the base's float32 load).
     """
-    model, processor = _load_adapter(Path(adapter).expanduser(), base_model=base_model,
-                                     dtype=dtype)
+    model, processor = _load_adapter(Path(adapter).expanduser(), base_model=base_model, dtype=dtype)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -457,13 +472,21 @@ def merge_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("adapter", help="adapter folder (adapter_config.json + adapter weights)")
     parser.add_argument("--out", required=True, help="folder for the merged model")
-    parser.add_argument("--base", default=None,
-                        help="base model path or hub id (default: the adapter's base_model_name_or_path)")
-    parser.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default float32)")
+    parser.add_argument(
+        "--base",
+        default=None,
+        help="base model path or hub id (default: the adapter's base_model_name_or_path)",
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="bfloat16, float16 or float32 (default float32)"
+    )
     args = parser.parse_args(argv)
     if not is_adapter(args.adapter):
-        print(f"r1reward merge: {args.adapter}: not an adapter folder (no adapter_config.json, or "
-              "it is already a full model)", file=sys.stderr)
+        print(
+            f"r1reward merge: {args.adapter}: not an adapter folder (no adapter_config.json, or "
+            "it is already a full model)",
+            file=sys.stderr,
+        )
         return 2
     try:
         base = adapter_base(args.adapter, args.base)

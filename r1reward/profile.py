@@ -25,7 +25,9 @@ def get_profile(default: str = DEFAULT) -> str:
     """Return the active profile from ``$R1REWARD_PROFILE`` (default ``cpu``); reject unknown names."""
     name = os.environ.get(ENV_VAR, default).strip().lower() or default
     if name not in PROFILES:
-        raise ValueError(f"{ENV_VAR}={name!r} is not a profile; expected one of {', '.join(PROFILES)}")
+        raise ValueError(
+            f"{ENV_VAR}={name!r} is not a profile; expected one of {', '.join(PROFILES)}"
+        )
     return name
 
 
@@ -37,8 +39,10 @@ def gpu_standin() -> str | None:
     if not name:
         return None
     if name not in STANDINS:
-        raise ValueError(f"{STANDIN_VAR}={name!r} is not a stand-in; expected one of "
-                         f"{', '.join(STANDINS)} (or unset for a real GPU run)")
+        raise ValueError(
+            f"{STANDIN_VAR}={name!r} is not a stand-in; expected one of "
+            f"{', '.join(STANDINS)} (or unset for a real GPU run)"
+        )
     return name
 
 
@@ -72,5 +76,6 @@ def quiet_libraries() -> None:
     # deprecation notices about the libraries' own arguments (e.g. transformers'
     # `gradient_checkpointing` -> `activation_checkpointing`) say nothing to a reader
     for category in (FutureWarning, DeprecationWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category,
-                                module=r"(transformers|trl|accelerate|peft|torch)(\.|$)")
+        warnings.filterwarnings(
+            "ignore", category=category, module=r"(transformers|trl|accelerate|peft|torch)(\.|$)"
+        )

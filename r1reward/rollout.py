@@ -162,8 +162,10 @@ def frozen_vision_cache(model: Any) -> Iterator[dict]:
     cache stays empty)."""
     owner = _vision_owner(model)
     cache: dict = {}
-    if owner is None or any(p.requires_grad for p in owner.visual.parameters()) or any(
-        isinstance(m, torch.nn.Dropout) and m.p > 0 for m in owner.visual.modules()
+    if (
+        owner is None
+        or any(p.requires_grad for p in owner.visual.parameters())
+        or any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in owner.visual.modules())
     ):
         yield cache
         return
@@ -174,8 +176,15 @@ def frozen_vision_cache(model: Any) -> Iterator[dict]:
             return original(pixel_values, image_grid_thw, **kwargs)
         grids = [tuple(g) for g in image_grid_thw.tolist()]
         chunks = pixel_values.split([t * h * w for t, h, w in grids])
-        keys = [(g, hashlib.blake2b(c.detach().float().cpu().contiguous().numpy().tobytes(),
-                                    digest_size=16).digest()) for g, c in zip(grids, chunks)]
+        keys = [
+            (
+                g,
+                hashlib.blake2b(
+                    c.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16
+                ).digest(),
+            )
+            for g, c in zip(grids, chunks)
+        ]
         first = {}
         for i, key in enumerate(keys):
             if key not in cache:
@@ -183,8 +192,11 @@ def frozen_vision_cache(model: Any) -> Iterator[dict]:
         if first:
             rows = list(first.values())
             with torch.inference_mode(False), torch.no_grad():
-                out = original(torch.cat([chunks[i] for i in rows]).clone(),
-                               image_grid_thw[rows].clone(), **kwargs)
+                out = original(
+                    torch.cat([chunks[i] for i in rows]).clone(),
+                    image_grid_thw[rows].clone(),
+                    **kwargs,
+                )
             for key, feats in zip(first, out.pooler_output):
                 cache[key] = feats
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -286,9 +298,17 @@ def generate(
         from r1reward import rollout_vllm
 
         return rollout_vllm.generate(
-            model, processor, conversations, num_return_sequences=num_return_sequences,
-            do_sample=do_sample, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=progress,
+            model,
+            processor,
+            conversations,
+            num_return_sequences=num_return_sequences,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
         )
     if not hasattr(model, "generate") and hasattr(model, "module"):
         model = model.module  # a DistributedDataParallel wrapper

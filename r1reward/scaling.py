@@ -378,8 +378,14 @@ def memory_rows(
             est = estimate_training_memory(
                 counts, config, mode=mode, gpus=gpus, tokens=tokens, micro_batch=micro_batch
             )
-            rows.append({"model": f"Qwen2.5-VL-{size.upper()}", "setup": label,
-                         **est.as_row(), "source": "estimate"})
+            rows.append(
+                {
+                    "model": f"Qwen2.5-VL-{size.upper()}",
+                    "setup": label,
+                    **est.as_row(),
+                    "source": "estimate",
+                }
+            )
     return rows
 
 
@@ -432,20 +438,24 @@ def load_measurements(
             if "error" in r:
                 row["error"] = r["error"]
             elif r.get("mode") == "engines":  # transformers vs vLLM rollout, same model and seed
-                for engine, label in (("transformers", "rollout tok/s"),
-                                      ("vllm", "vLLM rollout tok/s")):
+                for engine, label in (
+                    ("transformers", "rollout tok/s"),
+                    ("vllm", "vLLM rollout tok/s"),
+                ):
                     e = r.get(engine, {})
                     row[label] = e.get("tokens_per_s", e.get("error"))
             else:
-                row.update({
-                    "weights GiB": r["weights_gib"],
-                    "rollout tok/s": r["rollout"]["tokens_per_s"],
-                    "rollout peak GiB": r["rollout"]["peak_gib"],
-                    "SFT step tok/s": r["sft_step"]["tokens_per_s"],
-                    "SFT step peak GiB": r["sft_step"]["peak_gib"],
-                    "RL step tok/s": r["rl_step"]["tokens_per_s"],
-                    "RL step peak GiB": r["rl_step"]["peak_gib"],
-                })
+                row.update(
+                    {
+                        "weights GiB": r["weights_gib"],
+                        "rollout tok/s": r["rollout"]["tokens_per_s"],
+                        "rollout peak GiB": r["rollout"]["peak_gib"],
+                        "SFT step tok/s": r["sft_step"]["tokens_per_s"],
+                        "SFT step peak GiB": r["sft_step"]["peak_gib"],
+                        "RL step tok/s": r["rl_step"]["tokens_per_s"],
+                        "RL step peak GiB": r["rl_step"]["peak_gib"],
+                    }
+                )
             row["command"] = data.get("command", "benchmarks/bench_gpu_scale.py")
             rows.append(row)
     return rows
@@ -460,10 +470,15 @@ def recipe_fit(recipe: dict) -> dict | None:
         return None
     config, counts = exact_shape(hw["shape"])
     mode, tokens = recipe_mode(recipe), int(recipe["sft"]["max_length"])
-    kwargs = dict(mode=mode, gpus=int(hw["gpus"]), tokens=tokens,
-                  lora_rank=int((recipe["model"].get("lora") or {}).get("r", 64)))
-    chosen = estimate_training_memory(counts, config, micro_batch=recipe["sft"]["batch_size"],
-                                      **kwargs)
+    kwargs = dict(
+        mode=mode,
+        gpus=int(hw["gpus"]),
+        tokens=tokens,
+        lora_rank=int((recipe["model"].get("lora") or {}).get("r", 64)),
+    )
+    chosen = estimate_training_memory(
+        counts, config, micro_batch=recipe["sft"]["batch_size"], **kwargs
+    )
     return {
         "recipe": recipe.get("name"),
         "card": f"{hw['gpus']} x {hw['gpu_memory_gib']} GB",

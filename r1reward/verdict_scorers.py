@@ -192,9 +192,16 @@ class ModelVerdicts:
         self.batch_size = int(batch_size)
         # the judgments themselves are the evaluator's (same generate call, same seeding, same
         # engine: transformers or vLLM); the verdict probabilities are a transformers forward
-        self.sampler = ModelSampler(model, processor, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens, temperature=temperature,
-                                    top_p=top_p, seed=seed, engine=engine)
+        self.sampler = ModelSampler(
+            model,
+            processor,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            engine=engine,
+        )
         self._token_ids: tuple[int, int] | None = None  # checked on first use (a chat-only
         # server with a tokenizer that merges the verdict still starts)
 
@@ -301,8 +308,9 @@ class BatchedVerdicts:
     scorer for that key (``r1reward.serve.Engine``).
     """
 
-    def __init__(self, batcher: Any, ticket: Any = None,
-                 check: Callable[[Sequence[Any]], Any] | None = None) -> None:
+    def __init__(
+        self, batcher: Any, ticket: Any = None, check: Callable[[Sequence[Any]], Any] | None = None
+    ) -> None:
         self.batcher = batcher
         self.ticket = ticket  # r1reward.serve.Ticket: its deadline and disconnection drop the job
         self.check = check  # e.g. Guard.check_prompts: a prompt the processor refuses never joins

@@ -84,7 +84,6 @@ SWAPPED = "swapped"
 DEFAULT_GAP_THRESHOLD = 0.5
 
 
-
 # --------------------------------------------------------------------------------- pairs
 @dataclass
 class PairScore:
@@ -426,4 +425,3 @@ def rank_group(
 ) -> GroupScore:
     """Rank the G ``candidates`` of one prompt: :func:`rank_groups` of one group."""
     return rank_groups(scorer, [(question, candidates)], images=[list(images)], **kwargs)[0]
-

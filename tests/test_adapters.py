@@ -73,7 +73,8 @@ def test_merge_command_writes_a_plain_model(adapter, tmp_path, capsys):
     for f in folder.iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
     (bad / "adapter_config.json").write_text(
-        json.dumps({**cfg, "base_model_name_or_path": str(tmp_path / "gone")}))
+        json.dumps({**cfg, "base_model_name_or_path": str(tmp_path / "gone")})
+    )
     assert cli(["merge", str(bad), "--out", str(tmp_path / "y")]) == 2
     assert "base model" in capsys.readouterr().err
 
@@ -85,8 +86,21 @@ def test_eval_and_serve_load_an_adapter_folder(adapter, tmp_path):
     folder, expected = adapter
     data = write_pairs(make_pairs(2, seed=1, image_size=28), tmp_path / "pairs.jsonl")
     out = tmp_path / "eval"
-    rc = eval_main(["--model", str(folder), "--data", str(data), "--k", "1",
-                    "--max-new-tokens", "4", "--out", str(out), "--quiet"])
+    rc = eval_main(
+        [
+            "--model",
+            str(folder),
+            "--data",
+            str(data),
+            "--k",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0 and (out / "summary.json").is_file()
     engine = build_engine(str(folder))
     _same(engine.model.state_dict(), expected)

@@ -14,8 +14,12 @@ from r1reward import algorithms_variants as V
 
 def test_dr_grpo_centres_without_scaling():
     r = torch.tensor([1.0, 0.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0])
-    assert torch.allclose(V.dr_grpo_advantages(r, 4), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0]))
-    assert torch.allclose(A.group_advantages(r, 4)[:4], torch.tensor([0.5, -1.5, 0.5, 0.5]), atol=1e-5)
+    assert torch.allclose(
+        V.dr_grpo_advantages(r, 4), torch.tensor([0.25, -0.75, 0.25, 0.25, 0, 0, 0, 0])
+    )
+    assert torch.allclose(
+        A.group_advantages(r, 4)[:4], torch.tensor([0.5, -1.5, 0.5, 0.5]), atol=1e-5
+    )
     with pytest.raises(ValueError):
         V.dr_grpo_advantages(r, 3)
 
@@ -24,9 +28,13 @@ def test_group_advantage_filter_zeroes_non_finite_and_beyond_sigma():
     adv = torch.tensor([0.5, -3.5, float("nan"), float("inf"), 3.0, -1.0])
     kept, info = V.filter_group_advantages(adv, 3.0)
     assert kept.tolist() == [0.5, 0.0, 0.0, 0.0, 3.0, -1.0] and kept.dtype == torch.float32
-    assert info["filtered_fraction"] == pytest.approx(1 / 6)  # only -3.5: non-finite are not "filtered"
+    assert info["filtered_fraction"] == pytest.approx(
+        1 / 6
+    )  # only -3.5: non-finite are not "filtered"
     unfiltered, info = V.filter_group_advantages(adv, None)
-    assert unfiltered.tolist() == [0.5, -3.5, 0.0, 0.0, 3.0, -1.0] and info["filtered_fraction"] == 0.0
+    assert (
+        unfiltered.tolist() == [0.5, -3.5, 0.0, 0.0, 3.0, -1.0] and info["filtered_fraction"] == 0.0
+    )
 
 
 def test_clip_higher_lets_a_positive_token_grow_past_the_symmetric_clip():
@@ -61,7 +69,9 @@ def test_gspo_uses_one_geometric_mean_ratio_per_sequence():
     assert float(loss) == pytest.approx(-2 * s)
     assert info["max_ratio"] == pytest.approx(s) and info["clip_fraction"] == 0.0
     (g,) = torch.autograd.grad(loss, logp)
-    assert torch.allclose(g, torch.tensor([[-s, -s, 0.0]]))  # d/dlogp_t of -A s = -A s / |o| = -2 s / 2 on each of the 2 tokens
+    assert torch.allclose(
+        g, torch.tensor([[-s, -s, 0.0]])
+    )  # d/dlogp_t of -A s = -A s / |o| = -2 s / 2 on each of the 2 tokens
     big = torch.tensor([[0.01, 0.01, 0.0]], requires_grad=True)
     loss, info = V.gspo_loss(big, old, torch.tensor([[2.0, 2.0, 0.0]]), mask)  # [B, T] advantages
     assert info["clip_fraction"] == 1.0
@@ -91,7 +101,12 @@ def test_presets_resolve_to_their_losses():
 
     assert rl.RLConfig(algo="stable-reinforce").resolved().loss == "ppo"
     dr = rl.RLConfig(algo="dr-grpo").resolved()
-    assert (dr.loss, dr.length_norm, dr.clip_eps_high, dr.samples_per_prompt) == ("ppo", False, None, 4)
+    assert (dr.loss, dr.length_norm, dr.clip_eps_high, dr.samples_per_prompt) == (
+        "ppo",
+        False,
+        None,
+        4,
+    )
     assert rl.RLConfig(algo="dapo-clip-higher").resolved().clip_eps_high == 0.28
     assert rl.RLConfig(algo="gspo").resolved().loss == "gspo"
     assert rl.RLConfig(algo="cispo", clip_eps_high=0.5).resolved().clip_eps_high == 0.5
@@ -122,9 +137,20 @@ def test_each_later_fix_trains_through_the_trainer(tiny, tmp_path, monkeypatch, 
         "name": "variants",
         "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
-        "rl": {"algo": algo, "steps": 2, "prompts_per_step": 2, "mini_batch_size": 4,
-               "micro_batch_size": 4, "ppo_epochs": 2, "lr": 3e-3, "max_new_tokens": 8,
-               "rollout_batch_size": 2, "save_every": 0, "seed": 0, "progress": False},
+        "rl": {
+            "algo": algo,
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_size": 4,
+            "micro_batch_size": 4,
+            "ppo_epochs": 2,
+            "lr": 3e-3,
+            "max_new_tokens": 8,
+            "rollout_batch_size": 2,
+            "save_every": 0,
+            "seed": 0,
+            "progress": False,
+        },
     }
     rl.train_rl(recipe, out_dir=tmp_path / algo)
     recs = rl.read_metrics(tmp_path / algo)

@@ -170,8 +170,10 @@ def noise_lines(html: str) -> list[str]:
 
 
 def test_noise_detection_works_on_a_control_text() -> None:
-    control = "ok\n[RANK 0] Removed shared tensor {'lm_head.weight'} while saving\n" \
-              '{"description": "Loading weights"}\nlab runs: 100%\n'
+    control = (
+        "ok\n[RANK 0] Removed shared tensor {'lm_head.weight'} while saving\n"
+        '{"description": "Loading weights"}\nlab runs: 100%\n'
+    )
     assert len(noise_lines(control)) == 2
     assert noise_lines("lab runs: 40/40 [00:10<00:00]\nRL step 3") == []
 
@@ -182,7 +184,10 @@ def test_no_page_shows_library_noise() -> None:
     for page in toc_pages():
         path = page_html(page)
         if path.is_file():
-            found += [f"{page}: {ln}" for ln in noise_lines(path.read_text(encoding="utf-8", errors="replace"))]
+            found += [
+                f"{page}: {ln}"
+                for ln in noise_lines(path.read_text(encoding="utf-8", errors="replace"))
+            ]
     assert not found, f"{len(found)} lines of library noise in the book:\n" + "\n".join(found[:40])
 
 

@@ -131,17 +131,25 @@ def test_every_command_has_help_with_examples(capsys):
 
 @pytest.mark.parametrize(
     "line",
-    [pytest.param(x, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BAD[x]))
-     if x in KNOWN_BAD else x for x in EXAMPLES],
+    [
+        pytest.param(x, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BAD[x]))
+        if x in KNOWN_BAD
+        else x
+        for x in EXAMPLES
+    ],
 )
 def test_example_parses_as_printed(line, monkeypatch):
     check_example(line, monkeypatch)
 
 
 def test_the_checker_catches_wrong_examples(monkeypatch):
-    for bad in ["r1reward sft --recipe toy-ci --outt x", "r1reward sft --recipe toy-cii --out x",
-                "r1reward rl --recipe toy-ci --out x rl.lr=abc", "r1reward nope --x",
-                "r1reward rl --accelerate-config zero9 --recipe toy-ci"]:
+    for bad in [
+        "r1reward sft --recipe toy-ci --outt x",
+        "r1reward sft --recipe toy-cii --out x",
+        "r1reward rl --recipe toy-ci --out x rl.lr=abc",
+        "r1reward nope --x",
+        "r1reward rl --accelerate-config zero9 --recipe toy-ci",
+    ]:
         with pytest.raises((SystemExit, KeyError, ValueError, FileNotFoundError, AssertionError)):
             check_example(bad, monkeypatch)
 
@@ -205,8 +213,9 @@ def test_dry_run_counts_what_the_trainer_would_train(tiny, capsys):
     from r1reward.recipes import load_recipe
 
     over = [f"model.path={tiny}", "model.quantization=null"]
-    assert cli.main(["sft", "--recipe", "qwen2.5-vl-7b-qlora", "--out", "x", *over,
-                     "--dry-run"]) == 0
+    assert (
+        cli.main(["sft", "--recipe", "qwen2.5-vl-7b-qlora", "--out", "x", *over, "--dry-run"]) == 0
+    )
     out = capsys.readouterr().out
     lora = load_recipe("qwen2.5-vl-7b-qlora", over)["model"]["lora"]
     model, _ = load_model(tiny, lora=lora)
@@ -218,8 +227,18 @@ def test_dry_run_counts_what_the_trainer_would_train(tiny, capsys):
 
 def test_dry_run_without_a_config_says_so_in_one_line(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rc = cli.main(["eval", "--model", "someone/not-cached-anywhere", "--data", "x.jsonl",
-                   "--out", "runs/x", "--dry-run"])
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            "someone/not-cached-anywhere",
+            "--data",
+            "x.jsonl",
+            "--out",
+            "runs/x",
+            "--dry-run",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0
     assert "needs the model's config.json" in err and "someone/not-cached-anywhere" in err
@@ -233,11 +252,22 @@ def test_dry_run_without_a_config_says_so_in_one_line(capsys, monkeypatch):
 #: (tiny-model build with pretraining, curation, SFT, held-out report, RL from the SFT model),
 #: fewer steps and pairs; the full-size run and its numbers are the README's measured log
 QUICK_SHRINK = {
-    "sft": ["model.tiny.pretrain_steps=2", "model.tiny.pretrain_batch_size=2",
-            "model.tiny.pretrain_text_batch_size=2", "data.train_pairs=8", "data.heldout_pairs=4",
-            "sft.max_new_tokens=16"],
-    "rl": ["rl.steps=1", "rl.prompts_per_step=4", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
-           "rl.rollout_batch_size=4", "rl.max_new_tokens=16"],
+    "sft": [
+        "model.tiny.pretrain_steps=2",
+        "model.tiny.pretrain_batch_size=2",
+        "model.tiny.pretrain_text_batch_size=2",
+        "data.train_pairs=8",
+        "data.heldout_pairs=4",
+        "sft.max_new_tokens=16",
+    ],
+    "rl": [
+        "rl.steps=1",
+        "rl.prompts_per_step=4",
+        "rl.mini_batch_size=4",
+        "rl.micro_batch_size=4",
+        "rl.rollout_batch_size=4",
+        "rl.max_new_tokens=16",
+    ],
 }
 
 

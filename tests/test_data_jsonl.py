@@ -40,7 +40,11 @@ def test_unterminated_garbage_tail(tmp_path):
 def test_unterminated_but_parseable_tail_is_a_record_only_without_the_newline_rule(tmp_path):
     data = GOOD + b'{"id": "c", "n": 3}'
     for mode in ("error", "skip"):
-        assert [r["id"] for r in read_jsonl(_write(tmp_path, data), torn_tail=mode)] == ["a", "b", "c"]
+        assert [r["id"] for r in read_jsonl(_write(tmp_path, data), torn_tail=mode)] == [
+            "a",
+            "b",
+            "c",
+        ]
     for mode in ("drop", "cut"):
         recs = read_jsonl(_write(tmp_path, data), torn_tail=mode)
         assert [r["id"] for r in recs] == ["a", "b"] and recs.torn == 1

@@ -36,9 +36,28 @@ def setup(tmp_path_factory):
 
 
 def _eval(model, data, out, engine, *extra):
-    argv = ["--model", str(model), "--data", str(data), "--out", str(out), "--engine", engine,
-            "--k", "1,3", "--temperature", "0", "--batch-size", "2", "--max-new-tokens", "8",
-            "--seed", "1", "--quiet", *extra]
+    argv = [
+        "--model",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--engine",
+        engine,
+        "--k",
+        "1,3",
+        "--temperature",
+        "0",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "1",
+        "--quiet",
+        *extra,
+    ]
     return ev.main(argv)
 
 

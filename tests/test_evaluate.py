@@ -193,8 +193,9 @@ def test_no_ks_draws_only_the_greedy_judgment(tmp_path):
         r1, _ = shown(conv)
         return answer(1 if "GOOD" in r1 else 2)
 
-    s = ev.evaluate(ev.FunctionSampler(oracle), make_pairs(4), ks=(), out_dir=tmp_path,
-                    progress=False)
+    s = ev.evaluate(
+        ev.FunctionSampler(oracle), make_pairs(4), ks=(), out_dir=tmp_path, progress=False
+    )
     recs = ev.load_records(tmp_path / ev.RESULTS_FILE)
     assert {r["sample"] for r in recs} == {ev.GREEDY} and len(recs) == 8  # 4 pairs x 2 orders
     assert len(calls) == 8  # nothing sampled beside the greedy judgments

@@ -38,6 +38,7 @@ def test_accelerate_config_by_name_from_any_directory(tmp_path, monkeypatch, cap
     assert accelerate_config("fsdp").name == "fsdp.yaml"
     with pytest.raises(FileNotFoundError, match="known: .*ddp-cpu-2"):
         accelerate_config("zero9")
+
     class Launched(Exception):  # os.execv never returns: the stand-in stops main here too
         pass
 

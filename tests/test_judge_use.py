@@ -59,7 +59,9 @@ def test_correct_answer_is_one_of_the_pair_and_is_checked_exactly() -> None:
 
 def test_best_of_n_with_a_perfect_judge_reaches_the_oracle() -> None:
     judge = SamplerVerdicts(FunctionSampler(_truthful))
-    out = best_of_n(PAIRS, _samples(), judge, [1, 2, 4], scalar=lambda ps, ans: [len(a) for a in ans])
+    out = best_of_n(
+        PAIRS, _samples(), judge, [1, 2, 4], scalar=lambda ps, ans: [len(a) for a in ans]
+    )
     acc = out["accuracy"]
     assert acc["oracle"] == pytest.approx([0.0, 0.0, 2 / 3])
     assert acc["judge"] == acc["oracle"]
@@ -74,7 +76,9 @@ def test_best_of_n_with_a_perfect_judge_reaches_the_oracle() -> None:
 
 
 def test_best_of_n_exposes_pure_position_bias() -> None:
-    always_first = SamplerVerdicts(FunctionSampler(lambda c, i, s: "<think>x</think><answer>1</answer>"))
+    always_first = SamplerVerdicts(
+        FunctionSampler(lambda c, i, s: "<think>x</think><answer>1</answer>")
+    )
     out = best_of_n(PAIRS, _samples(), always_first, [4])
     assert out["swap_flip_rate"] == 1.0 and out["order_gap"] == pytest.approx(1.0)
     # one order: the first distinct answer always wins; both orders: all ties -> the first again
@@ -97,8 +101,9 @@ def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
 
     tiny = build_tiny_model(tmp_path / "tiny")
     pairs = make_pairs(8, seed=0)
-    losses = warm_up_policy(tiny, tmp_path / "policy", pairs, steps=3, batch_size=4, lr=3e-3,
-                            progress=False)
+    losses = warm_up_policy(
+        tiny, tmp_path / "policy", pairs, steps=3, batch_size=4, lr=3e-3, progress=False
+    )
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]
     model, processor = load_model(tmp_path / "policy")

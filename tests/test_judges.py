@@ -125,14 +125,17 @@ def test_rule_judge_checks_every_step_of_a_toy_analysis() -> None:
     honest = toy.teacher_analysis(pair, right)
     # the same observation and closing sentence, with the two marks swapped
     contradicts = (
-        honest.replace("which is right", "WAS").replace("which is wrong", "which is right")
+        honest.replace("which is right", "WAS")
+        .replace("which is wrong", "which is right")
         .replace("WAS", "which is wrong")
     )
     assert checks.analysis_chain(honest) == {
-        "marks_follow_observation": True, "verdict_follows_marks": True
+        "marks_follow_observation": True,
+        "verdict_follows_marks": True,
     }
     assert checks.analysis_chain(contradicts) == {
-        "marks_follow_observation": False, "verdict_follows_marks": False
+        "marks_follow_observation": False,
+        "verdict_follows_marks": False,
     }
     assert checks.analysis_chain("Response 2 is better.") is None
     judge = RuleJudge()

@@ -19,26 +19,41 @@ from r1reward.toy.world import make_pairs
 
 
 def _rec(step, **kw):
-    base = {"step": step, "params_finite": True, "loss": 0.1, "well_formed": 0.9, "length_mean": 40.0}
+    base = {
+        "step": step,
+        "params_finite": True,
+        "loss": 0.1,
+        "well_formed": 0.9,
+        "length_mean": 40.0,
+    }
     return {**base, **kw}
 
 
 def test_collapse_step_names_the_first_broken_step_and_why():
     ok = [_rec(1), _rec(2)]
     assert lab.collapse_step(ok, 128) == (None, None)
-    assert lab.collapse_step([_rec(1), _rec(2, well_formed=0.4), _rec(3, params_finite=False)], 128) == (2, "ill-formed")
+    assert lab.collapse_step(
+        [_rec(1), _rec(2, well_formed=0.4), _rec(3, params_finite=False)], 128
+    ) == (2, "ill-formed")
     assert lab.collapse_step([_rec(1), _rec(2, length_mean=115.2)], 128) == (2, "length")
     assert lab.collapse_step([_rec(1), _rec(2, length_mean=115.1)], 128) == (None, None)
     assert lab.collapse_step([_rec(1, loss=float("nan"))], 128) == (1, "non-finite")
-    assert lab.collapse_step([_rec(1, params_finite=False, well_formed=0.0)], 128) == (1, "non-finite")
+    assert lab.collapse_step([_rec(1, params_finite=False, well_formed=0.0)], 128) == (
+        1,
+        "non-finite",
+    )
 
 
 def test_lr_sensitivity_by_hand():
     rows = [
-        {"variant": "a", "lr": 1e-4, "heldout_accuracy": 0.80}, {"variant": "a", "lr": 1e-4, "heldout_accuracy": 0.70},
-        {"variant": "a", "lr": 1e-3, "heldout_accuracy": 0.60}, {"variant": "a", "lr": 1e-3, "heldout_accuracy": 0.60},
-        {"variant": "a", "lr": 1e-2, "heldout_accuracy": 0.0}, {"variant": "a", "lr": 1e-2, "heldout_accuracy": 0.2},
-        {"variant": "b", "lr": 1e-4, "heldout_accuracy": 0.7}, {"variant": "b", "lr": 1e-3, "heldout_accuracy": 0.7},
+        {"variant": "a", "lr": 1e-4, "heldout_accuracy": 0.80},
+        {"variant": "a", "lr": 1e-4, "heldout_accuracy": 0.70},
+        {"variant": "a", "lr": 1e-3, "heldout_accuracy": 0.60},
+        {"variant": "a", "lr": 1e-3, "heldout_accuracy": 0.60},
+        {"variant": "a", "lr": 1e-2, "heldout_accuracy": 0.0},
+        {"variant": "a", "lr": 1e-2, "heldout_accuracy": 0.2},
+        {"variant": "b", "lr": 1e-4, "heldout_accuracy": 0.7},
+        {"variant": "b", "lr": 1e-3, "heldout_accuracy": 0.7},
     ]
     sens = lab.lr_sensitivity(rows)
     # a: means 0.75, 0.60, 0.10 -> floored at chance 0.5 -> shortfalls 0, 0.15, 0.25
@@ -65,13 +80,35 @@ def _recipe(path, tiny) -> str:
         "name": "lab-test",
         "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
-        "rl": {"algo": "stable-reinforce", "steps": 2, "prompts_per_step": 2, "mini_batch_size": 2,
-               "micro_batch_size": 1, "ppo_epochs": 1, "lr": 1e-3, "max_new_tokens": 8,
-               "rollout_batch_size": 2, "save_every": 0, "seed": 0, "progress": False,
-               "init_model": None, "pre_clip": None, "advantage_filter": None, "kl_coef": 0.0},
-        "lab": {"variants": ["reinforce++", "stable-reinforce"], "lrs": [1e-4, 1e-2], "seeds": [0],
-                "regime": "all", "steps": 2, "samples_per_step": 2, "heldout_pairs": 2, "workers": 1,
-                "rl": {"mini_batch_size": 2, "micro_batch_size": 1}},
+        "rl": {
+            "algo": "stable-reinforce",
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_size": 2,
+            "micro_batch_size": 1,
+            "ppo_epochs": 1,
+            "lr": 1e-3,
+            "max_new_tokens": 8,
+            "rollout_batch_size": 2,
+            "save_every": 0,
+            "seed": 0,
+            "progress": False,
+            "init_model": None,
+            "pre_clip": None,
+            "advantage_filter": None,
+            "kl_coef": 0.0,
+        },
+        "lab": {
+            "variants": ["reinforce++", "stable-reinforce"],
+            "lrs": [1e-4, 1e-2],
+            "seeds": [0],
+            "regime": "all",
+            "steps": 2,
+            "samples_per_step": 2,
+            "heldout_pairs": 2,
+            "workers": 1,
+            "rl": {"mini_batch_size": 2, "micro_batch_size": 1},
+        },
     }
     path.write_text(yaml.safe_dump(recipe))
     return str(path)
@@ -94,8 +131,9 @@ def test_killed_lab_reruns_only_the_missing_runs(tiny, tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, str(driver), recipe, str(out), str(tiny)], env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), recipe, str(out), str(tiny)], env=env, start_new_session=True
+    )
     first = out / "runs" / lab.run_name("reinforce++", 1e-4, 0) / "lab_row.json"
     deadline = time.time() + 240
     while not first.is_file() and proc.poll() is None and time.time() < deadline:
@@ -104,14 +142,22 @@ def test_killed_lab_reruns_only_the_missing_runs(tiny, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # killed part-way through the grid
     proc.wait()
     assert not (out / "lab.jsonl").exists()
-    done_before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/lab_row.json")}
+    done_before = {
+        p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/lab_row.json")
+    }
     assert 1 <= len(done_before) < 4
 
     train = make_pairs(8, seed=0, split="train", image_size=56)
     held = make_pairs(2, seed=0, split="heldout", image_size=56)
-    rows = lab.run_lab(recipe, out, init_model=tiny, train_pairs=train, heldout=held, progress=False)
+    rows = lab.run_lab(
+        recipe, out, init_model=tiny, train_pairs=train, heldout=held, progress=False
+    )
     assert [(r["variant"], r["lr"]) for r in rows] == [
-        ("reinforce++", 1e-4), ("reinforce++", 1e-2), ("stable-reinforce", 1e-4), ("stable-reinforce", 1e-2)]
+        ("reinforce++", 1e-4),
+        ("reinforce++", 1e-2),
+        ("stable-reinforce", 1e-4),
+        ("stable-reinforce", 1e-2),
+    ]
     for name, mtime in done_before.items():  # finished before the kill: not redone
         assert (out / "runs" / name / "lab_row.json").stat().st_mtime_ns == mtime
     assert lab.read_lab(out) == json.loads(json.dumps(rows))
@@ -122,21 +168,35 @@ def test_killed_lab_reruns_only_the_missing_runs(tiny, tmp_path):
 
 
 def _row(variant, lr, seed, acc, collapsed=False, step=None, ratio=2.0):
-    return {"variant": variant, "lr": lr, "seed": seed, "heldout_accuracy": acc, "collapsed": collapsed,
-            "collapse_step": step, "max_ratio": ratio, "steps_done": 12}
+    return {
+        "variant": variant,
+        "lr": lr,
+        "seed": seed,
+        "heldout_accuracy": acc,
+        "collapsed": collapsed,
+        "collapse_step": step,
+        "max_ratio": ratio,
+        "steps_done": 12,
+    }
 
 
 def test_separates_needs_two_failed_broken_seeds_and_no_failed_stable_seed():
     rows = [
         # lr 1e-4: nobody fails
-        _row("reinforce++", 1e-4, 0, 0.74), _row("reinforce++", 1e-4, 1, 0.73),
-        _row("stable-reinforce", 1e-4, 0, 0.75), _row("stable-reinforce", 1e-4, 1, 0.74),
+        _row("reinforce++", 1e-4, 0, 0.74),
+        _row("reinforce++", 1e-4, 1, 0.73),
+        _row("stable-reinforce", 1e-4, 0, 0.75),
+        _row("stable-reinforce", 1e-4, 1, 0.74),
         # lr 1e-3: Reinforce++ collapses once and loses 10 points once; StableReinforce holds
-        _row("reinforce++", 1e-3, 0, 0.60, collapsed=True, step=5), _row("reinforce++", 1e-3, 1, 0.64),
-        _row("stable-reinforce", 1e-3, 0, 0.70), _row("stable-reinforce", 1e-3, 1, 0.66),
+        _row("reinforce++", 1e-3, 0, 0.60, collapsed=True, step=5),
+        _row("reinforce++", 1e-3, 1, 0.64),
+        _row("stable-reinforce", 1e-3, 0, 0.70),
+        _row("stable-reinforce", 1e-3, 1, 0.66),
         # lr 1e-2: both fail
-        _row("reinforce++", 1e-2, 0, 0.0, collapsed=True, step=2), _row("reinforce++", 1e-2, 1, 0.3),
-        _row("stable-reinforce", 1e-2, 0, 0.5), _row("stable-reinforce", 1e-2, 1, 0.74),
+        _row("reinforce++", 1e-2, 0, 0.0, collapsed=True, step=2),
+        _row("reinforce++", 1e-2, 1, 0.3),
+        _row("stable-reinforce", 1e-2, 0, 0.5),
+        _row("stable-reinforce", 1e-2, 1, 0.74),
     ]
     assert lab.separates(rows, 0.74) == [1e-3]
     assert lab.separates(rows, 0.74, drop=0.11) == []  # 0.64 is then no failure: one seed only

@@ -296,7 +296,9 @@ def test_processor_without_torchvision_rejects_video_clearly(tiny):
 
 
 def test_cli_builds_folder(tmp_path, capsys):
-    assert cli.build_tiny_main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
+    assert (
+        cli.build_tiny_main(["--out", str(tmp_path / "cli"), "--size", "tiny", "--seed", "0"]) == 0
+    )
     assert (tmp_path / "cli" / MARKER).is_file()
     assert "parameters" in capsys.readouterr().out
 
@@ -442,7 +444,9 @@ def test_pretraining_scenes_are_never_pair_images():
     scenes = [
         pretrain.pretrain_scene(i, stream=s)[0] for s in ("train", "eval") for i in range(200)
     ]
-    pairs = [p.images[0] for split in world.SPLITS for p in world.make_pairs(200, seed=0, split=split)]
+    pairs = [
+        p.images[0] for split in world.SPLITS for p in world.make_pairs(200, seed=0, split=split)
+    ]
     pairs += [p.images[0] for p in world.make_pairs(100, seed=1, split="train")]
     assert not {digest(i) for i in scenes} & {digest(i) for i in pairs}
     # why, by construction: every pair image shows pure white, no pretraining image does

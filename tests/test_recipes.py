@@ -130,8 +130,9 @@ def test_bad_override_values_name_the_key_and_the_type():
         with pytest.raises(ValueError, match=rf"{key}=.*expected {expected}"):
             load_recipe("toy-ci", [item])
     # declared keys are settable although the YAML leaves them out; null only where declared
-    r = load_recipe("toy-ci", ["data.heldout_fraction=0.1", "sft.max_length=null",
-                               "sft.epochs=1.5"])
+    r = load_recipe(
+        "toy-ci", ["data.heldout_fraction=0.1", "sft.max_length=null", "sft.epochs=1.5"]
+    )
     assert r["data"]["heldout_fraction"] == 0.1 and r["sft"]["max_length"] is None
     with pytest.raises(ValueError, match=r"sft\.lr=.*expected a number, got NoneType"):
         load_recipe("toy-ci", ["sft.lr=null"])

@@ -122,13 +122,17 @@ def test_sft_defaults_are_what_the_trainer_used():
     args = sft_config({}, "/tmp/unused")
     assert (args.num_train_epochs, args.max_steps, args.per_device_train_batch_size) == (1.0, -1, 8)
     assert (args.learning_rate, args.gradient_accumulation_steps, args.logging_steps) == (
-        1e-4, 1, 10)
+        1e-4,
+        1,
+        10,
+    )
     assert getattr(args.lr_scheduler_type, "value", None) == "linear" and args.max_grad_norm == 1.0
     assert args.save_strategy == "no" and args.report_to in ([], ["none"], "none")
     typed = sft_config(rc.SFTConfig(lr=2e-3, save_steps=3, report_to=[]), "/tmp/unused")
     assert typed.learning_rate == 2e-3 and typed.save_steps == 3
-    assert rc.ScalarConfig() == rc.ScalarConfig(epochs=1, lr=1e-4, batch_size=8, seed=0,
-                                                freeze_vision=False)
+    assert rc.ScalarConfig() == rc.ScalarConfig(
+        epochs=1, lr=1e-4, batch_size=8, seed=0, freeze_vision=False
+    )
     assert rc.DataConfig().max_tries == 3 and rc.DataConfig().image_size == 56
 
 
@@ -146,11 +150,21 @@ def test_the_tiny_model_is_resolved_from_the_typed_section(monkeypatch, tmp_path
     import r1reward.recipes as recipes
 
     built = []
-    monkeypatch.setattr(recipes, "build_tiny_cached", lambda folder, **kw: built.append(kw) or folder)
+    monkeypatch.setattr(
+        recipes, "build_tiny_cached", lambda folder, **kw: built.append(kw) or folder
+    )
     path = recipes.resolve_model_path(load_recipe("toy-cpu"), cache_dir=tmp_path)
     assert path == str(tmp_path / "tiny-tiny-seed0-pt1200")
-    assert built == [{"size": "tiny", "seed": 0, "pretrain_steps": 1200, "pretrain_lr": 1e-3,
-                      "pretrain_batch_size": 16, "pretrain_text_batch_size": 32}]
+    assert built == [
+        {
+            "size": "tiny",
+            "seed": 0,
+            "pretrain_steps": 1200,
+            "pretrain_lr": 1e-3,
+            "pretrain_batch_size": 16,
+            "pretrain_text_batch_size": 32,
+        }
+    ]
     plain = load_recipe("toy-ci", ["model.tiny={size: tiny, seed: 2, pretrain_steps: 0}"])
     assert recipes.resolve_model_path(plain, cache_dir=tmp_path).endswith("tiny-tiny-seed2")
     assert recipes.resolve_model_path(load_recipe("toy-ci", ["model.path=/m"])) == "/m"

@@ -58,7 +58,9 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
     assert rl_data.batch_indices(n, 3, per, world, 1, seed=1) == rl_data.batch_indices(
         n, 3, per, world, 1, seed=1
     )
-    assert rl_data.batch_indices(n, 0, per, 1, 0, seed=1) != rl_data.batch_indices(n, 0, per, 1, 0, seed=2)
+    assert rl_data.batch_indices(n, 0, per, 1, 0, seed=1) != rl_data.batch_indices(
+        n, 0, per, 1, 0, seed=2
+    )
 
 
 def test_rl_reads_its_pairs_through_the_declared_split(tmp_path):
@@ -119,8 +121,15 @@ def _update(acc, model, opt, cfg, ro, old, adv, processor):
 
 def _adversarial_cfg(algo: str, ppo_epochs: int) -> rl.RLConfig:
     """The step both adversarial tests take: 2 prompts x 2 samples, mini-batches of 2."""
-    return rl.RLConfig(algo=algo, prompts_per_step=2, samples_per_prompt=2, mini_batch_size=2,
-                       micro_batch_size=1, ppo_epochs=ppo_epochs, lr=1e-2).resolved()
+    return rl.RLConfig(
+        algo=algo,
+        prompts_per_step=2,
+        samples_per_prompt=2,
+        mini_batch_size=2,
+        micro_batch_size=1,
+        ppo_epochs=ppo_epochs,
+        lr=1e-2,
+    ).resolved()
 
 
 @pytest.mark.parametrize(
@@ -157,7 +166,9 @@ def test_same_step_without_preclip_overflows(tiny):
     acc, model, opt, processor, ro = _setup(tiny, cfg)
     real = rl_data.batched_logprobs(model, ro, rl_data.pad_token_id(processor), 2, 1.0)
     old = (real - 1e4) * ro.mask  # log-ratio +1e4: exp overflows to inf
-    adv, _ = rl_update.compute_advantages(acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None)
+    adv, _ = rl_update.compute_advantages(
+        acc, cfg, torch.tensor([1.5, 0.0, 0.0, 2.0]), ro.mask, kl=None
+    )
     stats = _update(acc, model, opt, cfg, ro, old, adv, processor)
     bad_params = not all(torch.isfinite(p).all() for p in model.parameters())
     assert stats["nonfinite_ratios"] > 0
@@ -367,7 +378,9 @@ def test_stop_on_collapse_ends_the_run_after_n_collapsed_steps(tiny, tmp_path):
     assert summary["stopped"] == "collapsed (ill-formed) 2 steps in a row"
     assert summary["collapsed"] is False and (final / "config.json").is_file()
     assert (tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
-    assert rl.collapse_reason({"well_formed": 1.0, "length_mean": 115.2, "loss": 0.0}, 128) == "length"
+    assert (
+        rl.collapse_reason({"well_formed": 1.0, "length_mean": 115.2, "loss": 0.0}, 128) == "length"
+    )
     assert rl.collapse_reason({"well_formed": 1.0, "length_mean": 40.0, "loss": 0.0}, 128) is None
 
 
@@ -405,8 +418,16 @@ class _PaidJudge:
 
 def test_a_paid_judge_is_asked_only_when_its_reward_is_used():
     texts = ["<think>a</think><answer>1</answer>", "<think>b</think><answer>2</answer>", "no tags"]
-    ro = rl_data.Rollout(prompts=[], k=1, ids=torch.zeros(3, 1, dtype=torch.long), mask=torch.ones(3, 1),
-                    texts=texts, labels=[1, 1, 2], finish=["stop"] * 3, pair_ids=["a", "b", "c"])
+    ro = rl_data.Rollout(
+        prompts=[],
+        k=1,
+        ids=torch.zeros(3, 1, dtype=torch.long),
+        mask=torch.ones(3, 1),
+        texts=texts,
+        labels=[1, 1, 2],
+        finish=["stop"] * 3,
+        pair_ids=["a", "b", "c"],
+    )
     paid = _PaidJudge()
     off = rl_data.score(ro, paid, use_consistency=False)
     assert paid.calls == 0 and torch.isnan(off["consistency"]).all()
@@ -419,7 +440,9 @@ def test_a_paid_judge_is_asked_only_when_its_reward_is_used():
     assert not torch.isnan(rule["consistency"]).any()
 
 
-def test_the_trainer_shows_a_judge_that_looks_at_images_each_samples_images(tiny, tmp_path, monkeypatch):
+def test_the_trainer_shows_a_judge_that_looks_at_images_each_samples_images(
+    tiny, tmp_path, monkeypatch
+):
     paid = _PaidJudge()
     monkeypatch.setattr(rl, "make_judge", lambda spec: paid)
     recipe = _recipe(tiny, 1, 0)
@@ -440,14 +463,33 @@ def test_grpo_loss_uses_the_configured_kl_estimator(tiny):
         rl.RLConfig(algo="grpo", kl_kind="k9").resolved()
     losses = {}
     for kind in ("k1", "k3"):
-        cfg = rl.RLConfig(algo="grpo", prompts_per_step=2, samples_per_prompt=2, mini_batch_size=4,
-                          micro_batch_size=4, ppo_epochs=1, lr=0.0, kl_coef=1.0, kl_kind=kind).resolved()
+        cfg = rl.RLConfig(
+            algo="grpo",
+            prompts_per_step=2,
+            samples_per_prompt=2,
+            mini_batch_size=4,
+            micro_batch_size=4,
+            ppo_epochs=1,
+            lr=0.0,
+            kl_coef=1.0,
+            kl_kind=kind,
+        ).resolved()
         acc, model, opt, processor, ro = _setup(tiny, cfg)
         old = rl_data.batched_logprobs(model, ro, rl_data.pad_token_id(processor), 4, 1.0)
         ref = (old + 0.5) * ro.mask  # a reference that disagrees with the policy
         adv = torch.zeros_like(ro.mask)
-        stats = rl_update.ppo_update(acc, model, opt, cfg, ro, old, adv, ref, rl_data.pad_token_id(processor),
-                              torch.Generator().manual_seed(0))
+        stats = rl_update.ppo_update(
+            acc,
+            model,
+            opt,
+            cfg,
+            ro,
+            old,
+            adv,
+            ref,
+            rl_data.pad_token_id(processor),
+            torch.Generator().manual_seed(0),
+        )
         losses[kind] = stats["loss"]
     # d = logp - ref = -0.5 on every token: k1 = -0.5, k3 = exp(0.5) - 1 - 0.5, averaged per
     # sequence and then over the 4 samples, one of them empty (its term is 0)

@@ -29,10 +29,23 @@ def _write_recipe(path, tiny, lr: float) -> str:
         "name": "grid-test",
         "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
-        "rl": {"algo": "stable-reinforce", "steps": 2, "prompts_per_step": 2, "mini_batch_size": 2,
-               "micro_batch_size": 1, "ppo_epochs": 1, "lr": lr, "max_new_tokens": 8,
-               "rollout_batch_size": 2, "save_every": 0, "seed": 0, "progress": True,
-               "init_model": None, "pre_clip": None, "advantage_filter": None},
+        "rl": {
+            "algo": "stable-reinforce",
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_size": 2,
+            "micro_batch_size": 1,
+            "ppo_epochs": 1,
+            "lr": lr,
+            "max_new_tokens": 8,
+            "rollout_batch_size": 2,
+            "save_every": 0,
+            "seed": 0,
+            "progress": True,
+            "init_model": None,
+            "pre_clip": None,
+            "advantage_filter": None,
+        },
     }
     path.write_text(yaml.safe_dump(recipe))
     return str(path)
@@ -69,8 +82,14 @@ def test_parallel_grid_equals_serial_and_reuses_finished_runs(tiny, tmp_path):
 
 def test_workers_must_be_positive(tiny, tmp_path):
     with pytest.raises(ValueError, match="workers=0"):
-        rx.run_grid(_write_recipe(tmp_path / "r.yaml", tiny, 1e-3), ["reinforce++"], [0],
-                    tmp_path / "runs", init_model=tiny, workers=0)
+        rx.run_grid(
+            _write_recipe(tmp_path / "r.yaml", tiny, 1e-3),
+            ["reinforce++"],
+            [0],
+            tmp_path / "runs",
+            init_model=tiny,
+            workers=0,
+        )
 
 
 def test_accuracy_by_groups_greedy_judgments(tmp_path):
@@ -118,8 +137,13 @@ def test_analysis_breakdown_checks_each_judgment_in_its_order(tmp_path):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     got = rx.analysis_breakdown(tmp_path, pairs)
     # every analysis is the teacher's, so its steps follow; half argue for the wrong response
-    assert got == {"observation_right": 0.5, "marks_follow_observation": 1.0,
-                   "verdict_follows_marks": 1.0, "accuracy": 0.5, "n": 4}
+    assert got == {
+        "observation_right": 0.5,
+        "marks_follow_observation": 1.0,
+        "verdict_follows_marks": 1.0,
+        "accuracy": 0.5,
+        "n": 4,
+    }
     with pytest.raises(ValueError, match="no greedy judgment"):
         rx.analysis_breakdown(tmp_path, toy.make_pairs(1, split="train"))
 

@@ -28,10 +28,20 @@ def _recipe(tiny, steps: int, save_every: int, seed: int) -> dict:
         "name": "resume-test",
         "model": {"path": str(tiny), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 28},
-        "rl": {"algo": "stable-reinforce", "steps": steps, "prompts_per_step": 2,
-               "mini_batch_size": 2, "micro_batch_size": 2, "ppo_epochs": 1, "lr": 3e-3,
-               "max_new_tokens": 8, "rollout_batch_size": 2, "save_every": save_every,
-               "seed": seed, "progress": False},
+        "rl": {
+            "algo": "stable-reinforce",
+            "steps": steps,
+            "prompts_per_step": 2,
+            "mini_batch_size": 2,
+            "micro_batch_size": 2,
+            "ppo_epochs": 1,
+            "lr": 3e-3,
+            "max_new_tokens": 8,
+            "rollout_batch_size": 2,
+            "save_every": save_every,
+            "seed": seed,
+            "progress": False,
+        },
     }
 
 
@@ -108,8 +118,14 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
     assert shared and any(not torch.equal(final_b[k], old_a[k]) for k in shared)  # not A's
     # other settings are refused on resume; more steps are allowed and continue from step 2
     with pytest.raises(rl.ResumeError, match=r"rl\.lr 0\.003 -> 0\.001"):
-        rl.train_rl({**_recipe(tiny, 3, 0, seed=4), "rl": {**_recipe(tiny, 3, 0, seed=4)["rl"],
-                                                           "lr": 1e-3}}, out_dir=out, resume=True)
+        rl.train_rl(
+            {
+                **_recipe(tiny, 3, 0, seed=4),
+                "rl": {**_recipe(tiny, 3, 0, seed=4)["rl"], "lr": 1e-3},
+            },
+            out_dir=out,
+            resume=True,
+        )
     rl.train_rl(_recipe(tiny, 3, 0, seed=4), out_dir=out, resume=True)
     assert [r["step"] for r in rl.read_metrics(out)] == [1, 2, 3]
     assert (out / "checkpoints" / "step-000003" / "trainer_state.json").is_file()

@@ -239,7 +239,9 @@ def test_sampler_logprobs_equal_a_full_forward_and_leave_sampling_alone(tiny, co
     temperature (what the trainer's separate pass computes) without changing what is sampled;
     rows that stopped early keep only their own tokens' log-probs."""
     model, processor = tiny
-    kw = dict(num_return_sequences=2, temperature=temperature, max_new_tokens=10, batch_size=3, seed=5)
+    kw = dict(
+        num_return_sequences=2, temperature=temperature, max_new_tokens=10, batch_size=3, seed=5
+    )
     got = generate(model, processor, convs, return_logprobs=True, **kw)
     plain = generate(model, processor, convs, **kw)
     flat = [c for g in got for c in g]
@@ -253,9 +255,12 @@ def test_sampler_logprobs_equal_a_full_forward_and_leave_sampling_alone(tiny, co
     for i, c in enumerate(flat):
         assert len(c.logprobs) == len(c.token_ids)
         start = lp.shape[1] - width
-        torch.testing.assert_close(torch.tensor(c.logprobs), lp[i, start : start + len(c.token_ids)],
-                                   atol=1e-4, rtol=1e-4)
-    greedy = generate(model, processor, convs[:1], do_sample=False, max_new_tokens=4, return_logprobs=True)
+        torch.testing.assert_close(
+            torch.tensor(c.logprobs), lp[i, start : start + len(c.token_ids)], atol=1e-4, rtol=1e-4
+        )
+    greedy = generate(
+        model, processor, convs[:1], do_sample=False, max_new_tokens=4, return_logprobs=True
+    )
     assert greedy[0][0].logprobs is None  # greedy decoding has no sampling distribution to record
 
 

@@ -367,8 +367,9 @@ def test_vllm_and_transformers_give_the_same_records_on_the_same_seed(tiny_path,
     rollout_vllm.reset()
 
 
-def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(tiny_path, fake_vllm,
-                                                                     tmp_path, monkeypatch):
+def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(
+    tiny_path, fake_vllm, tmp_path, monkeypatch
+):
     from r1reward.train import rl
     from r1reward.train.rl import read_metrics, train_rl
 
@@ -383,10 +384,22 @@ def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(tiny_path, 
         "name": "vllm-rl",
         "model": {"path": str(tiny_path), "dtype": "float32", "lora": None, "quantization": None},
         "data": {"source": "toy", "train_pairs": 8, "seed": 0, "image_size": 56},
-        "rl": {"algo": "grpo", "samples_per_prompt": 2, "steps": 2, "prompts_per_step": 2,
-               "mini_batch_size": 4, "micro_batch_size": 2, "ppo_epochs": 1, "lr": 1e-2,
-               "max_new_tokens": 8, "rollout_batch_size": 2, "seed": 0, "progress": False,
-               "engine": "vllm", "vllm": {"gpu_memory_utilization": 0.25}},
+        "rl": {
+            "algo": "grpo",
+            "samples_per_prompt": 2,
+            "steps": 2,
+            "prompts_per_step": 2,
+            "mini_batch_size": 4,
+            "micro_batch_size": 2,
+            "ppo_epochs": 1,
+            "lr": 1e-2,
+            "max_new_tokens": 8,
+            "rollout_batch_size": 2,
+            "seed": 0,
+            "progress": False,
+            "engine": "vllm",
+            "vllm": {"gpu_memory_utilization": 0.25},
+        },
     }
     train_rl(recipe, out_dir=tmp_path / "run")
     (llm,) = fake_vllm.built  # one engine, built with the recipe's extra arguments

@@ -39,8 +39,16 @@ def test_paths_and_used_out_are_checked_before_curation(tmp_path, capsys, monkey
 
 def test_resume_continues_from_the_last_checkpoint(tiny, tmp_path, capsys):
     out = tmp_path / "sft"
-    common = ["--recipe", "toy-ci", "--out", str(out), f"model.path={tiny}", "data.train_pairs=8",
-              "sft.batch_size=4", "sft.save_steps=1"]
+    common = [
+        "--recipe",
+        "toy-ci",
+        "--out",
+        str(out),
+        f"model.path={tiny}",
+        "data.train_pairs=8",
+        "sft.batch_size=4",
+        "sft.save_steps=1",
+    ]
     assert sft.main([*common, "--resume"]) == 2  # nothing to resume yet
     assert "nothing to resume" in capsys.readouterr().err
     assert sft.main([*common, "sft.max_steps=1", "sft.report_to=[]"]) == 0

@@ -31,9 +31,17 @@ def tiny(tmp_path_factory):
 
 
 def _recipe(tiny, batch_size: int) -> dict:
-    return load_recipe("toy-ci", [f"model.path={tiny}", "data.train_pairs=8", "sft.max_steps=2",
-                                  f"sft.batch_size={batch_size}", "sft.lr=1e-2",
-                                  "sft.logging_steps=1"])
+    return load_recipe(
+        "toy-ci",
+        [
+            f"model.path={tiny}",
+            "data.train_pairs=8",
+            "sft.max_steps=2",
+            f"sft.batch_size={batch_size}",
+            "sft.lr=1e-2",
+            "sft.logging_steps=1",
+        ],
+    )
 
 
 def test_two_processes_save_what_one_process_saves(tiny, tmp_path):
@@ -44,11 +52,28 @@ def test_two_processes_save_what_one_process_saves(tiny, tmp_path):
     yml = tmp_path / "two.yaml"
     yml.write_text(yaml.safe_dump(_recipe(tiny, 2)))
     two = tmp_path / "two"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", "-m", "r1reward.cli", "sft", "--recipe", str(yml),
-           "--out", str(two)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "r1reward.cli",
+        "sft",
+        "--recipe",
+        str(yml),
+        "--out",
+        str(two),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((two / sft.SUMMARY_NAME).read_text())
@@ -61,8 +86,10 @@ def test_two_processes_save_what_one_process_saves(tiny, tmp_path):
     assert first[1]["grad_norm"] == pytest.approx(first[0]["grad_norm"], rel=1e-3)
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert a.keys() == b.keys()
-    base = {k.replace("model.language_model.", "model."): v  # the saved names of the text model
-            for k, v in load_file(str(tiny / "model.safetensors")).items()}
+    base = {
+        k.replace("model.language_model.", "model."): v  # the saved names of the text model
+        for k, v in load_file(str(tiny / "model.safetensors")).items()
+    }
     diff = sum(float(((a[k] - b[k]) ** 2).sum()) for k in a) ** 0.5
     moved = sum(float(((a[k] - base[k]) ** 2).sum()) for k in a if k in base) ** 0.5
     assert moved > 1.0 and diff < 0.15 * moved, (diff, moved)

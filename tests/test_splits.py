@@ -81,8 +81,16 @@ def test_scalar_cli_checks_the_split_before_loading_a_model(pairs_file, tmp_path
     from r1reward.train.scalar import main
 
     # a Hub id passes the path check; loading it (no network here) would fail differently
-    rc = main(["--recipe", "toy-ci", "--out", str(tmp_path / "s"), f"data.source={pairs_file}",
-               "model.path=no-such-org/no-such-model"])
+    rc = main(
+        [
+            "--recipe",
+            "toy-ci",
+            "--out",
+            str(tmp_path / "s"),
+            f"data.source={pairs_file}",
+            "model.path=no-such-org/no-such-model",
+        ]
+    )
     assert rc == 2
     assert "data.heldout_fraction" in capsys.readouterr().err
 
@@ -105,8 +113,17 @@ def test_a_registered_source_is_generated_and_swapped_like_the_toy(monkeypatch):
 
     def make(n, *, seed, split, image_size):
         calls.append((n, seed, split, image_size))
-        return [PreferencePair(id=f"{split}-{i}", question="q", response_1="a", response_2="b",
-                               preferred=1, source="fake") for i in range(n)]
+        return [
+            PreferencePair(
+                id=f"{split}-{i}",
+                question="q",
+                response_1="a",
+                response_2="b",
+                preferred=1,
+                source="fake",
+            )
+            for i in range(n)
+        ]
 
     def on_swap(pair):
         pair.meta["hook"] = pair.preferred

@@ -140,7 +140,10 @@ def test_swap_keeps_oracle_and_rewrites_analysis(heldout):
 
 
 def test_cli_writes_loadable_pairs(tmp_path):
-    assert toy_cli.main(["--n", "12", "--split", "heldout", "--seed", "3", "--out", str(tmp_path)]) == 0
+    assert (
+        toy_cli.main(["--n", "12", "--split", "heldout", "--seed", "3", "--out", str(tmp_path)])
+        == 0
+    )
     files = list(tmp_path.glob("*.jsonl"))
     assert len(files) == 1
     pairs = load(files[0], check_images=True)
@@ -224,7 +227,9 @@ def test_the_real_path_does_not_import_the_toy_and_a_toy_file_still_swaps(tmp_pa
     import subprocess
     import sys
 
-    assert toy_cli.main(["--n", "4", "--split", "heldout", "--seed", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        toy_cli.main(["--n", "4", "--split", "heldout", "--seed", "1", "--out", str(tmp_path)]) == 0
+    )
     (path,) = tmp_path.glob("*.jsonl")
     code = f"""
 import sys

@@ -131,12 +131,19 @@ def fingerprint(workdir: Path, model: str | None = None) -> dict[str, Any]:
     env.pop("R1REWARD_PROFILE", None)
     runs: dict[str, float] = {}
     for name, argv in RUNS:
-        cmd = [sys.executable, "-m", "r1reward.cli", *[a.format(d=workdir, m=model or workdir / "sft") for a in argv]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "r1reward.cli",
+            *[a.format(d=workdir, m=model or workdir / "sft") for a in argv],
+        ]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
         runs[name] = round(time.perf_counter() - t0, 1)
         if proc.returncode != 0:
-            sys.exit(f"fingerprint: `{' '.join(cmd)}` failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+            sys.exit(
+                f"fingerprint: `{' '.join(cmd)}` failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+            )
         print(f"  {name}: {runs[name]} s", file=sys.stderr)
     files: dict[str, str] = {}
     root = str(workdir)
@@ -174,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.compare:
         return 0
     before = json.loads(Path(args.compare).read_text())["files"]
-    differ = [k for k in sorted(set(before) | set(fp["files"])) if before.get(k) != fp["files"].get(k)]
+    differ = [
+        k for k in sorted(set(before) | set(fp["files"])) if before.get(k) != fp["files"].get(k)
+    ]
     for k in differ:
         print(f"DIFFERS {k}: {before.get(k)} -> {fp['files'].get(k)}")
     print(f"{len(fp['files']) - len(differ)} of {len(fp['files'])} outputs identical")

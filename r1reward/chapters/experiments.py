@@ -43,9 +43,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_model: str | Path,
-                overrides: Sequence[str] = (), pairs: Sequence[Any] | None = None,
-                name: str | None = None) -> Path:
+def run_variant(
+    recipe: str,
+    variant: str,
+    seed: int,
+    root: str | Path,
+    *,
+    init_model: str | Path,
+    overrides: Sequence[str] = (),
+    pairs: Sequence[Any] | None = None,
+    name: str | None = None,
+) -> Path:
     """Train one ``variant`` with ``seed`` from ``init_model``; return its run folder.
 
     A folder whose ``summary.json`` exists and whose ``variant.json`` records the same settings
@@ -58,11 +66,20 @@ def run_variant(recipe: str, variant: str, seed: int, root: str | Path, *, init_
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANTS)}")
     out = Path(root) / (name or f"{variant}-seed{seed}")
-    ovr = [*VARIANTS[variant], *overrides, f"rl.seed={seed}", f"rl.init_model={init_model}",
-           "rl.progress=false"]
+    ovr = [
+        *VARIANTS[variant],
+        *overrides,
+        f"rl.seed={seed}",
+        f"rl.init_model={init_model}",
+        "rl.progress=false",
+    ]
     resolved = load_recipe(recipe, ovr)
-    key = {"recipe": recipe, "overrides": ovr, "n_pairs": None if pairs is None else len(pairs),
-           "resolved": json.loads(json.dumps(resolved, sort_keys=True, default=str))}
+    key = {
+        "recipe": recipe,
+        "overrides": ovr,
+        "n_pairs": None if pairs is None else len(pairs),
+        "resolved": json.loads(json.dumps(resolved, sort_keys=True, default=str)),
+    }
     stamp = out / "variant.json"
     if (out / "summary.json").is_file() and read_marker(stamp) == key:
         return out
@@ -89,8 +106,11 @@ def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_one_thread)
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_one_thread,
+    )
 
 
 def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool = True) -> list:
@@ -116,20 +136,43 @@ def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool = True) 
 
 
 def _run_job(recipe, variant, seed, root, init_model, overrides, pairs) -> Path:
-    return run_variant(recipe, variant, seed, root, init_model=init_model, overrides=overrides,
-                       pairs=pairs)
+    return run_variant(
+        recipe, variant, seed, root, init_model=init_model, overrides=overrides, pairs=pairs
+    )
 
 
-def run_grid(recipe: str, variants: Sequence[str], seeds: Sequence[int], root: str | Path, *,
-             init_model: str | Path, overrides: Sequence[str] = (),
-             pairs: Sequence[Any] | None = None, workers: int = 1) -> dict[tuple[str, int], Path]:
+def run_grid(
+    recipe: str,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    root: str | Path,
+    *,
+    init_model: str | Path,
+    overrides: Sequence[str] = (),
+    pairs: Sequence[Any] | None = None,
+    workers: int = 1,
+) -> dict[tuple[str, int], Path]:
     """:func:`run_variant` for every (variant, seed), ``workers`` at a time in separate
     processes (one torch thread each; 1: one after the other here); returns their folders.
     Every run is seeded, so the folders hold the same metrics either way (test_rl_experiments)."""
     jobs = [(v, s) for v in variants for s in seeds]
-    paths = _map(_run_job, [(recipe, v, s, str(root), str(init_model), tuple(overrides),
-                             None if pairs is None else list(pairs)) for v, s in jobs],
-                 workers, "RL runs")
+    paths = _map(
+        _run_job,
+        [
+            (
+                recipe,
+                v,
+                s,
+                str(root),
+                str(init_model),
+                tuple(overrides),
+                None if pairs is None else list(pairs),
+            )
+            for v, s in jobs
+        ],
+        workers,
+        "RL runs",
+    )
     return dict(zip(jobs, paths))
 
 
@@ -167,16 +210,24 @@ def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]
         recs = read_metrics(path)
         bad = [r["step"] for r in recs if not r["params_finite"] or not _finite(r["loss"])]
         tail = [r for r in recs if r["params_finite"] and _finite(r["loss"])][-last:]
-        rows.append({
-            "variant": variant, "seed": seed, "steps": len(recs),
-            "collapsed": bool(bad), "first_nonfinite_step": bad[0] if bad else None,
-            "max_abs_loss": max((abs(r["loss"]) for r in recs if _finite(r["loss"])), default=float("nan")),
-            "max_ratio": max((r["max_ratio"] for r in recs), default=float("nan")),
-            "max_grad_norm": _finite_max(recs, "grad_norm"),
-            "nonfinite_ratios": sum(r["nonfinite_ratios"] for r in recs),
-            "accuracy_end": _mean(tail, "accuracy"), "well_formed_end": _mean(tail, "well_formed"),
-            "length_end": _mean(tail, "length_mean"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "seed": seed,
+                "steps": len(recs),
+                "collapsed": bool(bad),
+                "first_nonfinite_step": bad[0] if bad else None,
+                "max_abs_loss": max(
+                    (abs(r["loss"]) for r in recs if _finite(r["loss"])), default=float("nan")
+                ),
+                "max_ratio": max((r["max_ratio"] for r in recs), default=float("nan")),
+                "max_grad_norm": _finite_max(recs, "grad_norm"),
+                "nonfinite_ratios": sum(r["nonfinite_ratios"] for r in recs),
+                "accuracy_end": _mean(tail, "accuracy"),
+                "well_formed_end": _mean(tail, "well_formed"),
+                "length_end": _mean(tail, "length_mean"),
+            }
+        )
     return rows
 
 
@@ -184,9 +235,15 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str | Path, *,
-                     max_new_tokens: int = 128, batch_size: int = 64,
-                     sampled: bool = False) -> dict[str, float]:
+def heldout_accuracy(
+    model_path: str | Path,
+    pairs: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    max_new_tokens: int = 128,
+    batch_size: int = 64,
+    sampled: bool = False,
+) -> dict[str, float]:
     """Greedy held-out judgments of a model through :func:`r1reward.evaluate.evaluate` (both
     answer orders); returns the greedy accuracy, the accuracy of one sample at temperature 1
     (only with ``sampled=True``, which doubles the cost; else ``nan``), the greedy
@@ -198,14 +255,24 @@ def heldout_accuracy(model_path: str | Path, pairs: Sequence[Any], out_dir: str 
 
     model, processor = load_model(str(model_path))
     sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    run = functools.partial(evaluate, sampler, pairs, ks=(1,) if sampled else (), orders="both",
-                            out_dir=out_dir, batch_size=batch_size, progress=False)
+    run = functools.partial(
+        evaluate,
+        sampler,
+        pairs,
+        ks=(1,) if sampled else (),
+        orders="both",
+        out_dir=out_dir,
+        batch_size=batch_size,
+        progress=False,
+    )
     try:
         summary = run()
     except SettingsMismatch:  # a cached evaluation made with other settings: make it anew
         shutil.rmtree(out_dir)
         summary = run()
-    greedy = [r for r in load_records(Path(out_dir) / "results.jsonl") if r.get("sample") == "greedy"]
+    greedy = [
+        r for r in load_records(Path(out_dir) / "results.jsonl") if r.get("sample") == "greedy"
+    ]
     tok = processor.tokenizer
     texts = [r.get("text", "") for r in greedy]
     return {
@@ -227,14 +294,24 @@ def _eval_job(variant, seed, path, pairs, max_new_tokens, tag="heldout") -> dict
     if summary["collapsed"]:
         row.update(dict.fromkeys(EVAL_COLUMNS, float("nan")))
     else:
-        res = heldout_accuracy(Path(path) / "final", pairs, Path(path) / f"{tag}-{len(pairs)}",
-                               max_new_tokens=max_new_tokens)
+        res = heldout_accuracy(
+            Path(path) / "final",
+            pairs,
+            Path(path) / f"{tag}-{len(pairs)}",
+            max_new_tokens=max_new_tokens,
+        )
         row.update({k: res[k] for k in EVAL_COLUMNS})
     return row
 
 
-def evaluate_runs(runs: dict[tuple[str, int], Path], pairs: Sequence[Any], *,
-                  max_new_tokens: int = 128, workers: int = 1, tag: str = "heldout") -> list[dict]:
+def evaluate_runs(
+    runs: dict[tuple[str, int], Path],
+    pairs: Sequence[Any],
+    *,
+    max_new_tokens: int = 128,
+    workers: int = 1,
+    tag: str = "heldout",
+) -> list[dict]:
     """Held-out greedy accuracy, well-formed rate and length of every run's final model
     (:func:`heldout_accuracy`, cached in ``<run>/<tag>-<n>``: give another ``tag`` for another
     set of as many pairs), ``workers`` models at a time; a run that collapsed has no final model
@@ -249,10 +326,15 @@ def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tup
     from r1reward.evaluate import load_records
 
     by_id = {p.id: p for p in pairs}
-    out = [(by_id[r["pair_id"]], r) for r in load_records(Path(results_dir) / "results.jsonl")
-           if r.get("sample") == "greedy" and r["pair_id"] in by_id]
+    out = [
+        (by_id[r["pair_id"]], r)
+        for r in load_records(Path(results_dir) / "results.jsonl")
+        if r.get("sample") == "greedy" and r["pair_id"] in by_id
+    ]
     if not out:
-        raise ValueError(f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs")
+        raise ValueError(
+            f"{results_dir}/results.jsonl: no greedy judgment of these {len(pairs)} pairs"
+        )
     return out
 
 
@@ -274,12 +356,14 @@ def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[st
     return judgment_breakdown(shown, texts)
 
 
-def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
-                by: str | Sequence[str] = "difficulty") -> dict:
+def accuracy_by(
+    results_dir: str | Path, pairs: Sequence[Any], by: str | Sequence[str] = "difficulty"
+) -> dict:
     """Greedy accuracy of one evaluation (``results_dir/results.jsonl``, both orders) per value
     of a pair attribute (``difficulty``, ``category``) or, failing that, of ``pair.meta[by]``
     (``task`` in the toy): ``{value: (accuracy, judgments)}``, values sorted. With several
     names (``("task", "difficulty")``) the keys are tuples of their values."""
+
     def one(p, name):
         v = getattr(p, name, None)
         return v if v is not None else (p.meta or {}).get(name)
@@ -290,4 +374,6 @@ def accuracy_by(results_dir: str | Path, pairs: Sequence[Any],
     tally: dict[Any, list[int]] = {}
     for pair, r in _greedy_judgments(results_dir, pairs):
         tally.setdefault(value(pair), []).append(bool(r.get("correct")))
-    return {k: (sum(v) / len(v), len(v)) for k, v in sorted(tally.items(), key=lambda kv: str(kv[0]))}
+    return {
+        k: (sum(v) / len(v), len(v)) for k, v in sorted(tally.items(), key=lambda kv: str(kv[0]))
+    }

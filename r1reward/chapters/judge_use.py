@@ -249,7 +249,12 @@ def best_of_n(
         if len(s) < top:
             raise ValueError(f"best_of_n: prompt {i} ({pairs[i].id}) has {len(s)} samples, N={top}")
     distinct = [list(dict.fromkeys(s[:top])) for s in samples]
-    jobs = [(i, a, b) for i, d in enumerate(distinct) for a in range(len(d)) for b in range(a + 1, len(d))]
+    jobs = [
+        (i, a, b)
+        for i, d in enumerate(distinct)
+        for a in range(len(d))
+        for b in range(a + 1, len(d))
+    ]
     scored = score_pairs(
         judge,
         [(pairs[i].question, distinct[i][a], distinct[i][b]) for i, a, b in jobs],
@@ -328,8 +333,20 @@ def served_judge(
     port = _free_port()
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", str(model), "--port",
-           str(port), "--reward-max-tokens", str(reward_max_tokens), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "r1reward.cli",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--reward-max-tokens",
+        str(reward_max_tokens),
+        "--log-level",
+        "warning",
+    ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -354,8 +371,9 @@ def served_judge(
 
 
 # -------------------------------------------------------------------------------- rewards
-def oracle_reward(prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str],
-                  **kwargs: Any) -> list[float]:
+def oracle_reward(
+    prompts: Sequence[Any], completions: Sequence[Any], answer: Sequence[str], **kwargs: Any
+) -> list[float]:
     """TRL reward: 1.0 when the completion is the dataset's ``answer`` (the toy's truth)."""
     from r1reward.integrations.trl import _completion_text
 
@@ -369,12 +387,19 @@ class _ScalarReward:
         self.scorer, self.by_question = scorer, by_question
         self.__name__ = "scalar"
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], pair_id: Sequence[str],
-                 **kwargs: Any) -> list[float]:
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        pair_id: Sequence[str],
+        **kwargs: Any,
+    ) -> list[float]:
         from r1reward.integrations.trl import _completion_text
 
-        return self.scorer.score([self.by_question[i] for i in pair_id],
-                                 [_completion_text(c).strip() for c in completions])
+        return self.scorer.score(
+            [self.by_question[i] for i in pair_id],
+            [_completion_text(c).strip() for c in completions],
+        )
 
 
 class _Recorded:
@@ -384,19 +409,23 @@ class _Recorded:
         self.fn, self.__name__ = fn, name
         self.calls: list[dict[str, float]] = []
 
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float]:
         rewards = self.fn(prompts, completions, **kwargs)
         right = oracle_reward(prompts, completions, kwargs["answer"])
         paid_right = [r for r, ok in zip(rewards, right) if ok]
         paid_wrong = [r for r, ok in zip(rewards, right) if not ok]
-        self.calls.append({
-            "reward_mean": sum(rewards) / len(rewards),
-            "sample_accuracy": sum(right) / len(right),
-            # a group-relative reward (Bradley-Terry strengths) has mean 0 in every group, so its
-            # mean cannot rise; what it teaches is how it pays right answers against wrong ones
-            "reward_right": sum(paid_right) / len(paid_right) if paid_right else None,
-            "reward_wrong": sum(paid_wrong) / len(paid_wrong) if paid_wrong else None,
-        })
+        self.calls.append(
+            {
+                "reward_mean": sum(rewards) / len(rewards),
+                "sample_accuracy": sum(right) / len(right),
+                # a group-relative reward (Bradley-Terry strengths) has mean 0 in every group, so its
+                # mean cannot rise; what it teaches is how it pays right answers against wrong ones
+                "reward_right": sum(paid_right) / len(paid_right) if paid_right else None,
+                "reward_wrong": sum(paid_wrong) / len(paid_wrong) if paid_wrong else None,
+            }
+        )
         return rewards
 
 
@@ -427,13 +456,26 @@ def _dataset(pairs: Sequence[PreferencePair]) -> Any:
     import datasets
 
     return datasets.Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": p.question}], "image": p.images[0],
-          "answer": correct_answer(p), "pair_id": p.id} for p in pairs]
+        [
+            {
+                "prompt": [{"role": "user", "content": p.question}],
+                "image": p.images[0],
+                "answer": correct_answer(p),
+                "pair_id": p.id,
+            }
+            for p in pairs
+        ]
     )
 
 
-def _grpo_run(policy: str, reward: _Recorded, train: Sequence[PreferencePair],
-              heldout: Sequence[PreferencePair], s: GRPOSettings, out_dir: Path) -> dict[str, Any]:
+def _grpo_run(
+    policy: str,
+    reward: _Recorded,
+    train: Sequence[PreferencePair],
+    heldout: Sequence[PreferencePair],
+    s: GRPOSettings,
+    out_dir: Path,
+) -> dict[str, Any]:
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -444,8 +486,12 @@ def _grpo_run(policy: str, reward: _Recorded, train: Sequence[PreferencePair],
 
     class HeldOut(TrainerCallback):
         def _eval(self, state: Any, model: Any) -> None:
-            curve.append({"step": state.global_step,
-                          "heldout_accuracy": greedy_accuracy(model, processor, heldout)})
+            curve.append(
+                {
+                    "step": state.global_step,
+                    "heldout_accuracy": greedy_accuracy(model, processor, heldout),
+                }
+            )
 
         def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
             self._eval(state, model)
@@ -455,17 +501,38 @@ def _grpo_run(policy: str, reward: _Recorded, train: Sequence[PreferencePair],
                 self._eval(state, model)
 
     config = GRPOConfig(
-        output_dir=str(out_dir), use_cpu=True, bf16=False, fp16=False, report_to="none",
-        save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=s.seed,
+        output_dir=str(out_dir),
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+        seed=s.seed,
         per_device_train_batch_size=s.prompts_per_step * s.num_generations,
-        gradient_accumulation_steps=1, steps_per_generation=1, num_generations=s.num_generations,
-        max_completion_length=s.max_completion_length, num_iterations=1, beta=s.beta,
-        learning_rate=s.learning_rate, temperature=s.temperature, max_steps=s.steps,
-        use_vllm=False, disable_dropout=True, remove_unused_columns=False, disable_tqdm=True,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_generations=s.num_generations,
+        max_completion_length=s.max_completion_length,
+        num_iterations=1,
+        beta=s.beta,
+        learning_rate=s.learning_rate,
+        temperature=s.temperature,
+        max_steps=s.steps,
+        use_vllm=False,
+        disable_dropout=True,
+        remove_unused_columns=False,
+        disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
-                          train_dataset=_dataset(train), processing_class=processor,
-                          callbacks=[HeldOut()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=_dataset(train),
+        processing_class=processor,
+        callbacks=[HeldOut()],
+    )
     trainer.remove_callback(PrinterCallback)  # the logs are plotted, not printed in the chapter
     t0 = time.monotonic()
     trainer.train()
@@ -489,33 +556,53 @@ def grpo_compare(
     out = Path(out_dir)
     results = {}
     for name, fn in rewards.items():
-        results[name] = _grpo_run(str(policy), _Recorded(fn, name), train, heldout, settings,
-                                  out / name)
+        results[name] = _grpo_run(
+            str(policy), _Recorded(fn, name), train, heldout, settings, out / name
+        )
     (out / "grpo_compare.json").write_text(json.dumps(results))
     return results
 
 
-def scalar_reward(scorer: ScalarScorer, pairs: Sequence[PreferencePair]) -> Callable[..., list[float]]:
+def scalar_reward(
+    scorer: ScalarScorer, pairs: Sequence[PreferencePair]
+) -> Callable[..., list[float]]:
     """A TRL reward from :class:`ScalarScorer`; the dataset's ``pair_id`` column finds the image."""
     return _ScalarReward(scorer, {p.id: p for p in pairs})
 
 
 # ------------------------------------------------------------------------- cached artifacts
-def policy_model(profile: str, *, steps: int, batch_size: int = 16, lr: float = 1e-3,
-                 train_pairs: int = 2000, seed: int = 0) -> Path:
+def policy_model(
+    profile: str,
+    *,
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    train_pairs: int = 2000,
+    seed: int = 0,
+) -> Path:
     """The warmed-up toy policy of ``profile`` (:func:`warm_up_policy` from the profile's tiny
     model on its first ``train_pairs`` toy train pairs), cached in ``artifacts/<profile>``."""
     from r1reward.chapters import artifacts
     from r1reward.recipes import recipe_hash
 
     tiny = artifacts.tiny_model(profile)
-    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "train_pairs": train_pairs,
-                "seed": seed}
+    settings = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "train_pairs": train_pairs,
+        "seed": seed,
+    }
     key = recipe_hash(settings, json.loads((tiny / MARKER).read_text()), TOY_VERSION)
     folder = artifacts.artifacts_dir(profile) / f"policy-{key}"
     pairs = make_pairs(train_pairs, seed=seed + 1000, split="train")
-    return artifacts._cached(folder, key, lambda out: warm_up_policy(
-        tiny, out, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed))
+    return artifacts._cached(
+        folder,
+        key,
+        lambda out: warm_up_policy(
+            tiny, out, pairs, steps=steps, batch_size=batch_size, lr=lr, seed=seed
+        ),
+    )
 
 
 def scalar_model(profile: str, *, train_pairs: int) -> Path:
@@ -529,22 +616,29 @@ def scalar_model(profile: str, *, train_pairs: int) -> Path:
     base = artifacts.recipe_for(profile)
     recipe = artifacts.recipe_for(profile, artifacts._model_overrides(profile, base))
     recipe["scalar"] = {**recipe["scalar"], "epochs": 1}
-    key = recipe_hash(recipe["model"], recipe["data"], recipe["scalar"], train_pairs,
-                      artifacts._tiny_build_info(profile, base))
+    key = recipe_hash(
+        recipe["model"],
+        recipe["data"],
+        recipe["scalar"],
+        train_pairs,
+        artifacts._tiny_build_info(profile, base),
+    )
     folder = artifacts.artifacts_dir(profile) / f"scalar-model-{key}"
     pairs = load_pairs(recipe["data"], "train")[:train_pairs]
     heldout = artifacts.heldout_pairs(profile)
 
     def build(out: Path) -> None:
-        result = train_scalar(recipe, out_dir=out, pairs=pairs, heldout=heldout, progress=True,
-                              save_model=True)
+        result = train_scalar(
+            recipe, out_dir=out, pairs=pairs, heldout=heldout, progress=True, save_model=True
+        )
         (out / "scalar_result.json").write_text(json.dumps(result))
 
     return artifacts._cached(folder, key, build)
 
 
-def cached_result(profile: str, name: str, settings: dict[str, Any],
-                  run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def cached_result(
+    profile: str, name: str, settings: dict[str, Any], run: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
     """``run(folder)``'s JSON result, computed once per ``settings`` and cached in
     ``artifacts/<profile>/<name>-<hash>/result.json`` (rebuilt when a setting changes)."""
     from r1reward.chapters import artifacts

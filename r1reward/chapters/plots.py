@@ -456,10 +456,14 @@ VARIANT_COLORS: dict[str, str] = {
 }
 
 
-def lab_lr_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "heldout_accuracy",
-                  title: str = "Held-out accuracy against learning rate",
-                  y_title: str = "held-out accuracy (%)", references: Mapping[str, float] = {},
-                  ) -> go.Figure:
+def lab_lr_figure(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    metric: str = "heldout_accuracy",
+    title: str = "Held-out accuracy against learning rate",
+    y_title: str = "held-out accuracy (%)",
+    references: Mapping[str, float] = {},
+) -> go.Figure:
     """One line per variant through the mean over seeds at each learning rate (log x), each seed
     as a marker, in the shape of Wortsman et al.'s LR-vs-loss curves; ``references`` are dashed
     horizontal lines (e.g. the cold-start model, chance), in the metric's units (0-1)."""
@@ -471,12 +475,27 @@ def lab_lr_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "heldout_a
         color = VARIANT_COLORS.get(variant, COLORS["neutral"])
         lrs = sorted(per)
         means = [sum(per[lr]) / len(per[lr]) for lr in lrs]
-        fig.add_scatter(x=lrs, y=[100 * m for m in means], mode="lines", name=variant,
-                        line_color=color, legendgroup=variant)
+        fig.add_scatter(
+            x=lrs,
+            y=[100 * m for m in means],
+            mode="lines",
+            name=variant,
+            line_color=color,
+            legendgroup=variant,
+        )
         xs = [lr for lr in lrs for _ in per[lr]]
         ys = [100 * v for lr in lrs for v in per[lr]]
-        fig.add_scatter(x=xs, y=ys, mode="markers", name=f"{variant} (seeds)", marker_color=color,
-                        marker_size=7, opacity=0.6, legendgroup=variant, showlegend=False)
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="markers",
+            name=f"{variant} (seeds)",
+            marker_color=color,
+            marker_size=7,
+            opacity=0.6,
+            legendgroup=variant,
+            showlegend=False,
+        )
     for text, value in references.items():
         hline(fig, 100 * value, text)
     lrs = sorted({float(r["lr"]) for r in rows})
@@ -484,8 +503,9 @@ def lab_lr_figure(rows: Sequence[Mapping[str, Any]], *, metric: str = "heldout_a
     return fig
 
 
-def collapse_map(rows: Sequence[Mapping[str, Any]], *, steps: int,
-                 title: str = "Collapse map: step of collapse") -> go.Figure:
+def collapse_map(
+    rows: Sequence[Mapping[str, Any]], *, steps: int, title: str = "Collapse map: step of collapse"
+) -> go.Figure:
     """Variant x learning rate, coloured by the earliest step at which a seed collapsed (no
     collapse: the run length, pale); each cell says how many seeds collapsed."""
     variants = list(dict.fromkeys(str(r["variant"]) for r in rows))
@@ -501,9 +521,20 @@ def collapse_map(rows: Sequence[Mapping[str, Any]], *, steps: int,
         z.append(zrow)
         text.append(trow)
     fig = figure(title, "learning rate", "variant", height=120 + 45 * len(variants))
-    fig.add_heatmap(x=[f"{lr:.0e}" for lr in lrs], y=variants, z=z, text=text,
-                    texttemplate="%{text}", zmin=1, zmax=steps, colorscale="Reds_r",
-                    colorbar_title="step", hoverongaps=False, xgap=2, ygap=2)
+    fig.add_heatmap(
+        x=[f"{lr:.0e}" for lr in lrs],
+        y=variants,
+        z=z,
+        text=text,
+        texttemplate="%{text}",
+        zmin=1,
+        zmax=steps,
+        colorscale="Reds_r",
+        colorbar_title="step",
+        hoverongaps=False,
+        xgap=2,
+        ygap=2,
+    )
     fig.update_xaxes(type="category")
     fig.update_yaxes(autorange="reversed")
     return fig

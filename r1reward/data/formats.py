@@ -99,7 +99,6 @@ class RecordError(Exception):
     """A record-level problem; :func:`r1reward.data.io.load` adds file, line and id."""
 
 
-
 def detect_format(path: str | Path, *, _records: Iterable[Any] | None = None) -> str:
     """Guess the format of ``path`` from the fields of its first records (see module docstring).
 
@@ -283,7 +282,9 @@ def _read_mm_rlhf(rec: dict[str, Any], ctx: dict[str, Any]) -> PreferencePair:
     )
     media = rec.get("image") or rec.get("video")
     if not media:
-        raise RecordError("missing field 'image' or 'video'; an mm-rlhf-rewardbench record needs one")
+        raise RecordError(
+            "missing field 'image' or 'video'; an mm-rlhf-rewardbench record needs one"
+        )
     group = str(rec["id"])
     k = ctx["group_counts"].get(group, 0)
     ctx["group_counts"][group] = k + 1
@@ -446,4 +447,3 @@ READERS = {
     "multimodal-rewardbench": _read_mmrb,
     "pairs": _read_pairs,
 }
-

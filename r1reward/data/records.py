@@ -105,7 +105,6 @@ def rec_id(rec: dict[str, Any]) -> str | None:
     return None
 
 
-
 def data_files(path: Path) -> list[Path]:
     """The files behind ``path``: itself, or every shard under a folder (name order)."""
     if path.is_file():
@@ -163,4 +162,3 @@ def hub_records(name: str) -> Iterator[tuple[int, str, dict[str, Any] | DataErro
             ds = ds.cast_column(col, HFImage(decode=False))
     for i, rec in enumerate(ds, 1):
         yield i, "row", rec
-

@@ -67,8 +67,10 @@ def _load_file(path: str, key: str) -> list:
     from r1reward.data import load
 
     if is_placeholder(path):
-        raise FileNotFoundError(f"data.{key} is still the placeholder {path!r}: set it to a pairs "
-                                f"file, e.g. data.{key}=/data/pairs.jsonl")
+        raise FileNotFoundError(
+            f"data.{key} is still the placeholder {path!r}: set it to a pairs "
+            f"file, e.g. data.{key}=/data/pairs.jsonl"
+        )
     if not Path(path).exists():
         raise FileNotFoundError(f"data.{key}: {path}: no such file")
     return list(load(path))
@@ -82,9 +84,11 @@ def _check_heldout_keys(data: dict) -> tuple[Any, Any]:
         )
     source = str(data.get("source", "toy"))
     if fraction is not None and sources.is_generated(source):
-        raise ValueError(f"data.heldout_fraction applies to a pairs file (data.source: PATH); "
-                         f"the generated source {source!r} has its own held-out split "
-                         "(data.heldout_pairs)")
+        raise ValueError(
+            f"data.heldout_fraction applies to a pairs file (data.source: PATH); "
+            f"the generated source {source!r} has its own held-out split "
+            "(data.heldout_pairs)"
+        )
     return held_path, fraction
 
 
@@ -95,8 +99,14 @@ def _generated(data: dict, split: str) -> list:
         return _cap(_load_file(str(data["heldout"]), "heldout"), data.get("heldout_pairs"))
     key, default = ("train_pairs", 64) if split == "train" else ("heldout_pairs", 32)
     make_pairs = sources.get_source(str(data.get("source", "toy"))).make_pairs
-    pairs = list(make_pairs(int(data.get(key, default)), seed=int(data.get("seed", 0)),
-                            split=split, image_size=int(data.get("image_size", 56))))
+    pairs = list(
+        make_pairs(
+            int(data.get(key, default)),
+            seed=int(data.get("seed", 0)),
+            split=split,
+            image_size=int(data.get("image_size", 56)),
+        )
+    )
     if split == "train" and data.get("heldout"):  # a held-out file is never trained on
         ids = {p.id for p in _load_file(str(data["heldout"]), "heldout")}
         pairs = [p for p in pairs if p.id not in ids]
@@ -124,8 +134,12 @@ def split_pairs(data: dict, *, cap: bool = True) -> tuple[list, list | None]:
         ids = {p.id for p in held}
         train = [p for p in pairs if p.id not in ids]
         if len(train) < len(pairs):
-            log.warning("data.source %s: %d pair(s) whose id is in data.heldout %s are not "
-                        "trained on", source, len(pairs) - len(train), held_path)
+            log.warning(
+                "data.source %s: %d pair(s) whose id is in data.heldout %s are not trained on",
+                source,
+                len(pairs) - len(train),
+                held_path,
+            )
     elif fraction is not None:
         ids = heldout_ids((p.id for p in pairs), fraction, int(data.get("seed", 0)))
         held = [p for p in pairs if p.id in ids]

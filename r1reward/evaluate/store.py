@@ -61,8 +61,13 @@ class ResultsStore:
             self._load_and_repair()
 
     def _load_and_repair(self) -> None:
-        records = read_jsonl(self.path, torn_tail="cut", check=_key, what="judgment record",
-                             damaged="; the file is damaged before its last line")
+        records = read_jsonl(
+            self.path,
+            torn_tail="cut",
+            check=_key,
+            what="judgment record",
+            damaged="; the file is damaged before its last line",
+        )
         self.keys.update(_key(rec) for rec in records)
         self.torn_lines += records.torn
 

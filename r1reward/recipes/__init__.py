@@ -57,8 +57,11 @@ RECIPE_DIR = Path(__file__).resolve().parent
 
 
 #: Short names of the shipped accelerate configs (``r1reward/recipes/accelerate/*.yaml``).
-ACCELERATE_ALIASES = {"zero3": "deepspeed-zero3", "deepspeed": "deepspeed-zero3",
-                      "ddp-cpu": "ddp-cpu-2"}
+ACCELERATE_ALIASES = {
+    "zero3": "deepspeed-zero3",
+    "deepspeed": "deepspeed-zero3",
+    "ddp-cpu": "ddp-cpu-2",
+}
 
 
 def accelerate_config(name_or_path: str | Path) -> Path:
@@ -115,8 +118,10 @@ def _checked_override(key: str, raw: str, value: Any, tp: Any, source: str) -> A
         return value
     if isinstance(value, int | float) and not isinstance(value, bool) and check_value(raw, tp):
         return raw.strip()
-    raise ValueError(f"{source}: override {key}={raw!r}: expected {describe(tp)}, "
-                     f"got {type(value).__name__} {value!r}")
+    raise ValueError(
+        f"{source}: override {key}={raw!r}: expected {describe(tp)}, "
+        f"got {type(value).__name__} {value!r}"
+    )
 
 
 def apply_overrides(recipe: dict, overrides: Iterable[str], *, source: str = "recipe") -> dict:
@@ -246,9 +251,11 @@ def resolve_model_path(recipe: dict, cache_dir: str | Path = "artifacts/models")
         raise KeyError(f"recipe {recipe.get('name')!r}: model.path is null and model.tiny is unset")
     pretrain = tiny_pretrain_kwargs(tiny)
     name = f"tiny-{tiny.size}-seed{tiny.seed}" + (
-        f"-pt{pretrain['pretrain_steps']}" if pretrain else "")
-    return str(build_tiny_cached(Path(cache_dir) / name, size=tiny.size, seed=tiny.seed,
-                                 **pretrain))
+        f"-pt{pretrain['pretrain_steps']}" if pretrain else ""
+    )
+    return str(
+        build_tiny_cached(Path(cache_dir) / name, size=tiny.size, seed=tiny.seed, **pretrain)
+    )
 
 
 def tiny_pretrain_kwargs(tiny: TinyModelConfig | dict) -> dict[str, Any]:

@@ -55,11 +55,11 @@ class TinyModelConfig(Section):
     size: str = knob("tiny", "preset size of r1reward.toy.tiny_model.build_tiny_model")
     seed: int = knob(0, "seed of the initial weights")
     pretrain_steps: int | None = knob(
-        None, "caption-pretraining steps (r1reward.toy.pretrain); null or 0: none")
+        None, "caption-pretraining steps (r1reward.toy.pretrain); null or 0: none"
+    )
     pretrain_lr: float | None = knob(None, "caption-pretraining learning rate")
     pretrain_batch_size: int | None = knob(None, "captioned scenes per pretraining step")
-    pretrain_text_batch_size: int | None = knob(
-        None, "analysis-shaped texts per pretraining step")
+    pretrain_text_batch_size: int | None = knob(None, "analysis-shaped texts per pretraining step")
 
 
 @dataclass
@@ -69,13 +69,15 @@ class ModelConfig(Section):
     key: ClassVar[str] = "model"
 
     path: str | None = knob(
-        None, "model folder or hub id; null: build the tiny model described by model.tiny")
+        None, "model folder or hub id; null: build the tiny model described by model.tiny"
+    )
     tiny: TinyModelConfig | None = knob(None, "the tiny model built when path is null")
     dtype: str | None = knob(None, "float32 | bfloat16 | float16; null: the loader's default")
     lora: dict | None = knob(None, "peft.LoraConfig fields (r, lora_alpha, ...); null: no LoRA")
     quantization: str | None = knob(None, "4bit: NF4 through bitsandbytes (QLoRA, CUDA only)")
     max_pixels: int | None = knob(
-        None, "cap on the pixels of each image given to the processor; null: its default")
+        None, "cap on the pixels of each image given to the processor; null: its default"
+    )
 
 
 @dataclass
@@ -84,22 +86,29 @@ class DataConfig(Section):
 
     key: ClassVar[str] = "data"
 
-    source: str = knob("toy", "a generated source (toy) or a pairs file in any format "
-                       "r1reward.data.load reads")
+    source: str = knob(
+        "toy", "a generated source (toy) or a pairs file in any format r1reward.data.load reads"
+    )
     train_pairs: int | None = knob(
-        None, "training pairs; null: 64 of a generated source, the whole file otherwise")
+        None, "training pairs; null: 64 of a generated source, the whole file otherwise"
+    )
     heldout_pairs: int | None = knob(
-        None, "held-out pairs; null: 32 of a generated source, all declared ones otherwise")
+        None, "held-out pairs; null: 32 of a generated source, all declared ones otherwise"
+    )
     heldout: str | None = knob(None, "held-out pairs file, never trained on (r1reward.data.splits)")
     heldout_fraction: float | None = knob(
-        None, "seeded share of the data.source file held out and never trained on")
+        None, "seeded share of the data.source file held out and never trained on"
+    )
     seed: int = knob(0, "seed of the generated pairs and of the held-out fraction")
     image_size: int = knob(56, "side in pixels of a generated source's images")
     teacher: dict | None = knob(
-        None, "the curating teacher, {kind: toy|openai, ...} (r1reward.curation.make_teacher); "
-        "null: {kind: toy}")
-    max_tries: int = knob(3, "teacher tries per pair (paper Sec. 4.3: 3); the tries needed "
-                          "are the pair's difficulty")
+        None,
+        "the curating teacher, {kind: toy|openai, ...} (r1reward.curation.make_teacher); "
+        "null: {kind: toy}",
+    )
+    max_tries: int = knob(
+        3, "teacher tries per pair (paper Sec. 4.3: 3); the tries needed are the pair's difficulty"
+    )
 
 
 @dataclass
@@ -120,8 +129,9 @@ class SFTConfig(Section):
     lr_scheduler: str = knob("linear", "transformers scheduler name (linear, cosine, ...)")
     gradient_checkpointing: bool = knob(False, "trade compute for activation memory")
     freeze_vision: bool = knob(False, "train the language model on frozen visual features")
-    bf16: bool = knob(False, "bfloat16 mixed precision (CUDA only; also on when model.dtype is "
-                      "bfloat16)")
+    bf16: bool = knob(
+        False, "bfloat16 mixed precision (CUDA only; also on when model.dtype is bfloat16)"
+    )
     logging_steps: int = knob(10, "optimizer steps between loss log lines (sft_log.jsonl)")
     seed: int = knob(0, "seed of the trainer (shuffling, initialisation)")
     max_new_tokens: int = knob(256, "tokens per held-out judgment after training (--eval)")
@@ -149,8 +159,10 @@ class ScalarConfig(Section):
     seed: int = knob(0, "seed of the head's initialisation and the shuffling")
     freeze_vision: bool = knob(False, "train on frozen visual features")
     max_length: int | None = knob(
-        None, "not applied by the trainer (rows are not cut); the dry run's memory estimate "
-        "assumes it, 2048 when null")
+        None,
+        "not applied by the trainer (rows are not cut); the dry run's memory estimate "
+        "assumes it, 2048 when null",
+    )
 
 
 @dataclass
@@ -174,25 +186,32 @@ class LabSection(Section):
     key: ClassVar[str] = "lab"
 
     variants: list[str] = knob(
-        ["reinforce++", "stable-reinforce"], "RL variants (r1reward.chapters.experiments.VARIANTS)")
+        ["reinforce++", "stable-reinforce"], "RL variants (r1reward.chapters.experiments.VARIANTS)"
+    )
     lrs: list[float] = knob([1e-4], "learning rates swept")
     seeds: list[int] = knob([0], "seeds of every (variant, lr)")
     regime: str = knob(
-        "late", "training pairs: late (those the cold-start model already judges right in both "
-        "orders, Sec. 3.1), hard (the curated hard pairs, Sec. 4.1) or all")
+        "late",
+        "training pairs: late (those the cold-start model already judges right in both "
+        "orders, Sec. 3.1), hard (the curated hard pairs, Sec. 4.1) or all",
+    )
     candidate_pairs: int = knob(256, "training pairs the late regime picks from")
     steps: int = knob(16, "RL steps of each run")
     samples_per_step: int = knob(
-        32, "samples per step per process; prompts = samples_per_step / samples_per_prompt")
+        32, "samples per step per process; prompts = samples_per_step / samples_per_prompt"
+    )
     rl: dict[str, Any] = knob({}, "further rl.* settings for every run (checked as rl keys)")
     heldout_pairs: int = knob(100, "held-out pairs, judged in both orders")
     workers: int = knob(1, "runs side by side (one torch thread each)")
     collapse_min_well_formed: float = knob(
-        0.5, "a step with a smaller share of well-formed samples is collapsed")
+        0.5, "a step with a smaller share of well-formed samples is collapsed"
+    )
     collapse_length_fraction: float = knob(
-        0.9, "a step whose mean length reaches this x max_new_tokens is collapsed")
+        0.9, "a step whose mean length reaches this x max_new_tokens is collapsed"
+    )
     stop_after_collapsed: int = knob(
-        0, "stop a run once it was collapsed this many steps in a row; 0: run every step")
+        0, "stop a run once it was collapsed this many steps in a row; 0: run every step"
+    )
 
 
 @dataclass
@@ -204,10 +223,12 @@ class HardwareConfig(Section):
     gpus: int = knob(1, "GPUs (processes) the recipe was sized for")
     gpu_memory_gib: float | None = knob(None, "memory of each GPU in GiB")
     shape: str | None = knob(
-        None, "r1reward.scaling.qwen25_vl_config size of model.path (3b, 7b), for the dry run")
+        None, "r1reward.scaling.qwen25_vl_config size of model.path (3b, 7b), for the dry run"
+    )
     accelerate_config: str | None = knob(
-        None, "accelerate config name or path (r1reward.recipes.accelerate_config); null: one "
-        "process")
+        None,
+        "accelerate config name or path (r1reward.recipes.accelerate_config); null: one process",
+    )
 
 
 #: ``section name -> its dataclass``, in the order a recipe lists them.
@@ -250,8 +271,9 @@ def resolve_recipe(recipe: dict, *, source: str | None = None) -> RecipeConfig:
     source = source or f"recipe {recipe.get('name')!r}"
     unknown = [k for k in recipe if k != "name" and k not in SECTIONS]
     if unknown:
-        raise ValueError(f"{source}: unknown section {unknown[0]!r}; a recipe has: name, "
-                         f"{', '.join(SECTIONS)}")
+        raise ValueError(
+            f"{source}: unknown section {unknown[0]!r}; a recipe has: name, {', '.join(SECTIONS)}"
+        )
     out = {k: cls.from_dict(recipe.get(k), source=source) for k, cls in SECTIONS.items()}
     for optional in ("hardware", "lab"):
         if recipe.get(optional) is None:

@@ -18,14 +18,25 @@ import types
 import typing
 from typing import Any, ClassVar, Union
 
-__all__ = ["Section", "check_keys", "field_types", "knob", "tracker_list", "describe", "check_value", "section_from_dict", "section_help"]
+__all__ = [
+    "Section",
+    "check_keys",
+    "field_types",
+    "knob",
+    "tracker_list",
+    "describe",
+    "check_value",
+    "section_from_dict",
+    "section_help",
+]
 
 
 def knob(default: Any, help: str) -> Any:  # noqa: A002 -- the name TRL's metadata uses
     """A dataclass field with ``default`` (a list or dict is copied per instance) and its help."""
     if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda: type(default)(default),
-                                 metadata={"help": help})
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata={"help": help}
+        )
     return dataclasses.field(default=default, metadata={"help": help})
 
 
@@ -76,7 +87,9 @@ def check_value(value: Any, tp: Any) -> bool:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is float:
-        return (isinstance(value, int | float) and not isinstance(value, bool)) or _numeric_str(value)
+        return (isinstance(value, int | float) and not isinstance(value, bool)) or _numeric_str(
+            value
+        )
     if tp is str:
         return isinstance(value, str)
     if tp is list or origin is list:
@@ -102,8 +115,13 @@ def describe(tp: Any) -> str:
         return " or ".join(describe(a) for a in args)
     if tp is type(None):
         return "null"
-    simple = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-              Any: "anything"}
+    simple = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        Any: "anything",
+    }
     if tp in simple:
         return simple[tp]
     if tp is list or origin is list:
@@ -156,16 +174,20 @@ def section_from_dict(cls: type, data: Any, section: str, *, source: str = "reci
     if data is None:
         return cls()
     if not isinstance(data, dict):
-        raise ValueError(f"{source}: {section}: expected a mapping such as {{key: value}}, "
-                         f"got {type(data).__name__} {data!r}")
+        raise ValueError(
+            f"{source}: {section}: expected a mapping such as {{key: value}}, "
+            f"got {type(data).__name__} {data!r}"
+        )
     check_keys(cls, data, section, source=source)
     hints = field_types(cls)
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
         if not check_value(value, tp):
-            raise ValueError(f"{source}: {section}.{key}: expected {describe(tp)}, "
-                             f"got {type(value).__name__} {value!r}")
+            raise ValueError(
+                f"{source}: {section}.{key}: expected {describe(tp)}, "
+                f"got {type(value).__name__} {value!r}"
+            )
         kwargs[key] = _convert(value, tp, f"{section}.{key}", source)
     return cls(**kwargs)
 

@@ -27,8 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="number of pairs (default 1000)")
     ap.add_argument("--split", choices=SPLITS, default="train", help="train or heldout")
     ap.add_argument("--seed", type=int, default=0, help="stream seed (default 0)")
-    ap.add_argument("--image-size", type=int, default=IMAGE_SIZE,
-                    help=f"image side in pixels (default {IMAGE_SIZE})")
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=IMAGE_SIZE,
+        help=f"image side in pixels (default {IMAGE_SIZE})",
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     args = ap.parse_args(argv)
 

@@ -408,4 +408,3 @@ def pretrain_tiny_model(
         "text_batch_size": int(text_batch_size),
         "log": log,
     }
-

@@ -24,9 +24,22 @@ from r1reward.recipes import save_recipe
 from r1reward.recipes.rl import RLConfig
 
 __all__ = [
-    "RESUME_MAY_CHANGE", "RUN_FILE", "RUN_OUTPUTS", "ResumeError", "append_metrics",
-    "data_position", "open_run", "read_metrics", "restore", "resume_point", "run_identity",
-    "save_checkpoint", "save_final", "start_run", "truncate_metrics", "used_outputs",
+    "RESUME_MAY_CHANGE",
+    "RUN_FILE",
+    "RUN_OUTPUTS",
+    "ResumeError",
+    "append_metrics",
+    "data_position",
+    "open_run",
+    "read_metrics",
+    "restore",
+    "resume_point",
+    "run_identity",
+    "save_checkpoint",
+    "save_final",
+    "start_run",
+    "truncate_metrics",
+    "used_outputs",
     "write_summary",
 ]
 
@@ -36,8 +49,15 @@ RESUME_MAY_CHANGE = frozenset(
     {"steps", "progress", "save_every", "save_total_limit", "report_to", "stop_on_nonfinite"}
 )
 #: The files of a run in its folder; a fresh run removes those of an earlier one.
-RUN_OUTPUTS = (RUN_FILE, "metrics.jsonl", "summary.json", "rl_config.json", "recipe.yaml",
-               "checkpoints", "final")
+RUN_OUTPUTS = (
+    RUN_FILE,
+    "metrics.jsonl",
+    "summary.json",
+    "rl_config.json",
+    "recipe.yaml",
+    "checkpoints",
+    "final",
+)
 
 
 class ResumeError(RuntimeError):
@@ -52,8 +72,11 @@ def run_identity(recipe: dict, cfg: RLConfig, pairs: Sequence[Any]) -> dict:
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
     ids = [str(getattr(p, "id", "")) for p in pairs]
     blob = json.dumps([config, ids], sort_keys=True).encode()
-    return {"config": config, "n_pairs": len(ids),
-            "config_hash": hashlib.sha256(blob).hexdigest()[:16]}
+    return {
+        "config": config,
+        "n_pairs": len(ids),
+        "config_hash": hashlib.sha256(blob).hexdigest()[:16],
+    }
 
 
 def start_run(out_dir: Path, identity: dict) -> dict:
@@ -66,8 +89,11 @@ def start_run(out_dir: Path, identity: dict) -> dict:
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
-    run = {"run_id": uuid.uuid4().hex[:12], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           **identity}
+    run = {
+        "run_id": uuid.uuid4().hex[:12],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **identity,
+    }
     (out_dir / RUN_FILE).write_text(json.dumps(run, indent=1))
     return run
 
@@ -81,34 +107,43 @@ def resume_point(out_dir: Path, identity: dict) -> tuple[dict, Path]:
     """
     path = out_dir / RUN_FILE
     if not path.is_file():
-        raise ResumeError(f"--resume: {out_dir} holds no run ({RUN_FILE} missing); start it "
-                          "without --resume")
+        raise ResumeError(
+            f"--resume: {out_dir} holds no run ({RUN_FILE} missing); start it without --resume"
+        )
     run = json.loads(path.read_text())
     found = _checkpoints(out_dir)
     if not found:
         raise ResumeError(
             f"--resume: run {run['run_id']} in {out_dir} saved no complete checkpoint (with "
             "rl.save_every=0 the only one is written at the end); nothing to resume -- rerun "
-            "with --overwrite")
+            "with --overwrite"
+        )
     last = found[-1]
     state = json.loads((last / "trainer_state.json").read_text())
     if state.get("run_id") != run["run_id"]:
-        raise ResumeError(f"--resume: {last} belongs to run {state.get('run_id')}, not to this "
-                          f"folder's run {run['run_id']}; refusing to continue another run")
+        raise ResumeError(
+            f"--resume: {last} belongs to run {state.get('run_id')}, not to this "
+            f"folder's run {run['run_id']}; refusing to continue another run"
+        )
     if state.get("config_hash") != identity["config_hash"]:
         diff = _diff(state.get("config") or {}, identity["config"])
         if state.get("n_pairs") != identity["n_pairs"]:
             diff.append(f"training pairs {state.get('n_pairs')} -> {identity['n_pairs']}")
-        raise ResumeError(f"--resume: {last} was written with other settings: "
-                          f"{'; '.join(diff[:8]) or 'other training pairs'}; only "
-                          f"rl.{{{', '.join(sorted(RESUME_MAY_CHANGE))}}} may change")
+        raise ResumeError(
+            f"--resume: {last} was written with other settings: "
+            f"{'; '.join(diff[:8]) or 'other training pairs'}; only "
+            f"rl.{{{', '.join(sorted(RESUME_MAY_CHANGE))}}} may change"
+        )
     return run, last
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(a.keys() | b.keys())
-                for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(a.keys() | b.keys())
+            for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        ]
     return [] if a == b else [f"{prefix[:-1]} {a!r} -> {b!r}"]
 
 
@@ -123,8 +158,9 @@ def data_position(cfg: RLConfig, step: int, world: int) -> int:
     return step * cfg.pairs_per_step * world
 
 
-def save_checkpoint(accelerator: Any, out_dir: Path, step: int, cfg: RLConfig,
-                    run: dict | None = None) -> Path:
+def save_checkpoint(
+    accelerator: Any, out_dir: Path, step: int, cfg: RLConfig, run: dict | None = None
+) -> Path:
     """Model/adapter, optimizer and RNG states (torch, python, numpy) through
     ``accelerator.save_state``, then ``trainer_state.json`` last (its presence marks a complete
     checkpoint) with the data position, the run's id and resolved settings (``run``, see
@@ -133,8 +169,12 @@ def save_checkpoint(accelerator: Any, out_dir: Path, step: int, cfg: RLConfig,
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
         position = data_position(cfg, step, accelerator.num_processes)
-        state = {"step": step, "data_position": position, "seed": cfg.seed,
-                 **{k: (run or {}).get(k) for k in ("run_id", "config_hash", "n_pairs", "config")}}
+        state = {
+            "step": step,
+            "data_position": position,
+            "seed": cfg.seed,
+            **{k: (run or {}).get(k) for k in ("run_id", "config_hash", "n_pairs", "config")},
+        }
         (path / "trainer_state.json").write_text(json.dumps(state))
         for old in _checkpoints(out_dir)[: -max(1, cfg.save_total_limit)]:
             shutil.rmtree(old, ignore_errors=True)
@@ -147,7 +187,11 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     last checkpoint; those steps are recomputed identically)."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= last_step]
+    keep = [
+        ln
+        for ln in path.read_text().splitlines()
+        if ln.strip() and json.loads(ln)["step"] <= last_step
+    ]
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
@@ -168,8 +212,9 @@ def used_outputs(out: Path) -> list[str]:
     return [name for name in RUN_OUTPUTS if (out / name).exists()]
 
 
-def open_run(accelerator: Any, out_dir: Path, recipe: dict, cfg: RLConfig, pairs: Sequence[Any],
-             resume: bool) -> tuple[dict, Path | None]:
+def open_run(
+    accelerator: Any, out_dir: Path, recipe: dict, cfg: RLConfig, pairs: Sequence[Any], resume: bool
+) -> tuple[dict, Path | None]:
     """``(run, checkpoint)``: with ``resume`` this folder's run and the checkpoint to continue
     from (:func:`resume_point`, checked before any model is loaded), else a fresh run
     (:func:`start_run`) and ``None``. The main process writes the resolved ``rl_config.json``
@@ -184,7 +229,9 @@ def open_run(accelerator: Any, out_dir: Path, recipe: dict, cfg: RLConfig, pairs
     accelerator.wait_for_everyone()
     run = json.loads((out_dir / RUN_FILE).read_text())
     if accelerator.is_main_process:
-        (out_dir / "rl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+        (out_dir / "rl_config.json").write_text(
+            json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
+        )
         save_recipe(recipe, out_dir)  # recipe.yaml: the resolved recipe beside the run
     return run, last
 
@@ -208,15 +255,25 @@ def restore(accelerator: Any, out_dir: Path, last: Path, cfg: RLConfig) -> int:
 def save_final(accelerator: Any, model: Any, processor: Any, final: Path) -> None:
     """The trained policy (model or adapter, gathered from every process) and its processor."""
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(str(final), is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save,
-                              state_dict=accelerator.get_state_dict(model))
+    unwrapped.save_pretrained(
+        str(final),
+        is_main_process=accelerator.is_main_process,
+        save_function=accelerator.save,
+        state_dict=accelerator.get_state_dict(model),
+    )
     if accelerator.is_main_process:
         processor.save_pretrained(str(final))
 
 
-def write_summary(out_dir: Path, algo: str, collapsed: bool, stopped: str | None, final: Path) -> None:
+def write_summary(
+    out_dir: Path, algo: str, collapsed: bool, stopped: str | None, final: Path
+) -> None:
     """``summary.json``: steps done, whether the run collapsed or stopped early, the final model."""
-    summary = {"algo": algo, "steps_done": len(read_metrics(out_dir)), "collapsed": collapsed,
-               "stopped": stopped, "final": str(final) if not collapsed else None}
+    summary = {
+        "algo": algo,
+        "steps_done": len(read_metrics(out_dir)),
+        "collapsed": collapsed,
+        "stopped": stopped,
+        "final": str(final) if not collapsed else None,
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -18,13 +18,25 @@ from r1reward.data.splits import is_placeholder
 from r1reward.models import check_model_path
 from r1reward.prompt import build_messages
 
-__all__ = ["RUN_FILES", "freeze_vision", "pair_messages", "peak_rss_mb", "preflight",
-           "refuse_used_out"]
+__all__ = [
+    "RUN_FILES",
+    "freeze_vision",
+    "pair_messages",
+    "peak_rss_mb",
+    "preflight",
+    "refuse_used_out",
+]
 
 #: What a finished or started SFT / scalar run leaves in its folder (the SFT log and summary,
 #: the weights or adapter, the scalar baseline's log and summary).
-RUN_FILES = ("sft_summary.json", "sft_log.jsonl", "model.safetensors", "adapter_config.json",
-             "scalar_summary.json", "scalar_log.jsonl")
+RUN_FILES = (
+    "sft_summary.json",
+    "sft_log.jsonl",
+    "model.safetensors",
+    "adapter_config.json",
+    "scalar_summary.json",
+    "scalar_log.jsonl",
+)
 
 
 def peak_rss_mb() -> float:
@@ -36,8 +48,13 @@ def peak_rss_mb() -> float:
 def pair_messages(pair: Any) -> list[dict]:
     """The Table-1 chat messages of ``pair`` (its images and videos first, in the paper's layout):
     :func:`r1reward.prompt.build_messages` on the pair's question and two responses."""
-    return build_messages(pair.question, pair.response_1, pair.response_2, images=pair.images,
-                          videos=getattr(pair, "videos", None) or ())
+    return build_messages(
+        pair.question,
+        pair.response_1,
+        pair.response_2,
+        images=pair.images,
+        videos=getattr(pair, "videos", None) or (),
+    )
 
 
 def freeze_vision(model: Any) -> int:
@@ -64,8 +81,10 @@ def preflight(recipe: dict, *, init_model: str | None = None) -> None:
     Raises:
         FileNotFoundError: naming the recipe key and the path.
     """
-    for key, path in (("model.path", (recipe.get("model") or {}).get("path")),
-                      ("rl.init_model", init_model)):
+    for key, path in (
+        ("model.path", (recipe.get("model") or {}).get("path")),
+        ("rl.init_model", init_model),
+    ):
         if path:
             try:
                 check_model_path(path)
@@ -75,8 +94,10 @@ def preflight(recipe: dict, *, init_model: str | None = None) -> None:
     for key in ("source", "heldout"):
         value = data.get(key)
         if is_placeholder(value):
-            raise FileNotFoundError(f"data.{key} is still the placeholder {value!r}: set it to a "
-                                    f"pairs file, e.g. data.{key}=/data/pairs.jsonl")
+            raise FileNotFoundError(
+                f"data.{key} is still the placeholder {value!r}: set it to a "
+                f"pairs file, e.g. data.{key}=/data/pairs.jsonl"
+            )
         if value and not (key == "source" and value == "toy") and not Path(value).exists():
             raise FileNotFoundError(f"data.{key}: {value}: no such file")
 
@@ -88,6 +109,8 @@ def refuse_used_out(out: str | Path, resume: bool, overwrite: bool) -> str | Non
     used = [name for name in RUN_FILES if (out / name).exists()]
     used += sorted(p.name for p in out.glob("checkpoint-*"))[:1]
     if used and not (resume or overwrite):
-        return (f"{out} holds an earlier run ({', '.join(used)}); pass --resume to continue it "
-                "or --overwrite to replace it")
+        return (
+            f"{out} holds an earlier run ({', '.join(used)}); pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
     return None

@@ -95,13 +95,39 @@ from r1reward.train.rl_update import (
 
 __all__ = [
     # this file
-    "build", "check_judge", "collapse_reason", "log_step", "main", "make_accelerator",
-    "old_logprobs", "policy_for_generation", "reference_logprobs", "step_record", "train_rl",
+    "build",
+    "check_judge",
+    "collapse_reason",
+    "log_step",
+    "main",
+    "make_accelerator",
+    "old_logprobs",
+    "policy_for_generation",
+    "reference_logprobs",
+    "step_record",
+    "train_rl",
     # the parts, importable from here as before
-    "ALGO_PRESETS", "PRESET_DEFAULTS", "RLConfig", "default_kl_kind", "RUN_FILE", "ResumeError",
-    "read_metrics", "resume_point", "Rollout", "batch_indices", "batched_logprobs",
-    "conversations", "load_pairs", "make_judge", "make_rollout", "pad_token_id",
-    "sample_rollout", "score", "compute_advantages", "global_normalize", "policy_loss",
+    "ALGO_PRESETS",
+    "PRESET_DEFAULTS",
+    "RLConfig",
+    "default_kl_kind",
+    "RUN_FILE",
+    "ResumeError",
+    "read_metrics",
+    "resume_point",
+    "Rollout",
+    "batch_indices",
+    "batched_logprobs",
+    "conversations",
+    "load_pairs",
+    "make_judge",
+    "make_rollout",
+    "pad_token_id",
+    "sample_rollout",
+    "score",
+    "compute_advantages",
+    "global_normalize",
+    "policy_loss",
     "ppo_update",
 ]
 
@@ -133,7 +159,9 @@ def build(recipe: dict, cfg: RLConfig, accelerator: Any) -> tuple[Any, Any, Any,
         ref, _ = load_model(str(path), dtype=dtype, quantization=quant)
         ref.requires_grad_(False).eval().to(accelerator.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.adam_betas)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.adam_betas
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, ref, processor, optimizer
 
@@ -155,8 +183,9 @@ def policy_for_generation(accelerator: Any, model: Any) -> Iterator[Any]:
         yield unwrapped
 
 
-def reference_logprobs(accelerator: Any, model: Any, ref: Any, ro: Rollout, pad_id: int,
-                       cfg: RLConfig) -> torch.Tensor | None:
+def reference_logprobs(
+    accelerator: Any, model: Any, ref: Any, ro: Rollout, pad_id: int, cfg: RLConfig
+) -> torch.Tensor | None:
     """Log-probs under the frozen reference ``[B, T]``: the separate copy, or the LoRA model
     with its adapter disabled. ``None`` when ``kl_coef == 0`` (no reference is kept)."""
     if cfg.kl_coef <= 0:
@@ -167,8 +196,9 @@ def reference_logprobs(accelerator: Any, model: Any, ref: Any, ro: Rollout, pad_
         return batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature)
 
 
-def old_logprobs(model: Any, ro: Rollout, ref_logp: torch.Tensor | None, pad_id: int,
-                 cfg: RLConfig) -> torch.Tensor | None:
+def old_logprobs(
+    model: Any, ro: Rollout, ref_logp: torch.Tensor | None, pad_id: int, cfg: RLConfig
+) -> torch.Tensor | None:
     """Log-probs ``[B, T]`` under the policy before this step's updates: as the sampler recorded
     them; else, when a reference is kept (the KL needs them now), a separate no-grad pass; else
     ``None``, left to :func:`ppo_update` (which saves a forward pass)."""
@@ -184,10 +214,17 @@ def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None) -> Accele
     (or other accelerator) it runs on the CPU, with gloo between processes."""
     # On a machine without any accelerator, several processes (torchrun / `accelerate launch
     # --multi_gpu`) must use gloo on the CPU; accelerate only does so when told `cpu=True`.
-    has_device = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return Accelerator(cpu=not has_device, gradient_accumulation_steps=cfg.grad_accum,
-                       log_with=cfg.report_to or None,
-                       project_dir=str(out_dir) if out_dir is not None else None)
+    has_device = (
+        torch.accelerator.is_available()
+        if hasattr(torch, "accelerator")
+        else torch.cuda.is_available()
+    )
+    return Accelerator(
+        cpu=not has_device,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with=cfg.report_to or None,
+        project_dir=str(out_dir) if out_dir is not None else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,8 +232,9 @@ def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None) -> Accele
 # --------------------------------------------------------------------------------------------
 
 
-def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
-             pairs: Sequence[Any] | None = None) -> Path:
+def train_rl(
+    recipe: dict, *, out_dir: str | Path, resume: bool = False, pairs: Sequence[Any] | None = None
+) -> Path:
     """Run RL as described by ``recipe["rl"]``; return the folder of the final model.
 
     Writes ``out_dir/metrics.jsonl`` (one record per step), ``out_dir/checkpoints/step-N`` every
@@ -222,8 +260,13 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
     if cfg.report_to:
         accelerator.init_trackers("r1reward-rl", config=_flat(dataclasses.asdict(cfg)))
 
-    bar = tqdm(range(start, cfg.steps), desc=f"rl {cfg.algo}", initial=start, total=cfg.steps,
-               disable=not (cfg.progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc=f"rl {cfg.algo}",
+        initial=start,
+        total=cfg.steps,
+        disable=not (cfg.progress and accelerator.is_local_main_process),
+    )
     collapsed, stopped = False, None  # stopped: why the run ended before cfg.steps
     collapsed_in_a_row, end = 0, cfg.steps  # rl.stop_on_collapse; the step the run ends at
     saved = start if resume else -1  # the step of the last checkpoint written
@@ -233,31 +276,53 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
         batch = step_batch(pairs, cfg, step, world, rank)
         with frozen_vision_cache(accelerator.unwrap_model(model)):  # image features once a step
             with policy_for_generation(accelerator, model) as policy:
-                ro = sample_rollout(policy, processor, batch, cfg,
-                                    seed=cfg.seed * 100_003 + step * world + rank)
+                ro = sample_rollout(
+                    policy, processor, batch, cfg, seed=cfg.seed * 100_003 + step * world + rank
+                )
             # 2. rewards (a judge that looks at images gets each sample's pair's images)
-            seen = {"images": sample_images(batch, ro)} if getattr(judge, "use_images", False) else {}
+            seen = (
+                {"images": sample_images(batch, ro)} if getattr(judge, "use_images", False) else {}
+            )
             parts = score(ro, judge, bool(cfg.consistency_reward), **seen)
             # 3. old and reference log-probs (the policy before this step's updates), their KL
             ref_logp = reference_logprobs(accelerator, model, ref, ro, pad_id, cfg)
             old_logp = old_logprobs(model, ro, ref_logp, pad_id, cfg)
-            kl = None if ref_logp is None else kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind,
-                                                           mask=ro.mask)
+            kl = (
+                None
+                if ref_logp is None
+                else kl_estimate(old_logp, ref_logp, kind=cfg.kl_kind, mask=ro.mask)
+            )
             # 4-5. returns and advantages over the whole batch (all processes)
             adv, adv_info = compute_advantages(accelerator, cfg, parts["total"], ro.mask, kl)
             # 6. PPO epochs of the policy loss with Pre-Clip
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step * world + rank)
-            update = ppo_update(accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp,
-                                pad_id, gen)
+            update = ppo_update(
+                accelerator, model, optimizer, cfg, ro, old_logp, adv, ref_logp, pad_id, gen
+            )
         # 7. the step's record; stop on non-finite weights or a run of collapsed steps; checkpoint
-        rec = step_record(accelerator, cfg, step, ro, parts, update, kl, adv, adv_info,
-                          params_finite(model), seconds_since=t0)
+        rec = step_record(
+            accelerator,
+            cfg,
+            step,
+            ro,
+            parts,
+            update,
+            kl,
+            adv,
+            adv_info,
+            params_finite(model),
+            seconds_since=t0,
+        )
         log_step(accelerator, out_dir, cfg, rec, bar)
         if not rec["params_finite"] and cfg.stop_on_nonfinite:
             collapsed, stopped = True, "non-finite"
             break
-        why = collapse_reason(rec, cfg.max_new_tokens, min_well_formed=cfg.collapse_min_well_formed,
-                              length_fraction=cfg.collapse_length_fraction)
+        why = collapse_reason(
+            rec,
+            cfg.max_new_tokens,
+            min_well_formed=cfg.collapse_min_well_formed,
+            length_fraction=cfg.collapse_length_fraction,
+        )
         collapsed_in_a_row = collapsed_in_a_row + 1 if why else 0
         if cfg.stop_on_collapse and collapsed_in_a_row >= cfg.stop_on_collapse:
             # the model still has finite weights: it is saved as the final model below
@@ -288,50 +353,86 @@ def train_rl(recipe: dict, *, out_dir: str | Path, resume: bool = False,
 # --------------------------------------------------------------------------------------------
 
 
-def step_record(accelerator: Any, cfg: RLConfig, step: int, ro: Rollout, parts: dict,
-                update: dict, kl: torch.Tensor | None, adv: torch.Tensor, adv_info: dict,
-                finite: bool, *, seconds_since: float) -> dict:
+def step_record(
+    accelerator: Any,
+    cfg: RLConfig,
+    step: int,
+    ro: Rollout,
+    parts: dict,
+    update: dict,
+    kl: torch.Tensor | None,
+    adv: torch.Tensor,
+    adv_info: dict,
+    finite: bool,
+    *,
+    seconds_since: float,
+) -> dict:
     """The ``metrics.jsonl`` record of RL step ``step`` (0-based): rewards, lengths and the
     update's diagnostics as global means (or maxima) over all processes, and the seconds since
     ``seconds_since`` (a ``time.perf_counter()`` value taken when the step began)."""
     lengths = ro.mask.sum(1)
     per_sample = {
-        "reward": parts["total"], "reward_format": parts["format"],
-        "reward_result": parts["result"], "reward_consistency": parts["consistency"],
+        "reward": parts["total"],
+        "reward_format": parts["format"],
+        "reward_result": parts["result"],
+        "reward_consistency": parts["consistency"],
         # NaN where the judge was not asked (consistency reward off, judge not free)
-        "consistent": torch.where(parts["consistency"].isnan(), parts["consistency"],
-                                  (parts["consistency"] == 1).float()), "length": lengths,
+        "consistent": torch.where(
+            parts["consistency"].isnan(), parts["consistency"], (parts["consistency"] == 1).float()
+        ),
+        "length": lengths,
         "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
     }
     # every process's samples, and every process's update diagnostics ([processes, 7])
-    samples = {k: accelerator.gather(v.to(accelerator.device)).float().cpu()
-               for k, v in per_sample.items()}
+    samples = {
+        k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in per_sample.items()
+    }
     kl_mean = float(kl.sum() / ro.mask.sum().clamp(min=1)) if kl is not None else 0.0
-    local = torch.tensor([update["loss"], update["grad_norm"], update["max_ratio"],
-                          update["nonfinite_ratios"], update["clip_fraction"], kl_mean,
-                          float(not finite)], device=accelerator.device)
+    local = torch.tensor(
+        [
+            update["loss"],
+            update["grad_norm"],
+            update["max_ratio"],
+            update["nonfinite_ratios"],
+            update["clip_fraction"],
+            kl_mean,
+            float(not finite),
+        ],
+        device=accelerator.device,
+    )
     loss, grad_norm, max_ratio, nonfinite, clip_fraction, kl_per_process, bad_params = (
-        accelerator.gather(local[None]).cpu().unbind(1))
+        accelerator.gather(local[None]).cpu().unbind(1)
+    )
     dt = time.perf_counter() - seconds_since
     acted = ro.mask > 0
     return {
-        "step": step + 1, "algo": cfg.algo,
-        "reward": _mean(samples["reward"]), "reward_format": _mean(samples["reward_format"]),
+        "step": step + 1,
+        "algo": cfg.algo,
+        "reward": _mean(samples["reward"]),
+        "reward_format": _mean(samples["reward_format"]),
         "reward_result": _mean(samples["reward_result"]),
         "reward_consistency": _mean(samples["reward_consistency"]),
-        "accuracy": _mean(samples["reward_result"]), "well_formed": _mean(samples["reward_format"]),
-        "consistency_rate": _mean(samples["consistent"]), "length_mean": _mean(samples["length"]),
-        "length_max": float(samples["length"].max()), "truncated": _mean(samples["truncated"]),
-        "loss": float(loss.mean()), "grad_norm": float(grad_norm.max()),
-        "max_ratio": float(max_ratio.max()), "nonfinite_ratios": int(nonfinite.sum()),
-        "clip_fraction": float(clip_fraction.mean()), "kl": float(kl_per_process.mean()),
+        "accuracy": _mean(samples["reward_result"]),
+        "well_formed": _mean(samples["reward_format"]),
+        "consistency_rate": _mean(samples["consistent"]),
+        "length_mean": _mean(samples["length"]),
+        "length_max": float(samples["length"].max()),
+        "truncated": _mean(samples["truncated"]),
+        "loss": float(loss.mean()),
+        "grad_norm": float(grad_norm.max()),
+        "max_ratio": float(max_ratio.max()),
+        "nonfinite_ratios": int(nonfinite.sum()),
+        "clip_fraction": float(clip_fraction.mean()),
+        "kl": float(kl_per_process.mean()),
         "filtered_fraction": as_float(adv_info.get("filtered_fraction", 0.0)),
         "adv_min": float(adv[acted].min()) if ro.mask.sum() else 0.0,
         "adv_max": float(adv[acted].max()) if ro.mask.sum() else 0.0,
         "reward_std": float(samples["reward"].std(unbiased=False)),
         "params_finite": bool(bad_params.sum() == 0),
-        "samples": int(samples["reward"].numel()), "processes": accelerator.num_processes,
-        "seconds": dt, "samples_per_s": samples["reward"].numel() / dt,
+        "samples": int(samples["reward"].numel()),
+        "processes": accelerator.num_processes,
+        "seconds": dt,
+        "samples_per_s": samples["reward"].numel() / dt,
     }
 
 
@@ -340,20 +441,26 @@ def log_step(accelerator: Any, out_dir: Path, cfg: RLConfig, rec: dict, bar: Any
     if accelerator.is_main_process:
         append_metrics(out_dir, rec)
     if cfg.report_to:
-        accelerator.log({k: v for k, v in rec.items() if isinstance(v, int | float)}, step=rec["step"])
-    bar.set_postfix(acc=f"{rec['accuracy']:.2f}", len=f"{rec['length_mean']:.0f}",
-                    loss=f"{rec['loss']:.3g}")
+        accelerator.log(
+            {k: v for k, v in rec.items() if isinstance(v, int | float)}, step=rec["step"]
+        )
+    bar.set_postfix(
+        acc=f"{rec['accuracy']:.2f}", len=f"{rec['length_mean']:.0f}", loss=f"{rec['loss']:.3g}"
+    )
 
 
-def collapse_reason(rec: dict, max_new_tokens: int, *, min_well_formed: float = 0.5,
-                    length_fraction: float = 0.9) -> str | None:
+def collapse_reason(
+    rec: dict, max_new_tokens: int, *, min_well_formed: float = 0.5, length_fraction: float = 0.9
+) -> str | None:
     """Why the step of metrics record ``rec`` counts as collapsed, or ``None``: ``"non-finite"``
     (parameters or loss no longer finite), ``"ill-formed"`` (fewer than ``min_well_formed`` of its
     sampled judgments well formed) or ``"length"`` (their mean length reached
     ``length_fraction * max_new_tokens``: the paper's "length hits the maximum", Sec. 3.1).
     The one definition of collapse; :func:`r1reward.lab.collapse_step` applies it to a run."""
     loss = rec.get("loss", 0.0)
-    if not rec.get("params_finite", True) or not (isinstance(loss, int | float) and math.isfinite(loss)):
+    if not rec.get("params_finite", True) or not (
+        isinstance(loss, int | float) and math.isfinite(loss)
+    ):
         return "non-finite"
     if rec["well_formed"] < min_well_formed:
         return "ill-formed"
@@ -394,15 +501,19 @@ def check_judge(cfg: RLConfig) -> None:
         return
     url = judge.get("base_url") or os.environ.get("R1REWARD_JUDGE_BASE_URL")
     if not url:
-        raise ValueError("rl.judge is an OpenAI-compatible server but has no address: set "
-                         "R1REWARD_JUDGE_BASE_URL (e.g. http://127.0.0.1:8001/v1 for `vllm serve "
-                         "Qwen/Qwen2.5-VL-7B-Instruct --port 8001`) or rl.judge.base_url")
+        raise ValueError(
+            "rl.judge is an OpenAI-compatible server but has no address: set "
+            "R1REWARD_JUDGE_BASE_URL (e.g. http://127.0.0.1:8001/v1 for `vllm serve "
+            "Qwen/Qwen2.5-VL-7B-Instruct --port 8001`) or rl.judge.base_url"
+        )
     try:
         httpx.get(f"{str(url).rstrip('/')}/models", timeout=5.0)
     except httpx.HTTPError as exc:
-        raise ValueError(f"rl.judge: the judge server at {url} is not reachable "
-                         f"({type(exc).__name__}: {exc}); start it or set "
-                         "rl.consistency_reward=false") from None
+        raise ValueError(
+            f"rl.judge: the judge server at {url} is not reachable "
+            f"({type(exc).__name__}: {exc}); start it or set "
+            "rl.consistency_reward=false"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -419,16 +530,28 @@ def main(argv: list[str] | None = None) -> int:
         "  r1reward rl --accelerate-config ddp-cpu-2 --recipe toy-ci --out runs/rl-ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--recipe", required=True, help="recipe name (toy-ci, toy-cpu, ...) or YAML path")
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, e.g. rl.lr=1e-5 rl.steps=10")
+    parser.add_argument(
+        "--recipe", required=True, help="recipe name (toy-ci, toy-cpu, ...) or YAML path"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="KEY=VALUE overrides, e.g. rl.lr=1e-5 rl.steps=10"
+    )
     parser.add_argument("--algo", choices=sorted(ALGO_PRESETS), help="shortcut for rl.algo=...")
-    parser.add_argument("--out", default=None, help="output folder (default runs/rl-<recipe>-<algo>)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue this folder's run from its last checkpoint (same run id and "
-                        "settings; only rl.steps and the reporting keys may change)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start a fresh run in a folder that holds an earlier one, removing "
-                        "its checkpoints, metrics and final model")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default runs/rl-<recipe>-<algo>)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this folder's run from its last checkpoint (same run id and "
+        "settings; only rl.steps and the reporting keys may change)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a fresh run in a folder that holds an earlier one, removing "
+        "its checkpoints, metrics and final model",
+    )
     args = parser.parse_args(argv)
 
     overrides = list(args.overrides) + ([f"rl.algo={args.algo}"] if args.algo else [])
@@ -442,17 +565,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out or f"runs/rl-{Path(args.recipe).stem}-{cfg.algo}")
     if args.resume and args.overwrite:
-        print("r1reward rl: --resume continues a run and --overwrite replaces it; pick one",
-              file=sys.stderr)
+        print(
+            "r1reward rl: --resume continues a run and --overwrite replaces it; pick one",
+            file=sys.stderr,
+        )
         return 2
     if not args.resume and not args.overwrite and used_outputs(out):
-        print(f"r1reward rl: {out} holds an earlier run ({', '.join(used_outputs(out))}); pass --resume "
-              "to continue it or --overwrite to replace it", file=sys.stderr)
+        print(
+            f"r1reward rl: {out} holds an earlier run ({', '.join(used_outputs(out))}); pass --resume "
+            "to continue it or --overwrite to replace it",
+            file=sys.stderr,
+        )
         return 2
     if cfg.init_model is None:
-        print(f"r1reward rl: warning: rl.init_model is null, so RL starts from model.path "
-              f"({(recipe.get('model') or {}).get('path') or 'the tiny model'}), not from a "
-              "cold-start SFT model (the paper starts RL from SFT, Sec. 4.1)", file=sys.stderr)
+        print(
+            f"r1reward rl: warning: rl.init_model is null, so RL starts from model.path "
+            f"({(recipe.get('model') or {}).get('path') or 'the tiny model'}), not from a "
+            "cold-start SFT model (the paper starts RL from SFT, Sec. 4.1)",
+            file=sys.stderr,
+        )
     try:
         final = train_rl(recipe, out_dir=out, resume=args.resume)
     except ResumeError as exc:
@@ -461,8 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     recs = read_metrics(out)
     if recs and os.environ.get("RANK", "0") == "0":
         last = recs[-1]
-        print(f"step {last['step']}: accuracy {last['accuracy']:.3f}, well-formed "
-              f"{last['well_formed']:.3f}, length {last['length_mean']:.1f}; model -> {final}")
+        print(
+            f"step {last['step']}: accuracy {last['accuracy']:.3f}, well-formed "
+            f"{last['well_formed']:.3f}, length {last['length_mean']:.1f}; model -> {final}"
+        )
     return 0
 
 

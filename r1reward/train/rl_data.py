@@ -33,9 +33,23 @@ from r1reward.rollout import completion_logprobs, encode, eval_mode, generate
 from r1reward.train.common import pair_messages
 
 __all__ = [
-    "Rollout", "batch_indices", "batched_logprobs", "collate", "completion_tensors",
-    "conversations", "hard_subset", "load_pairs", "make_judge", "make_rollout", "pad_token_id",
-    "sample_images", "sample_rollout", "score", "sequence_logprobs", "step_batch", "swap_draw",
+    "Rollout",
+    "batch_indices",
+    "batched_logprobs",
+    "collate",
+    "completion_tensors",
+    "conversations",
+    "hard_subset",
+    "load_pairs",
+    "make_judge",
+    "make_rollout",
+    "pad_token_id",
+    "sample_images",
+    "sample_rollout",
+    "score",
+    "sequence_logprobs",
+    "step_batch",
+    "swap_draw",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -58,8 +72,9 @@ def load_pairs(cfg: RLConfig, recipe: dict, pairs: Sequence[Any] | None = None) 
     where = f"recipe data {spec}" if pairs is None else "train_rl(pairs=...)"
     if pairs is None:
         if "n" in spec:
-            raise ValueError(f"recipe data {spec}: key 'n' is not read; the number of toy pairs "
-                             "is train_pairs")
+            raise ValueError(
+                f"recipe data {spec}: key 'n' is not read; the number of toy pairs is train_pairs"
+            )
         toy = str(spec.get("source", "toy")) == "toy"  # load_split makes only the split asked for
         pairs = load_split(spec, "train") if toy else split_pairs(spec, cap=False)[0]
     pairs = hard_subset(pairs, cfg.min_difficulty)
@@ -74,8 +89,9 @@ def hard_subset(pairs: Sequence[Any], min_difficulty: int | None) -> list:
     return list(pairs) if min_difficulty is None else select_hard(pairs, min_difficulty)
 
 
-def batch_indices(n_pairs: int, step: int, per_process: int, world: int, rank: int,
-                  seed: int) -> list[int]:
+def batch_indices(
+    n_pairs: int, step: int, per_process: int, world: int, rank: int, seed: int
+) -> list[int]:
     """Pair indices for ``step`` on process ``rank``: an endless stream of seeded epoch
     permutations, the global batch of ``per_process * world`` taken in order, so the data
     position is simply ``step * per_process * world`` and resuming needs nothing else."""
@@ -84,7 +100,9 @@ def batch_indices(n_pairs: int, step: int, per_process: int, world: int, rank: i
     out: list[int] = []
     for pos in range(start, start + per_process):
         epoch, offset = divmod(pos, n_pairs)
-        perm = torch.randperm(n_pairs, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        perm = torch.randperm(
+            n_pairs, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        )
         out.append(int(perm[offset]))
     return out
 
@@ -101,8 +119,10 @@ def step_batch(pairs: Sequence[Any], cfg: RLConfig, step: int, world: int, rank:
     chosen = batch_indices(len(pairs), step, cfg.pairs_per_step, world, rank, cfg.seed)
     if cfg.both_orders:
         return [q for i in chosen for q in (pairs[i], pairs[i].swap())]
-    return [pairs[i].swap() if swap_draw(cfg.seed, step, i) < cfg.swap_prob else pairs[i]
-            for i in chosen]
+    return [
+        pairs[i].swap() if swap_draw(cfg.seed, step, i) < cfg.swap_prob else pairs[i]
+        for i in chosen
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,9 +141,9 @@ def collate(encoded: Sequence[dict], pad_id: int) -> dict[str, torch.Tensor]:
         values = [e[key] for e in encoded if key in e]
         if key in _SEQUENCE_KEYS:
             fill = pad_id if key == "input_ids" else 0
-            out[key] = torch.cat([
-                torch.nn.functional.pad(v, (width - v.shape[1], 0), value=fill) for v in values
-            ])
+            out[key] = torch.cat(
+                [torch.nn.functional.pad(v, (width - v.shape[1], 0), value=fill) for v in values]
+            )
         else:
             out[key] = torch.cat(values)
     return out
@@ -140,8 +160,13 @@ def completion_tensors(token_ids: Sequence[Sequence[int]], pad_id: int):
     return ids, mask
 
 
-def sequence_logprobs(model, prompt: dict, completion_ids: torch.Tensor,
-                      completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def sequence_logprobs(
+    model,
+    prompt: dict,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Log-probabilities ``[B, T]`` of ``completion_ids`` ``[B, T]`` after the left-padded
     ``prompt`` batch (input_ids ``[B, P]`` plus image tensors), at the sampling temperature,
     through :func:`r1reward.rollout.completion_logprobs`; 0 where ``completion_mask`` is 0."""
@@ -181,8 +206,14 @@ class Rollout:
         return collate([self.prompts[int(j) // self.k] for j in idx], pad_id)
 
 
-def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: float,
-                     rows: torch.Tensor | None = None) -> torch.Tensor:
+def batched_logprobs(
+    model,
+    ro: Rollout,
+    pad_id: int,
+    micro: int,
+    temperature: float,
+    rows: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Log-probs ``[B, T]`` of every sample (or only of ``rows``; the others stay 0), without
     gradients, in micro-batches, with the model in eval mode as when it sampled (no dropout,
     e.g. LoRA's, in old or reference log-probs)."""
@@ -191,8 +222,13 @@ def batched_logprobs(model, ro: Rollout, pad_id: int, micro: int, temperature: f
     rows = torch.arange(len(ro.texts)) if rows is None else rows
     with torch.no_grad(), eval_mode(model):
         for idx in rows.split(micro) if len(rows) else ():
-            lp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
-                                   ro.mask[idx].to(device), temperature)
+            lp = sequence_logprobs(
+                model,
+                ro.micro(idx, pad_id),
+                ro.ids[idx].to(device),
+                ro.mask[idx].to(device),
+                temperature,
+            )
             out[idx] = lp.float().cpu()
     return out * ro.mask
 
@@ -228,9 +264,17 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
     convs = conversations(pairs)
     k = int(cfg.samples_per_prompt)
     groups = generate(  # generate() samples in eval mode and restores the mode
-        model, processor, convs, num_return_sequences=k, do_sample=True,
-        temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.rollout_batch_size, seed=seed, engine=cfg.engine,
+        model,
+        processor,
+        convs,
+        num_return_sequences=k,
+        do_sample=True,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.rollout_batch_size,
+        seed=seed,
+        engine=cfg.engine,
         return_logprobs=cfg.old_logprobs == "sampler",
     )
 
@@ -240,8 +284,15 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
     # forward pass look for an image that is not there; such a completion is cut just before it
     # (the kept prefix is exactly what was sampled) and scored on that prefix.
     model_config = getattr(model, "config", None)
-    vision = {getattr(model_config, n, None) for n in ("image_token_id", "video_token_id",
-                                                 "vision_start_token_id", "vision_end_token_id")}
+    vision = {
+        getattr(model_config, n, None)
+        for n in (
+            "image_token_id",
+            "video_token_id",
+            "vision_start_token_id",
+            "vision_end_token_id",
+        )
+    }
     vision.discard(None)
     tok = getattr(processor, "tokenizer", processor)
     ids, texts, finish, logps = [], [], [], []
@@ -254,13 +305,29 @@ def sample_rollout(model, processor, pairs: list, cfg: RLConfig, seed: int) -> R
             texts.append(tok.decode(c.token_ids[:cut], skip_special_tokens=True))
             finish.append("vision-token")
         logps.append(None if c.logprobs is None else c.logprobs[: len(ids[-1])])
-    return make_rollout(processor, pairs, convs, ids, k, texts=texts, finish=finish,
-                        logprobs=None if any(lp is None for lp in logps) else logps)
+    return make_rollout(
+        processor,
+        pairs,
+        convs,
+        ids,
+        k,
+        texts=texts,
+        finish=finish,
+        logprobs=None if any(lp is None for lp in logps) else logps,
+    )
 
 
-def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequence[int]], k: int,
-                 *, texts: list[str] | None = None, finish: list[str] | None = None,
-                 logprobs: Sequence[Sequence[float]] | None = None) -> Rollout:
+def make_rollout(
+    processor,
+    pairs: list,
+    convs: list,
+    token_ids: Sequence[Sequence[int]],
+    k: int,
+    *,
+    texts: list[str] | None = None,
+    finish: list[str] | None = None,
+    logprobs: Sequence[Sequence[float]] | None = None,
+) -> Rollout:
     """Tensors of a rollout from sampled token ids (``len(pairs) * k`` of them, the ``k``
     samples of pair ``i`` at rows ``i*k ... i*k+k-1``): each prompt encoded once with
     :func:`r1reward.rollout.encode`, completions right-padded with their mask; ``logprobs``
@@ -269,7 +336,9 @@ def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequen
     if len(token_ids) != n:
         raise ValueError(f"make_rollout: {len(token_ids)} completions for {len(pairs)} pairs x {k}")
     tok = getattr(processor, "tokenizer", processor)
-    texts = texts if texts is not None else [tok.decode(t, skip_special_tokens=True) for t in token_ids]
+    texts = (
+        texts if texts is not None else [tok.decode(t, skip_special_tokens=True) for t in token_ids]
+    )
     ids, mask = completion_tensors(token_ids, pad_token_id(processor))
     old = None
     if logprobs is not None:
@@ -278,10 +347,15 @@ def make_rollout(processor, pairs: list, convs: list, token_ids: Sequence[Sequen
             old[i, : len(lp)] = torch.tensor(list(lp), dtype=torch.float32)
         old = old * mask
     return Rollout(
-        prompts=[dict(encode(processor, [c])) for c in convs], k=k, ids=ids, mask=mask,
-        texts=list(texts), labels=[int(pairs[j // k].preferred) for j in range(n)],
+        prompts=[dict(encode(processor, [c])) for c in convs],
+        k=k,
+        ids=ids,
+        mask=mask,
+        texts=list(texts),
+        labels=[int(pairs[j // k].preferred) for j in range(n)],
         finish=list(finish) if finish is not None else ["stop"] * n,
-        pair_ids=[pairs[j // k].id for j in range(n)], old_logp=old,
+        pair_ids=[pairs[j // k].id for j in range(n)],
+        old_logp=old,
     )
 
 
@@ -302,8 +376,9 @@ def score(ro: Rollout, judge, use_consistency: bool, images=None) -> dict[str, t
     else:
         cons = torch.full_like(fmt, float("nan"))
     used = cons if use_consistency else torch.zeros_like(cons)
-    total = torch.tensor(rewards.combine_batch(fmt.tolist(), res.tolist(), used.tolist()),
-                         dtype=torch.float32)
+    total = torch.tensor(
+        rewards.combine_batch(fmt.tolist(), res.tolist(), used.tolist()), dtype=torch.float32
+    )
     return {"format": fmt, "result": res, "consistency": cons, "total": total}
 
 

@@ -24,8 +24,14 @@ from r1reward.recipes.rl import ALGO_PRESETS, RLConfig
 from r1reward.train.rl_data import Rollout, batched_logprobs, sequence_logprobs
 
 __all__ = [
-    "as_float", "compute_advantages", "global_normalize", "nanmax", "nanmean", "params_finite",
-    "policy_loss", "ppo_update",
+    "as_float",
+    "compute_advantages",
+    "global_normalize",
+    "nanmax",
+    "nanmean",
+    "params_finite",
+    "policy_loss",
+    "ppo_update",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -33,8 +39,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def global_normalize(accelerator: Any, returns: torch.Tensor, mask: torch.Tensor,
-                     filter_sigma: float | None) -> tuple[torch.Tensor, dict]:
+def global_normalize(
+    accelerator: Any, returns: torch.Tensor, mask: torch.Tensor, filter_sigma: float | None
+) -> tuple[torch.Tensor, dict]:
     """Standardise ``returns`` ``[B, T]`` over all masked positions of *all* processes.
 
     Every process gathers the (padded) returns and masks of the others and calls
@@ -54,18 +61,31 @@ def global_normalize(accelerator: Any, returns: torch.Tensor, mask: torch.Tensor
     return adv[start : start + b, :t].cpu(), info
 
 
-def compute_advantages(accelerator: Any, cfg: RLConfig, reward: torch.Tensor, mask: torch.Tensor,
-                       kl: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+def compute_advantages(
+    accelerator: Any,
+    cfg: RLConfig,
+    reward: torch.Tensor,
+    mask: torch.Tensor,
+    kl: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict]:
     """Advantages ``[B, T]`` for the configured algorithm (Reinforce++ returns with the KL in
     the reward and batch normalisation, or GRPO group advantages broadcast over tokens)."""
     sigma = cfg.filter_sigma if cfg.advantage_filter else None
     kind = ALGO_PRESETS[cfg.algo]["advantage"]
     if kind in ("group", "group-mean"):
-        group = algorithms.group_advantages if kind == "group" else algorithms_variants.dr_grpo_advantages
-        adv, info = algorithms_variants.filter_group_advantages(group(reward, int(cfg.samples_per_prompt)), sigma)
+        group = (
+            algorithms.group_advantages
+            if kind == "group"
+            else algorithms_variants.dr_grpo_advantages
+        )
+        adv, info = algorithms_variants.filter_group_advantages(
+            group(reward, int(cfg.samples_per_prompt)), sigma
+        )
         return adv[:, None] * mask, info
     kl_r = kl if ALGO_PRESETS[cfg.algo]["kl_in"] == "reward" else None
-    returns = algorithms.token_rewards(reward, mask, kl=kl_r, kl_coef=cfg.kl_coef if kl_r is not None else 0.0)
+    returns = algorithms.token_rewards(
+        reward, mask, kl=kl_r, kl_coef=cfg.kl_coef if kl_r is not None else 0.0
+    )
     return global_normalize(accelerator, returns, mask, sigma)
 
 
@@ -74,9 +94,18 @@ def compute_advantages(accelerator: Any, cfg: RLConfig, reward: torch.Tensor, ma
 # --------------------------------------------------------------------------------------------
 
 
-def ppo_update(accelerator: Any, model: Any, optimizer: Any, cfg: RLConfig, ro: Rollout, old_logp: torch.Tensor | None,
-               advantages: torch.Tensor, ref_logp: torch.Tensor | None, pad_id: int,
-               generator: torch.Generator) -> dict[str, float]:
+def ppo_update(
+    accelerator: Any,
+    model: Any,
+    optimizer: Any,
+    cfg: RLConfig,
+    ro: Rollout,
+    old_logp: torch.Tensor | None,
+    advantages: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    pad_id: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
     """``cfg.ppo_epochs`` passes over the rollout; each optimizer step sees ``mini_batch_size``
     samples, accumulated over micro-batches of ``micro_batch_size`` (Section 3.1, Eq. 3-4).
 
@@ -101,23 +130,33 @@ def ppo_update(accelerator: Any, model: Any, optimizer: Any, cfg: RLConfig, ro: 
     lazy: set[int] = set()
     if old_logp is None:  # score everything but the first mini-batch now, before any update
         lazy = set(orders[0][: cfg.mini_batch_size].tolist())
-        old_logp = batched_logprobs(model, ro, pad_id, cfg.micro_batch_size, cfg.temperature,
-                                    rows=orders[0][cfg.mini_batch_size :])
+        old_logp = batched_logprobs(
+            model,
+            ro,
+            pad_id,
+            cfg.micro_batch_size,
+            cfg.temperature,
+            rows=orders[0][cfg.mini_batch_size :],
+        )
     for order in orders:
         # micro-batches in order; accelerate syncs and steps every `grad_accum` of them (one
         # mini-batch), which also drives DeepSpeed's and FSDP's own accumulation
         for idx in order.split(cfg.micro_batch_size):
             with accelerator.accumulate(model):
                 mask = ro.mask[idx].to(device)
-                logp = sequence_logprobs(model, ro.micro(idx, pad_id), ro.ids[idx].to(device),
-                                         mask, cfg.temperature)
+                logp = sequence_logprobs(
+                    model, ro.micro(idx, pad_id), ro.ids[idx].to(device), mask, cfg.temperature
+                )
                 if lazy and lazy.issuperset(idx.tolist()):  # first mini-batch, first epoch
                     old_logp[idx] = logp.detach().float().cpu() * ro.mask[idx]
                     lazy -= set(idx.tolist())
-                loss, info = policy_loss(cfg, logp, old_logp[idx].to(device),
-                                         advantages[idx].to(device), mask)
+                loss, info = policy_loss(
+                    cfg, logp, old_logp[idx].to(device), advantages[idx].to(device), mask
+                )
                 if ref_logp is not None and ALGO_PRESETS[cfg.algo]["kl_in"] == "loss":
-                    kl = algorithms.kl_estimate(logp, ref_logp[idx].to(device), kind=cfg.kl_kind, mask=mask)
+                    kl = algorithms.kl_estimate(
+                        logp, ref_logp[idx].to(device), kind=cfg.kl_kind, mask=mask
+                    )
                     loss = loss + cfg.kl_coef * ((kl.sum(1) / mask.sum(1).clamp(min=1)).mean())
                 accelerator.backward(loss)  # divided by grad_accum inside accelerate
                 if accelerator.sync_gradients:
@@ -127,29 +166,56 @@ def ppo_update(accelerator: Any, model: Any, optimizer: Any, cfg: RLConfig, ro: 
                 optimizer.step()  # a no-op until the mini-batch's last micro-batch
                 optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            max_ratio = nanmax([max_ratio, as_float(info["max_ratio"])]) if info["num_tokens"] else max_ratio
+            max_ratio = (
+                nanmax([max_ratio, as_float(info["max_ratio"])])
+                if info["num_tokens"]
+                else max_ratio
+            )
             nonfinite += int(info["nonfinite_ratio_count"])
             clip_fr.append(as_float(info["clip_fraction"]))
     return {
-        "loss": nanmean(losses), "loss_max": nanmax(losses), "grad_norm": nanmax(grad_norms),
-        "max_ratio": max_ratio, "nonfinite_ratios": nonfinite, "clip_fraction": nanmean(clip_fr),
+        "loss": nanmean(losses),
+        "loss_max": nanmax(losses),
+        "grad_norm": nanmax(grad_norms),
+        "max_ratio": max_ratio,
+        "nonfinite_ratios": nonfinite,
+        "clip_fraction": nanmean(clip_fr),
         "optimizer_steps": updates,
     }
 
 
-def policy_loss(cfg: RLConfig, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+def policy_loss(
+    cfg: RLConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict]:
     """The configured surrogate (``rl.loss``) on one micro-batch, all ``[B, T]``: PPO's with
     Pre-Clip, clip-higher and the length normaliser as set, or GSPO's / CISPO's."""
     if cfg.loss == "gspo":
-        return algorithms_variants.gspo_loss(logp, old_logp, advantages, mask, pre_clip=cfg.pre_clip_bounds)
+        return algorithms_variants.gspo_loss(
+            logp, old_logp, advantages, mask, pre_clip=cfg.pre_clip_bounds
+        )
     if cfg.loss == "cispo":
-        return algorithms_variants.cispo_loss(logp, old_logp, advantages, mask,
-                                              clip_eps_high=cfg.clip_eps_high if cfg.clip_eps_high is not None else 0.28,
-                                              pre_clip=cfg.pre_clip_bounds)
-    return algorithms.policy_loss(logp, old_logp, advantages, mask, clip_eps=cfg.clip_eps,
-                                  pre_clip=cfg.pre_clip_bounds, clip_eps_high=cfg.clip_eps_high,
-                                  length_norm=bool(cfg.length_norm))
+        return algorithms_variants.cispo_loss(
+            logp,
+            old_logp,
+            advantages,
+            mask,
+            clip_eps_high=cfg.clip_eps_high if cfg.clip_eps_high is not None else 0.28,
+            pre_clip=cfg.pre_clip_bounds,
+        )
+    return algorithms.policy_loss(
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        clip_eps=cfg.clip_eps,
+        pre_clip=cfg.pre_clip_bounds,
+        clip_eps_high=cfg.clip_eps_high,
+        length_norm=bool(cfg.length_norm),
+    )
 
 
 def as_float(x: Any) -> float:

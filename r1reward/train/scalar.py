@@ -149,7 +149,6 @@ def train_scalar(
     """
     from tqdm.auto import tqdm
 
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = ScalarConfig.from_dict(recipe.get("scalar"))
@@ -243,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--recipe", required=True, help="recipe name (toy-cpu, ...) or YAML path")
     parser.add_argument("--out", required=True, help="output folder (log, head, summary)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train into an --out that holds an earlier run")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="train into an --out that holds an earlier run"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
     args = parser.parse_args(argv)
 

@@ -191,8 +191,9 @@ def load_pairs(
         return list(pairs)
     cfg = DataConfig.from_dict(data)
     teacher = curation.make_teacher(cfg.teacher or {"kind": "toy"})
-    return curation.curate(pairs, teacher, curated_path, cfg.max_tries, progress=False,
-                           retry_failed=retry_failed)
+    return curation.curate(
+        pairs, teacher, curated_path, cfg.max_tries, progress=False, retry_failed=retry_failed
+    )
 
 
 def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], model_path: str):
@@ -284,8 +285,9 @@ def _curated_pairs(recipe: dict, out_dir: Path) -> list[Any]:
 
     state = PartialState(cpu=not torch.cuda.is_available())
     with state.main_process_first():
-        return load_pairs(recipe["data"], "train", curated_path=path,
-                          retry_failed=state.is_main_process)
+        return load_pairs(
+            recipe["data"], "train", curated_path=path, retry_failed=state.is_main_process
+        )
 
 
 def _last_checkpoint(out_dir: Path) -> Path | None:
@@ -311,8 +313,9 @@ def _save_model(trainer: Any, out_dir: Path, model_section: ModelConfig) -> None
             merge_adapter(adapter, out_dir, dtype=model_section.dtype)
             shutil.rmtree(adapter)
     else:
-        model.save_pretrained(out_dir, state_dict=state_dict, is_main_process=main,
-                              save_function=acc.save)
+        model.save_pretrained(
+            out_dir, state_dict=state_dict, is_main_process=main, save_function=acc.save
+        )
     acc.wait_for_everyone()
 
 
@@ -348,7 +351,8 @@ def train_sft(
     if resume and checkpoint is None:
         raise FileNotFoundError(
             f"--resume: {out_dir} holds no checkpoint-* folder (set sft.save_steps > 0 to write "
-            "them); nothing to resume")
+            "them); nothing to resume"
+        )
     if pairs is None:
         pairs = _curated_pairs(recipe, out_dir)
     model_path = resolve_model_path(recipe)
@@ -418,11 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         "--eval", action="store_true", help="judge the held-out pairs afterwards and print"
     )
     parser.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue from the last checkpoint-* in --out (written every sft.save_steps)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="train into an --out that holds an earlier run (its curated pairs are reused)",
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value recipe overrides")
