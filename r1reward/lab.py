@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -37,10 +35,20 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.chapters import artifacts
-from r1reward.chapters.experiments import VARIANTS, _map, heldout_accuracy, run_variant
+from r1reward.chapters.experiments import VARIANTS, heldout_accuracy, run_jobs, run_variant
 from r1reward.curation import select_hard
 from r1reward.data.jsonl import read_jsonl
 from r1reward.data.markers import read_marker, write_marker
+from r1reward.lab_report import (
+    CHANCE,
+    finite,
+    grid_table,
+    lr_sensitivity,
+    mean_finite,
+    separates,
+    showcase,
+    summary_markdown,
+)
 from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
 from r1reward.prompt import build_messages, parse_judgment
@@ -49,7 +57,9 @@ from r1reward.rollout import generate
 from r1reward.train.rl import ALGO_PRESETS, collapse_reason, read_metrics
 
 __all__ = [
+    "CHANCE",
     "LabConfig",
+    "grid_table",
     "ROW_FIELDS",
     "collapse_step",
     "late_regime_pairs",
@@ -63,10 +73,6 @@ __all__ = [
     "summary_markdown",
 ]
 
-#: The accuracy a run with no usable model is given in the sensitivity (a coin flip): Wortsman
-#: et al. cap a diverged run's loss at the loss of the initial model; a judge has a natural floor
-#: instead, chance.
-CHANCE = 0.5
 
 #: The fields of one ``lab.jsonl`` line, in order.
 ROW_FIELDS = (
@@ -167,15 +173,6 @@ def collapse_step(
         if why is not None:
             return int(rec["step"]), why
     return None, None
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
-
-
-def _mean(xs: Sequence[float]) -> float:
-    xs = [x for x in xs if _finite(x)]
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,7 +302,7 @@ def _run_one(
         min_well_formed=cfg.collapse_min_well_formed,
         length_fraction=cfg.collapse_length_fraction,
     )
-    finite = all(r["params_finite"] for r in recs)
+    params_ok = all(r["params_finite"] for r in recs)
     row: dict[str, Any] = {
         "variant": variant,
         "lr": lr,
@@ -314,21 +311,21 @@ def _run_one(
         "collapsed": step is not None,
         "collapse_step": step,
         "collapse_reason": reason,
-        "params_finite": finite,
+        "params_finite": params_ok,
         "max_ratio": max(
-            (r["max_ratio"] for r in recs if _finite(r["max_ratio"])), default=float("nan")
+            (r["max_ratio"] for r in recs if finite(r["max_ratio"])), default=float("nan")
         ),
         "nonfinite_ratios": int(sum(r["nonfinite_ratios"] for r in recs)),
         "filtered_fraction_max": max((r["filtered_fraction"] for r in recs), default=0.0),
-        "filtered_fraction_mean": _mean([r["filtered_fraction"] for r in recs]),
-        "adv_min": min((r["adv_min"] for r in recs if _finite(r["adv_min"])), default=float("nan")),
-        "kl_mean": _mean([r["kl"] for r in recs]),
+        "filtered_fraction_mean": mean_finite([r["filtered_fraction"] for r in recs]),
+        "adv_min": min((r["adv_min"] for r in recs if finite(r["adv_min"])), default=float("nan")),
+        "kl_mean": mean_finite([r["kl"] for r in recs]),
         "train_accuracy_first": recs[0]["accuracy"] if recs else float("nan"),
         "train_accuracy_last": recs[-1]["accuracy"] if recs else float("nan"),
         "well_formed_min": min((r["well_formed"] for r in recs), default=float("nan")),
         "length_max_mean": max((r["length_mean"] for r in recs), default=float("nan")),
     }
-    if summary.get("final") and finite:
+    if summary.get("final") and params_ok:
         res = heldout_accuracy(
             path / "final", heldout, path / f"heldout-{len(heldout)}", max_new_tokens=max_new
         )
@@ -444,7 +441,7 @@ def run_lab(
         )
         for v, lr, s in cells
     ]
-    rows = _map(_run_one, jobs, workers or cfg.workers, "lab runs", progress=progress)
+    rows = run_jobs(_run_one, jobs, workers or cfg.workers, "lab runs", progress=progress)
     tmp = out / "lab.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(out / "lab.jsonl")
@@ -462,149 +459,6 @@ def read_lab(out_dir: str | Path) -> list[dict]:
     """The rows of ``out_dir/lab.jsonl``."""
     path = Path(out_dir) / "lab.jsonl"
     return list(read_jsonl(path))
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------
-
-
-def lr_sensitivity(rows: Sequence[dict], metric: str = "heldout_accuracy") -> dict[str, float]:
-    """Learning-rate sensitivity of each variant (Wortsman et al. 2023, Sec. 3.2, for a quality
-    to maximise): the mean over the swept learning rates of the shortfall from the variant's best
-    learning rate, ``mean_lr[best - max(acc(lr), chance)]``, with ``acc(lr)`` the mean over seeds.
-    Flooring at :data:`CHANCE` plays the part of their cap at the initial loss: a run that broke
-    counts as a coin flip, however it broke. 0 means the result does not depend on the learning
-    rate over the sweep; larger is more sensitive."""
-    by: dict[str, dict[float, list[float]]] = {}
-    for r in rows:
-        by.setdefault(r["variant"], {}).setdefault(float(r["lr"]), []).append(r[metric])
-    out = {}
-    for variant, per_lr in by.items():
-        acc = {
-            lr: max(_mean(v), CHANCE) if _finite(_mean(v)) else CHANCE for lr, v in per_lr.items()
-        }
-        best = max(acc.values())
-        out[variant] = sum(best - a for a in acc.values()) / len(acc)
-    return out
-
-
-def grid_table(
-    rows: Sequence[dict], metric: str = "heldout_accuracy"
-) -> dict[str, dict[float, tuple]]:
-    """``{variant: {lr: (mean, sd, n_seeds, n_collapsed)}}`` of ``metric`` over seeds."""
-    by: dict[str, dict[float, list[dict]]] = {}
-    for r in rows:
-        by.setdefault(r["variant"], {}).setdefault(float(r["lr"]), []).append(r)
-    out: dict[str, dict[float, tuple]] = {}
-    for variant, per_lr in by.items():
-        out[variant] = {}
-        for lr, rs in sorted(per_lr.items()):
-            vals = [r[metric] for r in rs if _finite(r[metric])]
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            out[variant][lr] = (_mean(vals), sd, len(rs), sum(bool(r["collapsed"]) for r in rs))
-    return out
-
-
-def summary_markdown(rows: Sequence[dict], info: dict | None = None) -> str:
-    """The lab's Markdown report: held-out accuracy (mean ± sd over seeds; ``†k``: k seeds
-    collapsed) per variant and learning rate, the learning-rate sensitivity, and the settings."""
-    info = dict(info or {})
-    table = grid_table(rows)
-    lrs = sorted({float(r["lr"]) for r in rows})
-    sens = lr_sensitivity(rows)
-    lines = ["# Collapse lab", ""]
-    if info:
-        lines += [", ".join(f"{k}: {v}" for k, v in info.items()), ""]
-    lines += [
-        "Held-out greedy accuracy (%, both answer orders), mean ± sd over seeds; "
-        "†k: k seeds collapsed.",
-        "",
-    ]
-    lines.append("| variant | " + " | ".join(f"lr {lr:.0e}" for lr in lrs) + " | LR sensitivity |")
-    lines.append("|---|" + "---:|" * (len(lrs) + 1))
-    for variant, per in table.items():
-        cells = []
-        for lr in lrs:
-            if lr not in per:
-                cells.append("")
-                continue
-            m, sd, _, nc = per[lr]
-            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f}" + (f" †{nc}" if nc else ""))
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {100 * sens[variant]:.1f} |")
-    collapsed = [r for r in rows if r["collapsed"]]
-    lines += ["", f"{len(collapsed)} of {len(rows)} runs collapsed."]
-    for r in collapsed:
-        lines.append(
-            f"- {r['variant']} lr {r['lr']:.0e} seed {r['seed']}: step {r['collapse_step']} "
-            f"({r['collapse_reason']})"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def separates(
-    rows: Sequence[dict],
-    reference_accuracy: float,
-    *,
-    broken: str = "reinforce++",
-    stable: str = "stable-reinforce",
-    min_seeds: int = 2,
-    drop: float = 0.10,
-) -> list[float]:
-    """The learning rates at which ``broken`` *failed* in at least ``min_seeds`` seeds while
-    ``stable`` failed in none, a run failing when it collapsed (:func:`collapse_step`) or its
-    held-out accuracy fell ``drop`` or more below ``reference_accuracy`` (the cold-start model's).
-    This is the issue's criterion for "a regime in which Reinforce++ breaks and StableReinforce
-    holds", fixed before the grid ran."""
-
-    def failed(r: dict) -> bool:
-        return bool(r["collapsed"]) or r["heldout_accuracy"] <= reference_accuracy - drop
-
-    out = []
-    for lr in sorted({float(r["lr"]) for r in rows}):
-        b = [r for r in rows if r["variant"] == broken and float(r["lr"]) == lr]
-        s = [r for r in rows if r["variant"] == stable and float(r["lr"]) == lr]
-        if b and s and sum(map(failed, b)) >= min_seeds and not any(map(failed, s)):
-            out.append(lr)
-    return out
-
-
-def showcase(
-    rows: Sequence[dict], *, broken: str = "reinforce++", stable: str = "stable-reinforce"
-) -> tuple[dict, dict | None]:
-    """The ``broken`` run to show step by step and the ``stable`` run with the same learning rate
-    and seed (None when the grid has none). Among the ``broken`` runs that collapsed it is the one
-    whose twin held out longest after it (a twin that never collapsed counts as collapsing after
-    the last step), the earlier collapse breaking ties: the contrast the chapter is about. When
-    none collapsed, the run with the largest PPO ratio."""
-    cands = [r for r in rows if r["variant"] == broken]
-    if not cands:
-        raise ValueError(f"no {broken} run in the lab")
-
-    def twin_of(r: dict) -> dict | None:
-        return next(
-            (
-                t
-                for t in rows
-                if t["variant"] == stable and t["lr"] == r["lr"] and t["seed"] == r["seed"]
-            ),
-            None,
-        )
-
-    def margin(r: dict) -> tuple[float, int]:
-        t = twin_of(r)
-        held = float("inf") if t is None or not t["collapsed"] else t["collapse_step"]
-        if held == float("inf") and t is not None:
-            held = t["steps_done"] + 1
-        return (held - r["collapse_step"] if held != float("inf") else -1.0, -r["collapse_step"])
-
-    hit = [r for r in cands if r["collapsed"]]
-    pick = (
-        max(hit, key=margin)
-        if hit
-        else max(cands, key=lambda r: r["max_ratio"] if _finite(r["max_ratio"]) else -1.0)
-    )
-    return pick, twin_of(pick)
 
 
 def run_dir(out_dir: str | Path, row: dict) -> Path:

@@ -11,7 +11,8 @@ import math
 
 import pytest
 
-from r1reward.chapters.judge_use import best_of_n, correct_answer, is_correct, oracle_reward
+from r1reward.chapters.judge_grpo import oracle_reward
+from r1reward.chapters.judge_use import best_of_n, correct_answer, is_correct
 from r1reward.evaluate import FunctionSampler
 from r1reward.toy.world import make_pairs
 from r1reward.verdict_scorers import SamplerVerdicts
@@ -111,7 +112,7 @@ def test_warm_up_policy_lowers_the_answer_loss(tmp_path) -> None:
 
 
 def test_recorded_reward_keeps_what_it_paid_right_and_wrong_answers() -> None:
-    from r1reward.chapters.judge_use import _Recorded
+    from r1reward.chapters.judge_grpo import _Recorded
 
     answers = [correct_answer(p) for p in PAIRS[:2]]
     completions = [answers[0], _wrong(PAIRS[0]), answers[1], _wrong(PAIRS[1])]

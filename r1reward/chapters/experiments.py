@@ -113,7 +113,7 @@ def _pool(workers: int):
     )
 
 
-def _map(fn, jobs: list[tuple], workers: int, desc: str, progress: bool = True) -> list:
+def run_jobs(fn: Any, jobs: list[tuple], workers: int, desc: str, progress: bool = True) -> list:
     """``[fn(*job) for job in jobs]``, in ``workers`` processes when ``workers > 1``, with a bar."""
     from functools import partial
 
@@ -156,7 +156,7 @@ def run_grid(
     processes (one torch thread each; 1: one after the other here); returns their folders.
     Every run is seeded, so the folders hold the same metrics either way (test_rl_experiments)."""
     jobs = [(v, s) for v in variants for s in seeds]
-    paths = _map(
+    paths = run_jobs(
         _run_job,
         [
             (
@@ -317,7 +317,7 @@ def evaluate_runs(
     set of as many pairs), ``workers`` models at a time; a run that collapsed has no final model
     and gets NaN with ``collapsed=True``."""
     jobs = [(v, s, str(path), list(pairs), max_new_tokens, tag) for (v, s), path in runs.items()]
-    return _map(_eval_job, jobs, workers, "held-out evaluation")
+    return run_jobs(_eval_job, jobs, workers, "held-out evaluation")
 
 
 def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tuple[Any, dict]]:

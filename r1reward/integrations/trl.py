@@ -44,7 +44,7 @@ from typing import Any
 from r1reward.integrations.client import JudgeClient
 from r1reward.verdicts import VerdictScorer, rank_groups, score_pairs
 
-__all__ = ["JudgeReward", "AsyncJudgeReward", "message_text"]
+__all__ = ["JudgeReward", "AsyncJudgeReward", "completion_text", "message_text"]
 
 MODES = ("group", "reference")
 GROUP_SCORES = ("bradley_terry", "win_rate")
@@ -70,7 +70,7 @@ def message_text(item: Any) -> str:
     raise TypeError(f"expected a string or a list of chat messages, got {type(item).__name__}")
 
 
-def _completion_text(item: Any) -> str:
+def completion_text(item: Any) -> str:
     if isinstance(item, list) and item and isinstance(item[-1], dict):
         content = item[-1].get("content", "")
         if isinstance(content, str):
@@ -175,7 +175,7 @@ class JudgeReward:
             rows.append(
                 {
                     "question": question,
-                    "completion": _completion_text(completions[i]),
+                    "completion": completion_text(completions[i]),
                     "reference": refs[i],
                     "images": images[i],
                     "key": key,
