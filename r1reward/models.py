@@ -1,6 +1,6 @@
 """Load any Qwen2.5-VL-style model, processor or LoRA/QLoRA adapter by path.
 
-One code path from toy to 7B (DESIGN.md): ``load_model(folder)`` reads the tiny model that
+One code path from toy to 7B: ``load_model(folder)`` reads the tiny model that
 ``r1reward build-tiny`` writes, a fine-tuned folder, an adapter folder or a Hub checkpoint such as
 ``"Qwen/Qwen2.5-VL-7B-Instruct"`` with the same code. Nothing here knows the toy.
 """

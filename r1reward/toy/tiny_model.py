@@ -1,6 +1,6 @@
 """The tiny Qwen2.5-VL of the toy world: its tokenizer, config and model folder.
 
-One code path from toy to 7B (DESIGN.md): the tiny model is a real
+One code path from toy to 7B: the tiny model is a real
 ``Qwen2_5_VLForConditionalGeneration`` built from a small config, with a byte-level BPE tokenizer
 trained locally with ``tokenizers`` on the toy corpus, Qwen2.5-VL's special tokens and chat
 template, and the Qwen2-VL image processor with pixel bounds matching the 56x56 toy images
@@ -91,7 +91,7 @@ PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
 
-#: Qwen2.5-VL's chat template, written for this project. Content items follow INTERFACES.md:
+#: Qwen2.5-VL's chat template, written for this project. Content items follow r1reward.prompt's messages:
 #: ``{"type": "image", "image": ...}``, ``{"type": "video", "video": ...}``,
 #: ``{"type": "text", "text": ...}``; a string content is plain text. A default system message is
 #: added like Qwen's own template. ``add_vision_id`` labels images "Picture 1: ..." when set.
