@@ -24,6 +24,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from r1reward.data import load
+from r1reward.data.sources import is_generated
+from r1reward.data.splits import is_placeholder
+from r1reward.engines import resolve_engine
+from r1reward.evaluate import build_parser
+from r1reward.models import adapter_base, is_adapter
+from r1reward.recipes import accelerate_config, load_recipe
+from r1reward.scaling import (
+    count_parameters,
+    estimate_training_memory,
+    kv_cache_bytes_per_token,
+    qwen25_vl_config,
+    recipe_mode,
+)
+from r1reward.train.common import freeze_vision as freeze
+from r1reward.train.rl import RLConfig
+
 __all__ = ["COMMANDS", "main", "model_config", "plan", "format_plan"]
 
 #: The commands that take ``--dry-run`` (through :mod:`r1reward.cli`).
@@ -39,8 +56,6 @@ def model_config(path: str, *, shape: str | None = None) -> tuple[Any, str]:
         FileNotFoundError: no local config and no known shape (says how to provide one).
     """
     from transformers import AutoConfig
-
-    from r1reward.models import adapter_base, is_adapter
 
     folder = Path(path)
     if folder.is_dir() and is_adapter(folder):
@@ -58,8 +73,6 @@ def model_config(path: str, *, shape: str | None = None) -> tuple[Any, str]:
         size = shape
         where = f"not on this machine; the recipe's hardware.shape {shape}, from r1reward.scaling"
     if size:
-        from r1reward.scaling import qwen25_vl_config
-
         return qwen25_vl_config(size), where
     raise FileNotFoundError(
         f"{path}: a dry run needs the model's config.json and downloads nothing; copy the model "
@@ -95,8 +108,6 @@ def _meta_counts(config: Any, lora: Any, freeze_vision: bool) -> tuple[int, int]
         model = get_peft_model(model, _lora_config(lora))
         total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     elif freeze_vision:
-        from r1reward.train.common import freeze_vision as freeze
-
         freeze(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, total
@@ -107,8 +118,6 @@ def _processes(accelerate: str | None) -> tuple[int, str]:
         return 1, "one process"
     import yaml
 
-    from r1reward.recipes import accelerate_config
-
     path = accelerate_config(accelerate)
     conf = yaml.safe_load(path.read_text()) or {}
     n = int(conf.get("num_processes", 1)) * int(conf.get("num_machines", 1))
@@ -116,8 +125,6 @@ def _processes(accelerate: str | None) -> tuple[int, str]:
 
 
 def _data(section: dict) -> dict[str, str]:
-    from r1reward.data.sources import is_generated
-    from r1reward.data.splits import is_placeholder
 
     out = {}
     for key in ("source", "heldout"):
@@ -138,7 +145,6 @@ def _data(section: dict) -> dict[str, str]:
 def _memory(
     config: Any, recipe: dict, *, gpus: int, tokens: int, micro: int, checkpointing: bool
 ) -> str:
-    from r1reward.scaling import count_parameters, estimate_training_memory, recipe_mode
 
     mode = recipe_mode(recipe)
     rank = int(((recipe.get("model") or {}).get("lora") or {}).get("r", 64))
@@ -183,7 +189,6 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
         return _eval_plan(argv)
     if command not in COMMANDS:
         raise ValueError(f"{command}: --dry-run is for {', '.join(COMMANDS)}")
-    from r1reward.recipes import load_recipe
 
     args = _train_parser(command).parse_args(argv)
     overrides = list(args.overrides) + ([f"rl.algo={args.algo}"] if args.algo else [])
@@ -194,8 +199,6 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"command": f"r1reward {command}", "recipe": recipe.get("name")}
     path = model_section.get("path")
     if command == "rl":
-        from r1reward.train.rl import RLConfig
-
         cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
         path = cfg.init_model or path
         if cfg.lora is not None:
@@ -276,8 +279,6 @@ def plan(command: str, argv: list[str]) -> dict[str, Any]:
 
 
 def _eval_plan(argv: list[str]) -> dict[str, Any]:
-    from r1reward.engines import resolve_engine
-    from r1reward.evaluate import build_parser
 
     args = build_parser().parse_args(argv)
     out: dict[str, Any] = {"command": "r1reward eval"}
@@ -286,8 +287,6 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
     n_pairs: int | None = None
     data = Path(args.data)
     if data.exists():
-        from r1reward.data import load
-
         n_pairs = len(load(args.data, args.format, image_root=args.image_root))
         if args.limit is not None:
             n_pairs = min(n_pairs, args.limit)
@@ -320,8 +319,6 @@ def _eval_plan(argv: list[str]) -> dict[str, Any]:
         _, total = _meta_model(config, {}, freeze_vision=False)
         out["parameters"] = f"{total:,}"
         if hasattr(config, "text_config"):
-            from r1reward.scaling import kv_cache_bytes_per_token
-
             width = {"bfloat16": 2, "float16": 2}.get(args.dtype or "", 4)
             weights = width * total / 2**30
             seqs = args.batch_size * per_unit

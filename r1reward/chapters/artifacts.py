@@ -31,9 +31,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from r1reward.curation import read_records
 from r1reward.data.markers import read_marker, write_marker
+from r1reward.models import load_model
 from r1reward.profile import gpu_standin
-from r1reward.recipes import load_recipe, recipe_hash
+from r1reward.recipes import build_tiny_cached, load_recipe, recipe_hash, tiny_pretrain_kwargs
+from r1reward.train.scalar import train_scalar
+from r1reward.train.sft import judge_pairs, load_pairs, train_sft
 
 __all__ = [
     "PROFILE_RECIPES",
@@ -118,7 +122,6 @@ def _tiny_spec(recipe: dict) -> dict:
 
 def tiny_model(profile: str) -> Path:
     """The tiny Qwen2.5-VL folder of ``profile`` (``artifacts/<profile>/tiny-model``)."""
-    from r1reward.recipes import build_tiny_cached, tiny_pretrain_kwargs
 
     spec = _tiny_spec(recipe_for(profile))
     folder = artifacts_dir(profile) / "tiny-model"
@@ -135,12 +138,16 @@ def _tiny_build_info(profile: str, recipe: dict) -> Any:
     """What the cached SFT/scalar folders depend on: the tiny model's build marker, or the hub id."""
     if recipe["model"].get("path"):
         return recipe["model"]["path"]
-    from r1reward.toy.tiny_model import MARKER
 
-    return json.loads((tiny_model(profile) / MARKER).read_text())
+    # the toy's modules are imported where a toy artifact is asked for, so importing this cache
+    # (as r1reward.lab does) leaves the toy unloaded for a lab on real data
+    from r1reward.toy.tiny_model import MARKER as TINY_MARKER
+
+    return json.loads((tiny_model(profile) / TINY_MARKER).read_text())
 
 
 def _curation_path(profile: str, recipe: dict) -> Path:
+
     from r1reward.toy.world import TOY_VERSION
 
     return artifacts_dir(profile) / f"curated-{recipe_hash(recipe['data'], TOY_VERSION)}.jsonl"
@@ -152,7 +159,6 @@ def curated_pairs(profile: str) -> list[Any]:
     The curation JSONL (``artifacts/<profile>/curated-<hash>.jsonl``) resumes, so a second call
     only reads it.
     """
-    from r1reward.train.sft import load_pairs
 
     recipe = recipe_for(profile)
     path = _curation_path(profile, recipe)
@@ -162,7 +168,6 @@ def curated_pairs(profile: str) -> list[Any]:
 
 def curation_records(profile: str) -> dict[str, dict]:
     """The raw curation records (every try's outcome) behind :func:`curated_pairs`."""
-    from r1reward.curation import read_records
 
     curated_pairs(profile)
     return read_records(_curation_path(profile, recipe_for(profile)))
@@ -173,7 +178,6 @@ def heldout_pairs(profile: str, n: int | None = None) -> list[Any]:
     ``data.heldout_pairs`` of them, or the first ``n`` of the same stream (a toy split is
     prefix-stable, so ``heldout_pairs(p, 500)[:200] == heldout_pairs(p)`` when the recipe
     holds out 200)."""
-    from r1reward.train.sft import load_pairs
 
     data = dict(recipe_for(profile)["data"])
     if n is not None:
@@ -194,7 +198,6 @@ def sft_model(profile: str) -> Path:
     ``artifacts/<profile>/sft-<hash>``; the folder also holds ``sft_log.jsonl`` (loss curve) and
     ``sft_summary.json`` (time, peak memory).
     """
-    from r1reward.train.sft import train_sft
 
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))
@@ -216,8 +219,6 @@ def sft_report(profile: str) -> dict[str, Any]:
     with _lock(folder, "heldout_report"):
         if path.is_file():
             return json.loads(path.read_text())
-        from r1reward.models import load_model
-        from r1reward.train.sft import judge_pairs
 
         recipe = recipe_for(profile)
         model, processor = load_model(folder)
@@ -235,7 +236,6 @@ def sft_report(profile: str) -> dict[str, Any]:
 
 def scalar_baseline(profile: str) -> dict[str, Any]:
     """The Bradley-Terry baseline of ``profile``: held-out accuracy, loss log (cached)."""
-    from r1reward.train.scalar import train_scalar
 
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))

@@ -28,6 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.data.markers import read_marker, write_marker
+from r1reward.evaluate import ModelSampler, SettingsMismatch, displayed, evaluate, load_records
+from r1reward.models import load_model
+from r1reward.profile import quiet_libraries
+from r1reward.prompt import parse_judgment
+from r1reward.recipes import load_recipe
+from r1reward.train.rl import read_metrics, train_rl
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "stable-reinforce": ("rl.algo=stable-reinforce",),
@@ -60,8 +66,6 @@ def run_variant(
     (the whole resolved recipe, so an edited recipe file is not mistaken for the old one) is
     returned as is (the run is not repeated). ``name`` replaces the folder name
     ``<variant>-seed<seed>``."""
-    from r1reward.recipes import load_recipe
-    from r1reward.train.rl import train_rl
 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANTS)}")
@@ -92,8 +96,6 @@ def run_variant(
 
 def _one_thread() -> None:
     import torch
-
-    from r1reward.profile import quiet_libraries
 
     torch.set_num_threads(1)
     quiet_libraries()  # the workers' weight-loading bars and save warnings reach the page
@@ -178,7 +180,6 @@ def run_grid(
 
 def metrics_table(runs: dict[tuple[str, int], Path]) -> list[dict]:
     """Every step record of every run, with ``variant`` and ``seed`` added."""
-    from r1reward.train.rl import read_metrics
 
     rows = []
     for (variant, seed), path in runs.items():
@@ -203,7 +204,6 @@ def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]
     """One row per run: did it collapse (non-finite parameters), at which step, the largest loss,
     ratio and gradient norm seen, the count of non-finite ratios, and the accuracy, well-formed
     rate and response length averaged over its ``last`` steps."""
-    from r1reward.train.rl import read_metrics
 
     rows = []
     for (variant, seed), path in runs.items():
@@ -249,9 +249,6 @@ def heldout_accuracy(
     (only with ``sampled=True``, which doubles the cost; else ``nan``), the greedy
     position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict ignores the
     content), the well-formed rate and the mean response length in tokens."""
-    from r1reward.evaluate import ModelSampler, SettingsMismatch, evaluate, load_records
-    from r1reward.models import load_model
-    from r1reward.prompt import parse_judgment
 
     model, processor = load_model(str(model_path))
     sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
@@ -323,7 +320,6 @@ def evaluate_runs(
 def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tuple[Any, dict]]:
     """(pair, record) for every greedy record of ``results_dir/results.jsonl`` that judges one of
     ``pairs``; raises ``ValueError`` when there is none."""
-    from r1reward.evaluate import load_records
 
     by_id = {p.id: p for p in pairs}
     out = [
@@ -345,8 +341,7 @@ def analysis_breakdown(results_dir: str | Path, pairs: Sequence[Any]) -> dict[st
     the marks, and the accuracy. Each judgment is checked against the pair *as shown* (its order)."""
     import dataclasses
 
-    from r1reward.evaluate import displayed
-    from r1reward.toy.checks import judgment_breakdown
+    from r1reward.toy.checks import judgment_breakdown  # the toy's reading of its analyses
 
     shown, texts = [], []
     for pair, r in _greedy_judgments(results_dir, pairs):

@@ -21,6 +21,7 @@ from typing import Any
 from r1reward.chapters.judge_use import ScalarScorer, correct_answer, greedy_accuracy
 from r1reward.data.schema import PreferencePair
 from r1reward.integrations.trl import completion_text
+from r1reward.models import load_model
 
 __all__ = ["GRPOSettings", "grpo_compare", "oracle_reward", "scalar_reward"]
 
@@ -129,8 +130,6 @@ def _grpo_run(
 ) -> dict[str, Any]:
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
-
-    from r1reward.models import load_model
 
     model, processor = load_model(policy)
     curve: list[dict[str, float]] = []

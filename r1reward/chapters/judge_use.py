@@ -36,9 +36,16 @@ from typing import Any
 
 import torch
 
+from r1reward.chapters import artifacts
 from r1reward.data.schema import PreferencePair
+from r1reward.models import load_model
+from r1reward.recipes import recipe_hash
+from r1reward.rollout import build_batch, completion_logprobs, generate, stop_token_ids
 from r1reward.toy.tiny_model import MARKER
 from r1reward.toy.world import TOY_VERSION, make_pairs, response_text, true_claim
+from r1reward.train.common import freeze_vision
+from r1reward.train.scalar import ScalarRewardModel, encode_responses, train_scalar
+from r1reward.train.sft import load_pairs
 from r1reward.verdicts import AS_GIVEN, VerdictScorer, bradley_terry, score_pairs
 
 __all__ = [
@@ -95,10 +102,6 @@ def warm_up_policy(
     """
     from tqdm.auto import tqdm
 
-    from r1reward.models import load_model
-    from r1reward.rollout import build_batch, completion_logprobs, stop_token_ids
-    from r1reward.train.common import freeze_vision
-
     torch.manual_seed(seed)
     model, processor = load_model(base)
     freeze_vision(model)
@@ -145,7 +148,6 @@ def sample_answers(
     batch_size: int = 16,
 ) -> list[list[str]]:
     """``n`` answers of the policy per pair (temperature 1, or greedy): ``[pair][sample]``."""
-    from r1reward.rollout import generate
 
     outs = generate(
         model,
@@ -172,8 +174,6 @@ class ScalarScorer:
     of single answers: ``score(pairs, answers) -> [r(image, question, answer)]``."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 32) -> None:
-        from r1reward.models import load_model
-        from r1reward.train.scalar import ScalarRewardModel
 
         model, self.processor = load_model(Path(folder) / "model")
         hidden = model.config.get_text_config().hidden_size
@@ -185,7 +185,6 @@ class ScalarScorer:
     @torch.no_grad()
     def score(self, pairs: Sequence[PreferencePair], answers: Sequence[str]) -> list[float]:
         """One reward per (pair's image and question, answer)."""
-        from r1reward.train.scalar import encode_responses
 
         out: list[float] = []
         for i in range(0, len(pairs), self.batch_size):
@@ -378,8 +377,6 @@ def policy_model(
 ) -> Path:
     """The warmed-up toy policy of ``profile`` (:func:`warm_up_policy` from the profile's tiny
     model on its first ``train_pairs`` toy train pairs), cached in ``artifacts/<profile>``."""
-    from r1reward.chapters import artifacts
-    from r1reward.recipes import recipe_hash
 
     tiny = artifacts.tiny_model(profile)
     settings = {
@@ -404,10 +401,6 @@ def policy_model(
 def scalar_model(profile: str, *, train_pairs: int) -> Path:
     """A scalar Bradley-Terry reward model that keeps its backbone (chapter 4's recipe, one
     epoch over the first ``train_pairs`` train pairs), cached in ``artifacts/<profile>``."""
-    from r1reward.chapters import artifacts
-    from r1reward.recipes import recipe_hash
-    from r1reward.train.scalar import train_scalar
-    from r1reward.train.sft import load_pairs
 
     base = artifacts.recipe_for(profile)
     recipe = artifacts.recipe_for(profile, artifacts._model_overrides(profile, base))
@@ -437,8 +430,6 @@ def cached_result(
 ) -> dict[str, Any]:
     """``run(folder)``'s JSON result, computed once per ``settings`` and cached in
     ``artifacts/<profile>/<name>-<hash>/result.json`` (rebuilt when a setting changes)."""
-    from r1reward.chapters import artifacts
-    from r1reward.recipes import recipe_hash
 
     key = recipe_hash(settings)
     folder = artifacts.artifacts_dir(profile) / f"{name}-{key}"

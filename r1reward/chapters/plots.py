@@ -31,6 +31,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.io._base_renderers import MimetypeRenderer
 
+from r1reward.profile import quiet_libraries
+
 RENDERER_NAME = "r1reward"
 TEMPLATE_NAME = "r1reward"
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -173,7 +175,6 @@ def setup(renderer: str = RENDERER_NAME) -> None:
     _plain_numpy_scalars()
     # a chapter loads the tiny model dozens of times: transformers' per-load "Loading weights"
     # bar would fill the page with identical progress bars
-    from r1reward.profile import quiet_libraries
 
     quiet_libraries()
 
