@@ -122,7 +122,6 @@ def _tiny_spec(recipe: dict) -> dict:
 
 def tiny_model(profile: str) -> Path:
     """The tiny Qwen2.5-VL folder of ``profile`` (``artifacts/<profile>/tiny-model``)."""
-
     spec = _tiny_spec(recipe_for(profile))
     folder = artifacts_dir(profile) / "tiny-model"
     with _lock(folder.parent, folder.name):
@@ -159,7 +158,6 @@ def curated_pairs(profile: str) -> list[Any]:
     The curation JSONL (``artifacts/<profile>/curated-<hash>.jsonl``) resumes, so a second call
     only reads it.
     """
-
     recipe = recipe_for(profile)
     path = _curation_path(profile, recipe)
     with _lock(path.parent, path.name):
@@ -168,7 +166,6 @@ def curated_pairs(profile: str) -> list[Any]:
 
 def curation_records(profile: str) -> dict[str, dict]:
     """The raw curation records (every try's outcome) behind :func:`curated_pairs`."""
-
     curated_pairs(profile)
     return read_records(_curation_path(profile, recipe_for(profile)))
 
@@ -178,7 +175,6 @@ def heldout_pairs(profile: str, n: int | None = None) -> list[Any]:
     ``data.heldout_pairs`` of them, or the first ``n`` of the same stream (a toy split is
     prefix-stable, so ``heldout_pairs(p, 500)[:200] == heldout_pairs(p)`` when the recipe
     holds out 200)."""
-
     data = dict(recipe_for(profile)["data"])
     if n is not None:
         if n < 0:
@@ -198,7 +194,6 @@ def sft_model(profile: str) -> Path:
     ``artifacts/<profile>/sft-<hash>``; the folder also holds ``sft_log.jsonl`` (loss curve) and
     ``sft_summary.json`` (time, peak memory).
     """
-
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))
     info = _tiny_build_info(profile, base)
@@ -236,7 +231,6 @@ def sft_report(profile: str) -> dict[str, Any]:
 
 def scalar_baseline(profile: str) -> dict[str, Any]:
     """The Bradley-Terry baseline of ``profile``: held-out accuracy, loss log (cached)."""
-
     base = recipe_for(profile)
     recipe = recipe_for(profile, _model_overrides(profile, base))
     info = _tiny_build_info(profile, base)

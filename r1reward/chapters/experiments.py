@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from r1reward.data.markers import read_marker, write_marker
 from r1reward.evaluate import ModelSampler, SettingsMismatch, displayed, evaluate, load_records
+from r1reward.lab_report import finite
 from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
 from r1reward.prompt import parse_judgment
@@ -66,7 +66,6 @@ def run_variant(
     (the whole resolved recipe, so an edited recipe file is not mistaken for the old one) is
     returned as is (the run is not repeated). ``name`` replaces the folder name
     ``<variant>-seed<seed>``."""
-
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANTS)}")
     out = Path(root) / (name or f"{variant}-seed{seed}")
@@ -180,7 +179,6 @@ def run_grid(
 
 def metrics_table(runs: dict[tuple[str, int], Path]) -> list[dict]:
     """Every step record of every run, with ``variant`` and ``seed`` added."""
-
     rows = []
     for (variant, seed), path in runs.items():
         for rec in read_metrics(path):
@@ -188,28 +186,23 @@ def metrics_table(runs: dict[tuple[str, int], Path]) -> list[dict]:
     return rows
 
 
-def _finite(x: float) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
-
-
 def _mean(recs: list[dict], key: str) -> float:
     return sum(r[key] for r in recs) / len(recs) if recs else float("nan")
 
 
 def _finite_max(recs: list[dict], key: str) -> float:
-    return max((r[key] for r in recs if _finite(r[key])), default=float("nan"))
+    return max((r[key] for r in recs if finite(r[key])), default=float("nan"))
 
 
 def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]:
     """One row per run: did it collapse (non-finite parameters), at which step, the largest loss,
     ratio and gradient norm seen, the count of non-finite ratios, and the accuracy, well-formed
     rate and response length averaged over its ``last`` steps."""
-
     rows = []
     for (variant, seed), path in runs.items():
         recs = read_metrics(path)
-        bad = [r["step"] for r in recs if not r["params_finite"] or not _finite(r["loss"])]
-        tail = [r for r in recs if r["params_finite"] and _finite(r["loss"])][-last:]
+        bad = [r["step"] for r in recs if not r["params_finite"] or not finite(r["loss"])]
+        tail = [r for r in recs if r["params_finite"] and finite(r["loss"])][-last:]
         rows.append(
             {
                 "variant": variant,
@@ -218,7 +211,7 @@ def stability(runs: dict[tuple[str, int], Path], *, last: int = 5) -> list[dict]
                 "collapsed": bool(bad),
                 "first_nonfinite_step": bad[0] if bad else None,
                 "max_abs_loss": max(
-                    (abs(r["loss"]) for r in recs if _finite(r["loss"])), default=float("nan")
+                    (abs(r["loss"]) for r in recs if finite(r["loss"])), default=float("nan")
                 ),
                 "max_ratio": max((r["max_ratio"] for r in recs), default=float("nan")),
                 "max_grad_norm": _finite_max(recs, "grad_norm"),
@@ -249,7 +242,6 @@ def heldout_accuracy(
     (only with ``sampled=True``, which doubles the cost; else ``nan``), the greedy
     position bias (share of "1" verdicts; 0.5 is unbiased, 0 or 1 means the verdict ignores the
     content), the well-formed rate and the mean response length in tokens."""
-
     model, processor = load_model(str(model_path))
     sampler = ModelSampler(model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size)
     run = functools.partial(
@@ -320,7 +312,6 @@ def evaluate_runs(
 def _greedy_judgments(results_dir: str | Path, pairs: Sequence[Any]) -> list[tuple[Any, dict]]:
     """(pair, record) for every greedy record of ``results_dir/results.jsonl`` that judges one of
     ``pairs``; raises ``ValueError`` when there is none."""
-
     by_id = {p.id: p for p in pairs}
     out = [
         (by_id[r["pair_id"]], r)

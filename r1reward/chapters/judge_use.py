@@ -148,7 +148,6 @@ def sample_answers(
     batch_size: int = 16,
 ) -> list[list[str]]:
     """``n`` answers of the policy per pair (temperature 1, or greedy): ``[pair][sample]``."""
-
     outs = generate(
         model,
         processor,
@@ -174,7 +173,6 @@ class ScalarScorer:
     of single answers: ``score(pairs, answers) -> [r(image, question, answer)]``."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 32) -> None:
-
         model, self.processor = load_model(Path(folder) / "model")
         hidden = model.config.get_text_config().hidden_size
         self.rm = ScalarRewardModel(model, hidden)
@@ -185,7 +183,6 @@ class ScalarScorer:
     @torch.no_grad()
     def score(self, pairs: Sequence[PreferencePair], answers: Sequence[str]) -> list[float]:
         """One reward per (pair's image and question, answer)."""
-
         out: list[float] = []
         for i in range(0, len(pairs), self.batch_size):
             rows = [
@@ -377,7 +374,6 @@ def policy_model(
 ) -> Path:
     """The warmed-up toy policy of ``profile`` (:func:`warm_up_policy` from the profile's tiny
     model on its first ``train_pairs`` toy train pairs), cached in ``artifacts/<profile>``."""
-
     tiny = artifacts.tiny_model(profile)
     settings = {
         "steps": steps,
@@ -401,7 +397,6 @@ def policy_model(
 def scalar_model(profile: str, *, train_pairs: int) -> Path:
     """A scalar Bradley-Terry reward model that keeps its backbone (chapter 4's recipe, one
     epoch over the first ``train_pairs`` train pairs), cached in ``artifacts/<profile>``."""
-
     base = artifacts.recipe_for(profile)
     recipe = artifacts.recipe_for(profile, artifacts._model_overrides(profile, base))
     recipe["scalar"] = {**recipe["scalar"], "epochs": 1}
@@ -430,7 +425,6 @@ def cached_result(
 ) -> dict[str, Any]:
     """``run(folder)``'s JSON result, computed once per ``settings`` and cached in
     ``artifacts/<profile>/<name>-<hash>/result.json`` (rebuilt when a setting changes)."""
-
     key = recipe_hash(settings)
     folder = artifacts.artifacts_dir(profile) / f"{name}-{key}"
 
