@@ -40,7 +40,7 @@ from r1reward.clients import ChatClient, ChatError, endpoint, image_to_data_url
 from r1reward.data.jsonl import read_jsonl
 from r1reward.data.sources import get_source
 from r1reward.lazy import import_object
-from r1reward.prompt import build_messages, build_prompt, parse_judgment
+from r1reward.prompt import build_prompt, pair_messages, parse_judgment
 
 __all__ = [
     "Reply",
@@ -89,12 +89,6 @@ class Teacher(Protocol):
     def analyse(self, pairs: Sequence[Any], attempt: int) -> list[Reply]: ...
 
 
-def _pair_messages(pair: Any) -> list[dict]:
-    return build_messages(
-        pair.question, pair.response_1, pair.response_2, images=pair.images, videos=pair.videos
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Teachers
 # --------------------------------------------------------------------------------------------
@@ -135,7 +129,7 @@ class TransformersTeacher:
             outs = generate(
                 self.model,
                 self.processor,
-                [_pair_messages(p) for p in pairs],
+                [pair_messages(p) for p in pairs],
                 do_sample=True,
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,

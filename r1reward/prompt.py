@@ -36,6 +36,7 @@ __all__ = [
     "Judgment",
     "build_prompt",
     "build_messages",
+    "pair_messages",
     "parse_judgment",
     "format_target",
 ]
@@ -187,6 +188,19 @@ def build_messages(
     content += [{"type": "video", "video": vid} for vid in _as_items("videos", videos)]
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]
+
+
+def pair_messages(pair: Any, *, style: str = "paper") -> list[dict[str, Any]]:
+    """The chat messages of a preference pair as stored (its Response 1 first): :func:`build_messages`
+    on ``pair.question``, ``pair.response_1``, ``pair.response_2``, its images and its videos."""
+    return build_messages(
+        pair.question,
+        pair.response_1,
+        pair.response_2,
+        images=pair.images,
+        videos=getattr(pair, "videos", None) or (),
+        style=style,
+    )
 
 
 def format_target(analysis: str, answer: int) -> str:

@@ -381,3 +381,18 @@ def test_released_prompt_parses_back_as_table1():
 )
 def test_default_prompt_style_is_a_name_check(model, style):
     assert default_prompt_style(model) == style
+
+
+def test_pair_messages_is_the_stored_layout_of_a_pair():
+    from r1reward.data.schema import PreferencePair
+    from r1reward.prompt import pair_messages
+
+    pair = PreferencePair(
+        id="p", question="Q?", response_1="A", response_2="B", preferred=2, images=["x.png"]
+    )
+    for style in ("paper", "released"):
+        assert pair_messages(pair, style=style) == build_messages(
+            "Q?", "A", "B", images=["x.png"], style=style
+        )
+    content = pair_messages(pair)[0]["content"]
+    assert [c["type"] for c in content] == ["image", "text"]
