@@ -23,11 +23,11 @@ import pytest
 from PIL import Image
 
 from r1reward.evaluate import FunctionSampler
-from r1reward.integrations.client import JudgeClient
 from r1reward.integrations.openrlhf import split_query
 from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, message_text
 from r1reward.reward_api import MAX_GROUP
 from r1reward.serve import BackgroundServer, Engine, Limits, create_app
+from r1reward.serve.client import GROUP, PAIR, RewardClient
 
 REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_k=4, max_body_bytes=400_000, max_image_bytes=40_000)
@@ -243,7 +243,7 @@ def test_get_reward_judges_each_response_against_its_label(rule_server) -> None:
 
 # ------------------------------------------------------------------- reference and group
 def test_reference_and_group_routes(rule_server) -> None:
-    with JudgeClient(rule_server.url) as client:
+    with RewardClient(rule_server.url) as client:
         ref = client.reference("q", ["answer 1", "answer 8"], "answer 5", images=[IMAGE], k=2)
         assert ref["scores"] == [0.0, 1.0] and ref["order_gaps"] == [0.0, 0.0]
         assert len(ref["results"][0]["texts"]) == 4
@@ -261,8 +261,8 @@ def test_reference_and_group_routes(rule_server) -> None:
         answers = asyncio.run(
             client.apost_many(
                 [
-                    ("/v1/reward/group", client._group_body("q", ["answer 1", "answer 2"], [])),
-                    ("/v1/reward", client._pair_body("q", "answer 1", "answer 2", [])),
+                    (GROUP, client.group_body("q", ["answer 1", "answer 2"])),
+                    (PAIR, client.pair_body("q", "answer 1", "answer 2")),
                 ]
             )
         )
