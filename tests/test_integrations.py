@@ -23,9 +23,8 @@ import pytest
 from PIL import Image
 
 from r1reward.evaluate import FunctionSampler
-from r1reward.integrations.openrlhf import split_query
 from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, message_text
-from r1reward.reward_api import MAX_GROUP
+from r1reward.reward_api import MAX_GROUP, split_query
 from r1reward.serve import BackgroundServer, Engine, Limits, create_app
 from r1reward.serve.client import GROUP, PAIR, RewardClient
 
@@ -313,6 +312,8 @@ def test_openrlhf_reward_func_file_posts_to_the_server(rule_server, monkeypatch)
     out = reward_func([prompt + "answer 7<|im_end|>"], [prompt], ["answer 6"])
     assert out["rewards"].tolist() == [1.0] and out["scores"].tolist() == [1.0]
     assert out["extra_logs"]["swap_disagreement"] == [0.0]
+    with pytest.raises(RuntimeError, match=r"/get_reward answered 400: query\[0\]: does not start"):
+        reward_func(["something else"], [prompt], ["answer 6"])
 
 
 def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_path) -> None:
