@@ -9,26 +9,21 @@ better), whose answers are checkable one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from r1reward.chapters.judge_use import served_judge
 from r1reward.evaluate import FunctionSampler
 from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, message_text
 from r1reward.reward_api import MAX_GROUP, split_query
 from r1reward.serve import BackgroundServer, Engine, Limits, create_app
 from r1reward.serve.client import GROUP, PAIR, RewardClient
 
-REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_k=4, max_body_bytes=400_000, max_image_bytes=40_000)
 IMAGE = Image.new("RGB", (56, 56), (200, 30, 30))
 
@@ -50,12 +45,6 @@ def rule_server() -> Iterator[BackgroundServer]:
     engine.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     from r1reward.toy.tiny_model import build_tiny_model
@@ -71,55 +60,21 @@ def served(tiny_model, tmp_path_factory) -> Iterator[str]:
     """``r1reward serve`` as a subprocess (the command users run), 8-token judgments."""
     if _SERVE_FAILED:  # a failed start is not retried for every test of the module
         pytest.fail(_SERVE_FAILED[0])
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "r1reward.cli",
-        "serve",
-        "--model",
-        tiny_model,
-        "--port",
-        str(port),
-        "--threads",
-        "1",
-        "--reward-max-tokens",
-        "8",
-        "--max-k",
-        "4",
-        "--log-level",
-        "warning",
-    ]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600  # generous: a starved 2-core machine starts it slowly
-        while True:
-            problem = None
-            if proc.poll() is not None:
-                problem = f"r1reward serve exited with {proc.returncode}"
-            elif time.monotonic() > deadline:
-                problem = "r1reward serve did not answer /health within 600 s"
-            if problem:
-                _SERVE_FAILED.append(f"{problem}; its log ends: {log.read_text()[-1500:]}")
-                pytest.fail(_SERVE_FAILED[0])
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            url = stack.enter_context(
+                served_judge(
+                    tiny_model,
+                    reward_max_tokens=8,
+                    log_path=log,
+                    extra_args=["--threads", "1", "--max-k", "4"],
+                )
+            )
+        except RuntimeError as exc:  # exited, or no /health within 600 s (a starved 2-core box)
+            _SERVE_FAILED.append(str(exc))
+            pytest.fail(_SERVE_FAILED[0])
+        yield url
 
 
 def _chatml(question: str) -> str:
