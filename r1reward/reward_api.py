@@ -24,12 +24,12 @@ that names the field and row.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from r1reward.integrations.openrlhf import split_query
 from r1reward.verdicts import (
     VerdictScorer,
     group_cost,
@@ -49,6 +49,7 @@ __all__ = [
     "reference_reward",
     "group_reward",
     "get_reward",
+    "split_query",
 ]
 
 #: Largest group for /v1/reward/group: 16 candidates are 240 judgments (greedy).
@@ -182,6 +183,57 @@ def group_reward(
         seed=request.seed,
     )
     return result.to_dict()
+
+
+_ASSISTANT = "<|im_start|>assistant"
+_USER = "<|im_start|>user"
+_END = "<|im_end|>"
+_SPECIAL = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
+_TRAILING_SPECIAL = re.compile(r"(?:\s*<\|[A-Za-z0-9_]{1,40}\|>)+\s*\Z")
+_VISION = re.compile(r"<\|vision_start\|>.*?<\|vision_end\|>", re.DOTALL)
+
+
+def _question(prompt: str) -> str:
+    text = prompt
+    at = text.rfind(_USER)
+    if at >= 0:
+        text = text[at + len(_USER) :]
+        end = text.find(_END)
+        text = text[:end] if end >= 0 else text
+    text = _VISION.sub("", text)
+    return _SPECIAL.sub("", text).strip()
+
+
+def split_query(
+    query: str, prompt: str | None = None, *, row: int | None = None
+) -> tuple[str, str]:
+    """``(question, response)`` from an OpenRLHF query (prompt + response) and its prompt.
+
+    The response is what follows the prompt (or, when the decoded prompt differs from the prompt
+    string, as with expanded image tokens, what follows the last ``<|im_start|>assistant``),
+    without trailing special tokens; the question is the last user turn of a ChatML (Qwen) prompt
+    without its vision placeholders, or the whole prompt when it has no chat template.
+
+    Raises:
+        ValueError: naming ``row`` when the query neither starts with its prompt nor contains an
+            assistant turn (nothing tells where the response begins).
+    """
+    where = f"query[{row}]" if row is not None else "query"
+    if prompt and query.startswith(prompt):
+        head, response = prompt, query[len(prompt) :]
+    elif _ASSISTANT in query:
+        at = query.rfind(_ASSISTANT)
+        head = query[:at]
+        response = query[at + len(_ASSISTANT) :]
+        response = response[1:] if response.startswith("\n") else response
+        head = prompt or head
+    else:
+        raise ValueError(
+            f"{where}: does not start with its prompt and has no '{_ASSISTANT}' turn; expected "
+            "OpenRLHF's query = prompt + response"
+        )
+    response = _TRAILING_SPECIAL.sub("", response)
+    return _question(head), response.strip()
 
 
 def openrlhf_rows(request: GetRewardRequest) -> list[tuple[str, str, str]]:

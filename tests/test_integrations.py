@@ -9,27 +9,21 @@ better), whose answers are checkable one by one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from r1reward.chapters.judge_use import served_judge
 from r1reward.evaluate import FunctionSampler
-from r1reward.integrations.client import JudgeClient
-from r1reward.integrations.openrlhf import split_query
 from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, message_text
-from r1reward.reward_api import MAX_GROUP
+from r1reward.reward_api import MAX_GROUP, split_query
 from r1reward.serve import BackgroundServer, Engine, Limits, create_app
+from r1reward.serve.client import GROUP, PAIR, RewardClient
 
-REPO = Path(__file__).resolve().parents[1]
 LIMITS = Limits(max_k=4, max_body_bytes=400_000, max_image_bytes=40_000)
 IMAGE = Image.new("RGB", (56, 56), (200, 30, 30))
 
@@ -51,12 +45,6 @@ def rule_server() -> Iterator[BackgroundServer]:
     engine.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     from r1reward.toy.tiny_model import build_tiny_model
@@ -72,55 +60,21 @@ def served(tiny_model, tmp_path_factory) -> Iterator[str]:
     """``r1reward serve`` as a subprocess (the command users run), 8-token judgments."""
     if _SERVE_FAILED:  # a failed start is not retried for every test of the module
         pytest.fail(_SERVE_FAILED[0])
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "r1reward.cli",
-        "serve",
-        "--model",
-        tiny_model,
-        "--port",
-        str(port),
-        "--threads",
-        "1",
-        "--reward-max-tokens",
-        "8",
-        "--max-k",
-        "4",
-        "--log-level",
-        "warning",
-    ]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600  # generous: a starved 2-core machine starts it slowly
-        while True:
-            problem = None
-            if proc.poll() is not None:
-                problem = f"r1reward serve exited with {proc.returncode}"
-            elif time.monotonic() > deadline:
-                problem = "r1reward serve did not answer /health within 600 s"
-            if problem:
-                _SERVE_FAILED.append(f"{problem}; its log ends: {log.read_text()[-1500:]}")
-                pytest.fail(_SERVE_FAILED[0])
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
+    with contextlib.ExitStack() as stack:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            url = stack.enter_context(
+                served_judge(
+                    tiny_model,
+                    reward_max_tokens=8,
+                    log_path=log,
+                    extra_args=["--threads", "1", "--max-k", "4"],
+                )
+            )
+        except RuntimeError as exc:  # exited, or no /health within 600 s (a starved 2-core box)
+            _SERVE_FAILED.append(str(exc))
+            pytest.fail(_SERVE_FAILED[0])
+        yield url
 
 
 def _chatml(question: str) -> str:
@@ -243,7 +197,7 @@ def test_get_reward_judges_each_response_against_its_label(rule_server) -> None:
 
 # ------------------------------------------------------------------- reference and group
 def test_reference_and_group_routes(rule_server) -> None:
-    with JudgeClient(rule_server.url) as client:
+    with RewardClient(rule_server.url) as client:
         ref = client.reference("q", ["answer 1", "answer 8"], "answer 5", images=[IMAGE], k=2)
         assert ref["scores"] == [0.0, 1.0] and ref["order_gaps"] == [0.0, 0.0]
         assert len(ref["results"][0]["texts"]) == 4
@@ -261,8 +215,8 @@ def test_reference_and_group_routes(rule_server) -> None:
         answers = asyncio.run(
             client.apost_many(
                 [
-                    ("/v1/reward/group", client._group_body("q", ["answer 1", "answer 2"], [])),
-                    ("/v1/reward", client._pair_body("q", "answer 1", "answer 2", [])),
+                    (GROUP, client.group_body("q", ["answer 1", "answer 2"])),
+                    (PAIR, client.pair_body("q", "answer 1", "answer 2")),
                 ]
             )
         )
@@ -313,6 +267,8 @@ def test_openrlhf_reward_func_file_posts_to_the_server(rule_server, monkeypatch)
     out = reward_func([prompt + "answer 7<|im_end|>"], [prompt], ["answer 6"])
     assert out["rewards"].tolist() == [1.0] and out["scores"].tolist() == [1.0]
     assert out["extra_logs"]["swap_disagreement"] == [0.0]
+    with pytest.raises(RuntimeError, match=r"/get_reward answered 400: query\[0\]: does not start"):
+        reward_func(["something else"], [prompt], ["answer 6"])
 
 
 def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_path) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import dataclasses
 import io
+import os
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from r1reward.chapters.judge_use import served_judge
 from r1reward.evaluate import FunctionSampler
 from r1reward.serve.app import create_app
 from r1reward.serve.batching import MicroBatcher
@@ -470,42 +472,21 @@ def test_openai_judge_against_the_served_model(tiny_server) -> None:
 
 def test_cli_serves_the_tiny_model(tiny_server, tmp_path) -> None:
     """`r1reward serve --model DIR` in a subprocess: health, models, one reward, then SIGTERM."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     model_dir = tiny_server.engine.model.name_or_path
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "r1reward.cli", "serve", "--model", model_dir, "--port", str(port)]
-    cmd += ["--reward-max-tokens", "4", "--threads", "1", "--log-level", "warning", "--max-k", "2"]
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600  # importing torch on a loaded 2-core box: minutes
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                health = httpx.get(url + "/health", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.3)
+    with served_judge(
+        model_dir,
+        reward_max_tokens=4,
+        log_path=tmp_path / "serve.log",
+        extra_args=["--threads", "1", "--max-k", "2"],
+    ) as url:
         name = os.path.basename(model_dir.rstrip("/"))
-        assert health["model"] == name
+        assert httpx.get(url + "/health").json()["model"] == name
         assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == name
         body = {"question": "q", "response_1": "a", "response_2": "b", "k": 2}
         answer = httpx.post(url + "/v1/reward", json=body, timeout=120)
         assert answer.status_code == 200, answer.text
         _check_reward(answer.json(), k=2)
         assert "--max-k" in _error(httpx.post(url + "/v1/reward", json={**body, "k": 3}), 400)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 def test_cli_parser_defaults_to_loopback() -> None:

@@ -615,17 +615,28 @@ def test_cli_local_images_need_a_root(capsys) -> None:
 
 
 def test_reward_client_sends_the_key_and_reads_local_paths_itself(tmp_path, monkeypatch) -> None:
-    """The server reads no path by default, so the client sends a local file's bytes."""
+    """The server reads no path by default, so the client sends a local file's bytes; the key
+    goes with every request, sync and async, and a refusal raises with the server's message."""
     path = tmp_path / "blue.png"
     Image.new("RGB", (56, 56), (0, 0, 255)).save(path)
     engine = Engine(None, None, "rule", sampler=FunctionSampler(RuleJudge(), "rule"))
     with BackgroundServer(create_app(engine, Limits(), Access(api_key=KEY))) as server:
         with RewardClient(server.url, api_key=KEY) as client:
             assert client.p_1(["q"], ["RIGHT"], ["x"], images=[[str(path)]]) == [1.0]
+            assert asyncio.run(client.agroup("q", ["x", "RIGHT"]))["ranking"] == [1, 0]
+            assert client.reference("q", ["RIGHT"], "x")["scores"] == [1.0]
         monkeypatch.setenv("R1REWARD_API_KEY", KEY)
         with RewardClient(server.url) as client:  # the key from the environment
             assert client.p_1(["q"], ["x"], ["RIGHT"]) == [0.0]
+            assert asyncio.run(client.apair("q", "x", "RIGHT"))["preferred"] == 2
         monkeypatch.delenv("R1REWARD_API_KEY")
-        with RewardClient(server.url) as client, pytest.raises(RuntimeError, match="401"):
-            client.p_1(["q"], ["x"], ["RIGHT"])
+        refused = re.escape(f"{server.url}/v1/reward answered 401: missing or wrong API key")
+        with RewardClient(server.url) as client:
+            with pytest.raises(RuntimeError, match=refused):
+                client.p_1(["q"], ["x"], ["RIGHT"])
+            with pytest.raises(RuntimeError, match=refused):
+                asyncio.run(client.apair("q", "x", "RIGHT"))
+        with RewardClient(server.url, api_key="WRONG") as client:
+            with pytest.raises(RuntimeError, match="/v1/reward/group answered 401: missing or"):
+                client.group("q", ["x", "RIGHT"])
     engine.close()

@@ -313,9 +313,11 @@ def served_judge(
     reward_max_tokens: int,
     log_path: str | os.PathLike[str],
     start_timeout: float = 600.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run ``r1reward serve --model MODEL`` as a subprocess on a free 127.0.0.1 port; yield its
-    URL once ``/health`` answers; stop it on exit.
+    URL once ``/health`` answers; stop it on exit. ``extra_args`` go on its command line (e.g.
+    ``["--threads", "1", "--max-k", "4"]``).
 
     Raises:
         RuntimeError: when the server exits or does not answer in ``start_timeout`` seconds
@@ -339,6 +341,7 @@ def served_judge(
         str(reward_max_tokens),
         "--log-level",
         "warning",
+        *extra_args,
     ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -41,7 +41,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from r1reward.integrations.client import JudgeClient
+from r1reward.serve.client import GROUP, REFERENCE, RewardClient
 from r1reward.verdicts import VerdictScorer, rank_groups, score_pairs
 
 __all__ = ["JudgeReward", "AsyncJudgeReward", "completion_text", "message_text"]
@@ -92,7 +92,8 @@ class JudgeReward:
     """A TRL reward function from a pairwise judge (see the module docstring).
 
     Args:
-        url: base URL of ``r1reward serve`` (HTTP backend).
+        url: base URL of ``r1reward serve`` (HTTP backend, through
+            :class:`r1reward.serve.client.RewardClient`; the API key from ``$R1REWARD_API_KEY``).
         scorer: a :class:`r1reward.verdicts.VerdictScorer` (local backend), or
         model: a model folder to load into a :class:`r1reward.verdicts.ModelVerdicts`
             (``max_new_tokens`` sets its judgment budget).
@@ -132,7 +133,7 @@ class JudgeReward:
 
             loaded, processor = load_model(model)
             scorer = ModelVerdicts(loaded, processor, max_new_tokens=max_new_tokens)
-        self.client = JudgeClient(url, timeout=timeout, concurrency=concurrency) if url else None
+        self.client = RewardClient(url, timeout=timeout, concurrency=concurrency) if url else None
         self.scorer = scorer
         self.mode = mode
         self.group_score = group_score
@@ -191,20 +192,20 @@ class JudgeReward:
         return list(groups.values())
 
     def _requests(self, rows: list[dict], groups: list[list[int]]) -> list[tuple[str, dict]]:
+        client = self.client
+        assert client is not None
         out = []
         for members in groups:
             first = rows[members[0]]
             responses = [rows[i]["completion"] for i in members]
             if self.mode == "group":
-                body = JudgeClient._group_body(
-                    first["question"], responses, first["images"], k=self.k
-                )
-                out.append(("/v1/reward/group", body))
+                body = client.group_body(first["question"], responses, first["images"], k=self.k)
+                out.append((GROUP, body))
             else:
-                body = JudgeClient._reference_body(
+                body = client.reference_body(
                     first["question"], responses, first["reference"], first["images"], k=self.k
                 )
-                out.append(("/v1/reward/reference", body))
+                out.append((REFERENCE, body))
         return out
 
     def _from_answers(

@@ -20,17 +20,18 @@ Launch (the judge served on another GPU or machine)::
 ``compute_score_async`` is the coroutine form (``custom_reward_function.name=compute_score_async``)
 and ``compute_score_batch`` the form of verl's batch reward manager
 (``reward_model.reward_manager=batch``), which sends a batch's rows concurrently. The URL
-defaults to ``$R1REWARD_URL`` or ``http://127.0.0.1:8000``. This file imports only ``httpx`` and
-the standard library, so verl's workers need nothing else from r1reward installed.
+defaults to ``$R1REWARD_URL`` or ``http://127.0.0.1:8000``, the API key to ``$R1REWARD_API_KEY``.
+Requests go through :class:`r1reward.serve.client.RewardClient`, so verl's workers need r1reward
+installed (as the launch line above does); ``extra_info["images"]`` are sent as they are (paths
+under the server's ``--image-root``, or ``data:`` URLs).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
+from r1reward.serve.client import REFERENCE, RewardClient
 
 __all__ = ["compute_score", "compute_score_async", "compute_score_batch"]
 
@@ -39,28 +40,24 @@ def _url(url: str | None) -> str:
     return (url or os.environ.get("R1REWARD_URL") or "http://127.0.0.1:8000").rstrip("/")
 
 
-def _body(solution_str: str, ground_truth: Any, extra_info: dict | None, k: int) -> dict[str, Any]:
+def _client(url: str | None, timeout: float, concurrency: int = 1) -> RewardClient:
+    return RewardClient(_url(url), timeout=timeout, concurrency=concurrency, server_paths=True)
+
+
+def _args(
+    solution_str: str, ground_truth: Any, extra_info: dict | None
+) -> tuple[str, list[str], str, list[Any]]:
+    """``RewardClient.reference``'s question, responses, reference and images for one row."""
     if not isinstance(ground_truth, str):
         raise ValueError(
             f"r1reward verl reward: ground_truth is {ground_truth!r}; expected the reference "
             "answer as a string (reward_model.ground_truth in the parquet rows)"
         )
     info = extra_info or {}
-    return {
-        "question": str(info.get("question", "")),
-        "responses": [solution_str],
-        "reference": ground_truth,
-        "images": list(info.get("images", [])),
-        "k": int(k),
-    }
+    return str(info.get("question", "")), [solution_str], ground_truth, list(info.get("images", []))
 
 
-def _answer(url: str, response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise RuntimeError(
-            f"{url}/v1/reward/reference answered {response.status_code}: {response.text[:300]}"
-        )
-    result = response.json()
+def _score(result: dict[str, Any]) -> dict[str, float]:
     return {
         "score": float(result["scores"][0]),
         "order_gap": float(result["order_gaps"][0] or 0.0),
@@ -81,9 +78,8 @@ def compute_score(
 ) -> dict[str, float]:
     """verl's reward-function signature: ``{"score": P(solution better than ground_truth),
     "order_gap", "swap_disagreement"}``."""
-    base = _url(url)
-    body = _body(solution_str, ground_truth, extra_info, k)
-    return _answer(base, httpx.post(f"{base}/v1/reward/reference", json=body, timeout=timeout))
+    with _client(url, timeout) as client:
+        return _score(client.reference(*_args(solution_str, ground_truth, extra_info), k=int(k)))
 
 
 async def compute_score_async(
@@ -98,10 +94,9 @@ async def compute_score_async(
     **_: Any,
 ) -> dict[str, float]:
     """:func:`compute_score` as a coroutine (verl's reward loop awaits it)."""
-    base = _url(url)
-    body = _body(solution_str, ground_truth, extra_info, k)
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        return _answer(base, await client.post(f"{base}/v1/reward/reference", json=body))
+    with _client(url, timeout) as client:
+        args = _args(solution_str, ground_truth, extra_info)
+        return _score(await client.areference(*args, k=int(k)))
 
 
 def compute_score_batch(
@@ -117,11 +112,9 @@ def compute_score_batch(
     **_: Any,
 ) -> list[dict[str, float]]:
     """verl's batch reward manager signature: one result per row, rows sent concurrently."""
-    rows = list(zip(data_sources, solution_strs, ground_truths, extra_infos))
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(rows)))) as pool:
-        return list(
-            pool.map(
-                lambda r: compute_score(*r, url=url, k=k, timeout=timeout),
-                rows,
-            )
-        )
+    with _client(url, timeout, concurrency) as client:
+        requests = [
+            (REFERENCE, client.reference_body(*_args(*row), k=int(k)))
+            for row in zip(solution_strs, ground_truths, extra_infos)
+        ]
+        return [_score(answer) for answer in client.post_many(requests)]
