@@ -104,8 +104,9 @@ def run_r1reward(model: str, args, out: Path) -> dict:
 def run_trl(model: str, args, out: Path) -> dict:
     import datasets
     from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
+    from r1reward.integrations.trl import cpu_grpo_config
     from r1reward.models import load_model
     from r1reward.prompt import build_prompt
     from r1reward.rewards import combine_batch, format_rewards, result_rewards
@@ -148,32 +149,19 @@ def run_trl(model: str, args, out: Path) -> dict:
 
     policy, processor = load_model(model)
     n = args.prompts * args.generations
-    config = GRPOConfig(
-        output_dir=str(out),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
+    config = cpu_grpo_config(
+        out,
         seed=args.seed,
         per_device_train_batch_size=n,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
         num_generations=args.generations,
         max_completion_length=args.max_new_tokens,
-        num_iterations=1,
         beta=0.0,
         learning_rate=1e-5,
         temperature=1.0,
         top_p=1.0,
         top_k=0,
         max_steps=args.warmup + args.steps,
-        use_vllm=False,
         loss_type="grpo",
-        disable_dropout=True,
-        remove_unused_columns=False,
     )
     trainer = GRPOTrainer(
         model=policy,

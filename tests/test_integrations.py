@@ -19,7 +19,7 @@ from PIL import Image
 
 from r1reward.chapters.judge_use import served_judge
 from r1reward.evaluate import FunctionSampler
-from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, message_text
+from r1reward.integrations.trl import AsyncJudgeReward, JudgeReward, cpu_grpo_config, message_text
 from r1reward.reward_api import MAX_GROUP, split_query
 from r1reward.serve import BackgroundServer, Engine, Limits, create_app
 from r1reward.serve.client import GROUP, PAIR, RewardClient
@@ -275,7 +275,7 @@ def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_
     """TRL's GRPOTrainer takes steps on the toy with rewards from `r1reward serve` over HTTP:
     a sync group-ranking reward and an async reward against the reference answer."""
     import datasets
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from r1reward.models import load_model
     from r1reward.toy.world import make_pairs
@@ -301,28 +301,15 @@ def test_trl_grpo_trainer_trains_on_the_judge_over_http(served, tiny_model, tmp_
 
     health = httpx.get(served + "/health").json()
     policy, processor = load_model(tiny_model)
-    config = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
+    config = cpu_grpo_config(
+        tmp_path,
         seed=0,
         per_device_train_batch_size=4,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
         num_generations=2,
         max_completion_length=8,
-        num_iterations=1,
         beta=0.0,
         learning_rate=1e-5,
         max_steps=2,
-        use_vllm=False,
-        disable_dropout=True,
-        remove_unused_columns=False,
     )
     trainer = GRPOTrainer(
         model=policy,

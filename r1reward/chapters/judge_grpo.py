@@ -20,7 +20,7 @@ from typing import Any
 
 from r1reward.chapters.judge_use import ScalarScorer, correct_answer, greedy_accuracy
 from r1reward.data.schema import PreferencePair
-from r1reward.integrations.trl import completion_text
+from r1reward.integrations.trl import completion_text, cpu_grpo_config
 from r1reward.models import load_model
 
 __all__ = ["GRPOSettings", "grpo_compare", "oracle_reward", "scalar_reward"]
@@ -129,7 +129,7 @@ def _grpo_run(
     out_dir: Path,
 ) -> dict[str, Any]:
     from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     model, processor = load_model(policy)
     curve: list[dict[str, float]] = []
@@ -150,29 +150,16 @@ def _grpo_run(
             if state.global_step % s.eval_every == 0 or state.global_step == s.steps:
                 self._eval(state, model)
 
-    config = GRPOConfig(
-        output_dir=str(out_dir),
-        use_cpu=True,
-        bf16=False,
-        fp16=False,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
+    config = cpu_grpo_config(
+        out_dir,
         seed=s.seed,
         per_device_train_batch_size=s.prompts_per_step * s.num_generations,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
         num_generations=s.num_generations,
         max_completion_length=s.max_completion_length,
-        num_iterations=1,
         beta=s.beta,
         learning_rate=s.learning_rate,
         temperature=s.temperature,
         max_steps=s.steps,
-        use_vllm=False,
-        disable_dropout=True,
-        remove_unused_columns=False,
         disable_tqdm=True,
     )
     trainer = GRPOTrainer(

@@ -44,7 +44,13 @@ from typing import Any
 from r1reward.serve.client import GROUP, REFERENCE, RewardClient
 from r1reward.verdicts import VerdictScorer, rank_groups, score_pairs
 
-__all__ = ["JudgeReward", "AsyncJudgeReward", "completion_text", "message_text"]
+__all__ = [
+    "JudgeReward",
+    "AsyncJudgeReward",
+    "completion_text",
+    "cpu_grpo_config",
+    "message_text",
+]
 
 MODES = ("group", "reference")
 GROUP_SCORES = ("bradley_terry", "win_rate")
@@ -293,3 +299,32 @@ class AsyncJudgeReward(JudgeReward):
             answers = await asyncio.to_thread(self._local, rows, groups)
         self._log_gaps(kwargs, answers)
         return self._from_answers(len(rows), groups, answers)
+
+
+#: ``GRPOConfig`` fields set for a run on the CPU: TRL's defaults assume a GPU (``bf16=True``),
+#: and a small test or book run wants no checkpoints, trackers, dataloader workers or vLLM; one
+#: PPO iteration per generated batch, no gradient accumulation, dropout off (so the sampling and
+#: the training policy are the same function), and the dataset's image column kept.
+CPU_GRPO_DEFAULTS: dict[str, Any] = {
+    "use_cpu": True,
+    "bf16": False,
+    "fp16": False,
+    "report_to": "none",
+    "save_strategy": "no",
+    "logging_steps": 1,
+    "dataloader_num_workers": 0,
+    "gradient_accumulation_steps": 1,
+    "steps_per_generation": 1,
+    "num_iterations": 1,
+    "use_vllm": False,
+    "disable_dropout": True,
+    "remove_unused_columns": False,
+}
+
+
+def cpu_grpo_config(output_dir: str, **fields: Any) -> Any:
+    """A ``trl.GRPOConfig`` for a run on the CPU: :data:`CPU_GRPO_DEFAULTS` under ``fields``
+    (the batch, group size, lengths, learning rate, ... of the run; a field given here wins)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(output_dir), **{**CPU_GRPO_DEFAULTS, **fields})
