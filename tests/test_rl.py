@@ -267,7 +267,15 @@ def test_both_orders_shows_every_pair_both_ways(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(rl, "score", spy)
     recipe = _recipe(tiny, 2, 1)
     recipe["rl"]["both_orders"] = True
-    rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / "run")
+    inputs = rl.rl_inputs(recipe)
+    assert inputs["model_path"] == str(tiny) and inputs["record"] is recipe
+
+    def resolved_again(recipe):
+        raise AssertionError("the model path is resolved once, by rl_inputs, not by train_rl")
+
+    monkeypatch.setattr(rl, "resolve_model_path", resolved_again)
+    rl.train_rl(**inputs, out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "recipe.yaml").is_file()  # the record, beside the run
     assert len(seen) == 2
     for ids, labels in seen:
         assert len(ids) == 4 and ids[0::2] == ids[1::2]  # each pair twice, side by side

@@ -128,7 +128,11 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
             out_dir=out,
             resume=True,
         )
-    rl.train_rl(**rl.rl_inputs(_recipe(tiny, 3, 0, seed=4)), out_dir=out, resume=True)
+    # so is another start model: the run's identity holds the model path, not the recipe
+    inputs = rl.rl_inputs(_recipe(tiny, 3, 0, seed=4))
+    with pytest.raises(rl.ResumeError, match=r"model_path .* -> '/elsewhere'"):
+        rl.train_rl(**{**inputs, "model_path": "/elsewhere"}, out_dir=out, resume=True)
+    rl.train_rl(**inputs, out_dir=out, resume=True)
     assert [r["step"] for r in rl.read_metrics(out)] == [1, 2, 3]
     assert (out / "checkpoints" / "step-000003" / "trainer_state.json").is_file()
     # the final model is B's own, moved on from B's step-2 weights

@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resume_checkpoint(args.out, args.resume)  # before any (paid) curation
         inputs = sft_inputs(recipe, out_dir=args.out)
-    except (FileNotFoundError, KeyError, ValueError) as exc:  # --resume without a checkpoint
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # no checkpoint; a bad model or data
         print(f"r1reward sft: {exc}", file=sys.stderr)
         return 2
     out = train_sft(**inputs, out_dir=args.out, resume=args.resume)
