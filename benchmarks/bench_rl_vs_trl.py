@@ -68,7 +68,7 @@ def _fix_length(n: int) -> None:
 
 
 def run_r1reward(model: str, args, out: Path) -> dict:
-    from r1reward.train.rl import read_metrics, train_rl
+    from r1reward.train.rl import read_metrics, rl_inputs, train_rl
 
     recipe = {
         "name": "bench",
@@ -92,7 +92,7 @@ def run_r1reward(model: str, args, out: Path) -> dict:
             "progress": False,
         },
     }
-    train_rl(recipe, out_dir=out)
+    train_rl(**rl_inputs(recipe), out_dir=out)
     recs = read_metrics(out)[args.warmup :]
     return {
         "step_seconds": [r["seconds"] for r in recs],

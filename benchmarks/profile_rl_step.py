@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
     from bench_rl_vs_trl import _fix_length, _model
 
-    from r1reward.lab import LabConfig
+    from r1reward.lab import lab_section
     from r1reward.profile import quiet_libraries
     from r1reward.recipes import load_recipe
     from r1reward.train import rl
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "progress": False,
     }
     if args.lab:
-        lab = LabConfig.from_dict(recipe["lab"])
+        lab = lab_section(recipe["lab"])
         overrides |= {**lab.rl, "prompts_per_step": lab.samples_per_step}
     recipe["rl"].update(overrides)
     for item in args.set:
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         model = _model(args.model, tmp)
         recipe["rl"]["init_model"] = model
         recipe["model"]["path"] = model
-        rl.train_rl(recipe, out_dir=Path(tmp) / "run")
+        rl.train_rl(**rl.rl_inputs(recipe), out_dir=Path(tmp) / "run")
         recs = rl.read_metrics(Path(tmp) / "run")
     phases = ["generate", "encode", "rewards", "reference", "old logprobs", "update"]
     rest = sorted(times)[1:] or sorted(times)

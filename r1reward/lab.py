@@ -8,7 +8,7 @@ lab does that for RL of the reward model (paper Sec. 3.1: Reinforce++ collapses 
 when nearly every sample is right and batch normalisation turns the few wrong ones into
 ``-sqrt(B-1)``-sized advantages).
 
-The grid is declared in the recipe's ``lab:`` section (:class:`LabConfig`) *before* any run, and
+The grid is declared in the recipe's ``lab:`` section (:func:`lab_section`) *before* any run, and
 every variant gets the same data, seeds, batch and steps; only the algorithm switches differ.
 One call, :func:`run_lab`, trains every (variant, learning rate, seed) from the same cold-start
 model, evaluates each final model on held-out pairs in both answer orders (the evaluator of
@@ -30,7 +30,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +51,18 @@ from r1reward.lab_report import (
 from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
 from r1reward.prompt import build_messages, parse_judgment
-from r1reward.recipes import check_section, load_recipe
+from r1reward.recipes import load_recipe
+from r1reward.recipes.config import LabSection
 from r1reward.rollout import generate
 from r1reward.train.rl import ALGO_PRESETS, collapse_reason, read_metrics
 
 __all__ = [
     "CHANCE",
-    "LabConfig",
     "grid_table",
     "ROW_FIELDS",
     "collapse_step",
     "late_regime_pairs",
+    "lab_section",
     "lr_sensitivity",
     "run_dir",
     "run_lab",
@@ -102,49 +102,28 @@ ROW_FIELDS = (
 )
 
 
-@dataclass
-class LabConfig:
-    """The ``lab:`` section of a recipe: the declared grid and the run shape (every variant the
-    same). ``rl`` holds extra ``rl.*`` overrides applied to every run (e.g. ``kl_coef=0``)."""
+def lab_section(section: dict | None, *, source: str = "recipe") -> LabSection:
+    """The ``lab:`` section of a recipe (:class:`r1reward.recipes.config.LabSection`: the declared
+    grid and the run shape, every variant the same), checked for the lab once: keys and types as
+    the recipe declares them, then known variants, a known regime, at least one variant, learning
+    rate and seed, learning rates as floats and seeds as integers.
 
-    variants: list[str] = field(default_factory=lambda: ["reinforce++", "stable-reinforce"])
-    lrs: list[float] = field(default_factory=lambda: [1e-4])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # which training pairs: "late" -- pairs the cold-start model already judges right (greedy, both
-    # orders), the late-training regime of Sec. 3.1; "hard" -- the curated hard pairs (Sec. 4.1);
-    # "all" -- every training pair given
-    regime: str = "late"
-    candidate_pairs: int = 256  # training pairs the late regime picks from
-    steps: int = 16
-    samples_per_step: int = 32  # per process; prompts = samples_per_step / samples_per_prompt
-    rl: dict[str, Any] = field(default_factory=dict)  # further rl.* settings for every run
-    heldout_pairs: int = 100  # judged in both orders
-    workers: int = 1
-    collapse_min_well_formed: float = 0.5
-    collapse_length_fraction: float = 0.9
-    # a run stops once it has been collapsed this many steps in a row (0: every run goes the full
-    # ``steps``); its held-out accuracy is then that of the model it stopped with
-    stop_after_collapsed: int = 0
-
-    @classmethod
-    def from_dict(cls, section: dict | None) -> LabConfig:
-        section = dict(section or {})
-        check_section(cls, section, "lab")
-        cfg = cls(**section)
-        cfg.lrs = [float(x) for x in cfg.lrs]
-        cfg.seeds = [int(x) for x in cfg.seeds]
-        bad = [v for v in cfg.variants if v not in VARIANTS]
-        if bad:
-            raise ValueError(
-                f"recipe lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}"
-            )
-        if cfg.regime not in ("late", "hard", "all"):
-            raise ValueError(f"recipe lab.regime={cfg.regime!r}: expected 'late', 'hard' or 'all'")
-        if not cfg.lrs or not cfg.seeds or not cfg.variants:
-            raise ValueError(
-                "recipe lab: variants, lrs and seeds must each name at least one value"
-            )
-        return cfg
+    Raises:
+        ValueError: one line naming ``lab.<key>`` and what was expected.
+    """
+    cfg = LabSection.from_dict(section, source=source)
+    cfg.lrs = [float(x) for x in cfg.lrs]
+    cfg.seeds = [int(x) for x in cfg.seeds]
+    bad = [v for v in cfg.variants if v not in VARIANTS]
+    if bad:
+        raise ValueError(
+            f"{source} lab.variants: unknown {bad}; expected some of {sorted(VARIANTS)}"
+        )
+    if cfg.regime not in ("late", "hard", "all"):
+        raise ValueError(f"{source} lab.regime={cfg.regime!r}: expected 'late', 'hard' or 'all'")
+    if not cfg.lrs or not cfg.seeds or not cfg.variants:
+        raise ValueError(f"{source} lab: variants, lrs and seeds must each name at least one value")
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +218,7 @@ def run_name(variant: str, lr: float, seed: int) -> str:
     return f"{variant}-lr{lr:.0e}-seed{seed}"
 
 
-def _variant_overrides(cfg: LabConfig, variant: str, lr: float) -> list[str]:
+def _variant_overrides(cfg: LabSection, variant: str, lr: float) -> list[str]:
     algo = next(o.split("=", 1)[1] for o in VARIANTS[variant] if o.startswith("rl.algo="))
     k = int(ALGO_PRESETS[algo]["samples_per_prompt"])
     if cfg.samples_per_step % k:
@@ -280,7 +259,7 @@ def _run_one(
 ) -> dict:
     """Train one grid cell (cached in its folder), evaluate it (cached) and return its row."""
     quiet_libraries()
-    cfg = LabConfig.from_dict(cfg_dict)
+    cfg = lab_section(cfg_dict)
     name = run_name(variant, lr, seed)
     row_file = Path(root) / name / "lab_row.json"
     t0 = time.perf_counter()
@@ -356,7 +335,7 @@ def _run_one(
 
 
 def regime_pairs(
-    cfg: LabConfig,
+    cfg: LabSection,
     init_model: str | Path,
     train_pairs: Sequence[Any],
     out_dir: str | Path,
@@ -419,7 +398,7 @@ def run_lab(
     """
     quiet_libraries()
     resolved = load_recipe(recipe, overrides)
-    cfg = LabConfig.from_dict(resolved.get("lab"))
+    cfg = lab_section(resolved.get("lab"))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_new = int(resolved["rl"]["max_new_tokens"])
@@ -515,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        cfg = LabConfig.from_dict(load_recipe(args.recipe, args.overrides).get("lab"))
+        cfg = lab_section(load_recipe(args.recipe, args.overrides).get("lab"))
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward lab: {exc}", file=sys.stderr)
         return 2

@@ -152,7 +152,7 @@ def test_each_later_fix_trains_through_the_trainer(tiny, tmp_path, monkeypatch, 
             "progress": False,
         },
     }
-    rl.train_rl(recipe, out_dir=tmp_path / algo)
+    rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / algo)
     recs = rl.read_metrics(tmp_path / algo)
     assert len(recs) == 2 and all(r["params_finite"] and math.isfinite(r["loss"]) for r in recs)
     assert recs[0]["samples"] == 8

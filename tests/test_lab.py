@@ -63,9 +63,27 @@ def test_lr_sensitivity_by_hand():
 
 def test_unknown_lab_keys_and_variants_are_refused():
     with pytest.raises(ValueError, match="unknown keys"):
-        lab.LabConfig.from_dict({"lrz": [1e-4]})
+        lab.lab_section({"lrz": [1e-4]})
     with pytest.raises(ValueError, match="unknown"):
-        lab.LabConfig.from_dict({"variants": ["reinforce+++"]})
+        lab.lab_section({"variants": ["reinforce+++"]})
+    with pytest.raises(ValueError, match="lab.regime='early'"):
+        lab.lab_section({"regime": "early"})
+    with pytest.raises(ValueError, match="at least one value"):
+        lab.lab_section({"seeds": []})
+    with pytest.raises(ValueError, match="lab.lrs"):  # the declared type, from the recipe's section
+        lab.lab_section({"lrs": ["fast"]})
+
+
+def test_lab_section_is_the_recipes_typed_section_with_numbers_as_the_lab_uses_them():
+    """One class: the lab reads the recipe's LabSection, learning rates as floats (its run names
+    and rl.lr overrides print them), seeds as integers; defaults are the section's."""
+    from r1reward.recipes.config import LabSection
+
+    cfg = lab.lab_section({"lrs": [1, 1e-3], "seeds": [2]})
+    assert type(cfg) is LabSection and not hasattr(lab, "LabConfig")
+    assert cfg.lrs == [1.0, 1e-3] and all(type(x) is float for x in cfg.lrs)
+    assert cfg.seeds == [2] and type(cfg.seeds[0]) is int
+    assert lab.lab_section(None) == LabSection()
 
 
 @pytest.fixture(scope="module")

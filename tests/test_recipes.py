@@ -91,13 +91,20 @@ def test_recipe_builds_its_trainer_and_scalar_model_on_cpu(name, tiny, tmp_path)
     from trl import SFTTrainer
 
     from r1reward.models import load_model
+    from r1reward.recipes.config import ModelConfig, SFTConfig
     from r1reward.toy.world import make_pairs
     from r1reward.train.scalar import ScalarRewardModel, encode_responses
     from r1reward.train.sft import build_trainer
 
     r = load_recipe(name, [f"model.path={tiny}"])
     pairs = make_pairs(4, seed=1)
-    trainer, processor = build_trainer(r, out_dir=tmp_path, pairs=pairs, model_path=str(tiny))
+    trainer, processor = build_trainer(
+        SFTConfig.from_dict(r["sft"]),
+        model_cfg=ModelConfig.from_dict(r["model"]),
+        model_path=str(tiny),
+        out_dir=tmp_path,
+        pairs=pairs,
+    )
     assert isinstance(trainer, SFTTrainer)
     assert trainer.args.per_device_train_batch_size == r["sft"]["batch_size"]
     assert trainer.args.learning_rate == pytest.approx(r["sft"]["lr"])

@@ -136,16 +136,6 @@ def test_sft_defaults_are_what_the_trainer_used():
     assert rc.DataConfig().max_tries == 3 and rc.DataConfig().image_size == 56
 
 
-def test_lab_section_matches_the_labs_own_config():
-    """r1reward.lab.LabConfig reads the section; the declared one must not drift from it."""
-    from r1reward.lab import LabConfig
-
-    ours = {f.name: f for f in dataclasses.fields(rc.LabSection)}
-    theirs = {f.name: f for f in dataclasses.fields(LabConfig)}
-    assert list(ours) == list(theirs)
-    assert dataclasses.asdict(rc.LabSection()) == dataclasses.asdict(LabConfig())
-
-
 def test_the_tiny_model_is_resolved_from_the_typed_section(monkeypatch, tmp_path):
     import r1reward.recipes as recipes
 

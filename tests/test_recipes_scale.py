@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from r1reward.recipes import available, load_recipe
+from r1reward.recipes.config import ModelConfig, SFTConfig
 from r1reward.train import rl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,11 @@ def test_sft_trainer_builds_on_cpu(name, tiny, tmp_path):
 
     r = _cpu_recipe(name, tiny)
     trainer, _ = build_trainer(
-        r, out_dir=tmp_path, pairs=make_pairs(4, seed=1), model_path=str(tiny)
+        SFTConfig.from_dict(r["sft"]),
+        model_cfg=ModelConfig.from_dict(r["model"]),
+        model_path=str(tiny),
+        out_dir=tmp_path,
+        pairs=make_pairs(4, seed=1),
     )
     assert isinstance(trainer, SFTTrainer)
     args = trainer.args
@@ -159,7 +164,7 @@ def test_rl_pieces_build_and_take_one_step_on_cpu(name, tiny):
     acc = rl.make_accelerator(cfg)
     assert acc.gradient_accumulation_steps == cfg.grad_accum
     torch.manual_seed(0)
-    model, ref, processor, opt = rl.build(r, cfg, acc)
+    model, ref, processor, opt = rl.build(cfg, ModelConfig.from_dict(r["model"]), str(tiny), acc)
     assert ref is None or cfg.kl_coef > 0  # no reference copy when the KL is off
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.lr)
     policy = acc.unwrap_model(model)
@@ -195,7 +200,7 @@ def test_four_bit_recipe_as_shipped_fails_clearly_on_cpu(tiny):
     assert r["model"]["quantization"] == "4bit"
     cfg = rl.RLConfig.from_dict(r["rl"]).resolved()
     with pytest.raises((ImportError, RuntimeError), match=r"bitsandbytes|CUDA"):
-        rl.build(r, cfg, rl.make_accelerator(cfg))
+        rl.build(cfg, ModelConfig.from_dict(r["model"]), str(tiny), rl.make_accelerator(cfg))
 
 
 # ------------------------------------------------------------------ chapter helpers (scaling)

@@ -66,16 +66,16 @@ def test_data_stream_is_disjoint_across_processes_and_covers_each_epoch():
 def test_rl_reads_its_pairs_through_the_declared_split(tmp_path):
     data = {"source": "toy", "train_pairs": 6, "seed": 3, "image_size": 28}
     cfg = rl.RLConfig().resolved()
-    toy = rl.load_pairs(cfg, {"data": data})
+    toy = rl.load_pairs(cfg, data)
     assert [p.id for p in toy] == [p.id for p in load_split(data, "train")]
     # a held-out file is never trained on, also beside the toy world
     held = write_pairs(toy[:2], tmp_path / "held.jsonl")
-    kept = rl.load_pairs(cfg, {"data": {**data, "heldout": str(held)}})
+    kept = rl.load_pairs(cfg, {**data, "heldout": str(held)})
     assert [p.id for p in kept] == [p.id for p in toy[2:]]
     with pytest.raises(ValueError, match="'n' is not read"):
-        rl.load_pairs(cfg, {"data": {**data, "n": 6}})
+        rl.load_pairs(cfg, {**data, "n": 6})
     with pytest.raises(ValueError, match="no training pairs"):
-        rl.load_pairs(rl.RLConfig(min_difficulty=99).resolved(), {"data": data})
+        rl.load_pairs(rl.RLConfig(min_difficulty=99).resolved(), data)
 
 
 # ------------------------------------------------------------------------------ the tiny model
@@ -218,10 +218,10 @@ def _text_reward(ro, judge, use_consistency):
 def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(rl, "score", _text_reward)
     full = tmp_path / "full"
-    rl.train_rl(_recipe(tiny, 4, 2), out_dir=full)
+    rl.train_rl(**rl.rl_inputs(_recipe(tiny, 4, 2)), out_dir=full)
     # a run "killed" after step 2 (its last checkpoint), then resumed to step 4
     part = tmp_path / "part"
-    rl.train_rl(_recipe(tiny, 2, 2), out_dir=part)
+    rl.train_rl(**rl.rl_inputs(_recipe(tiny, 2, 2)), out_dir=part)
     assert [r["step"] for r in rl.read_metrics(part)] == [1, 2]
     assert (part / "checkpoints" / "step-000002" / "trainer_state.json").is_file()
     lines = (part / "metrics.jsonl").read_text().splitlines()
@@ -229,7 +229,7 @@ def test_resume_reproduces_the_uninterrupted_run(tiny, tmp_path, monkeypatch):
     # a step logged after the checkpoint, which the resumed run must drop and redo
     marked.append(json.dumps({"step": 3, "loss": 123.0}))
     (part / "metrics.jsonl").write_text("\n".join(marked) + "\n")
-    final = rl.train_rl(_recipe(tiny, 4, 2), out_dir=part, resume=True)
+    final = rl.train_rl(**rl.rl_inputs(_recipe(tiny, 4, 2)), out_dir=part, resume=True)
     a, b = rl.read_metrics(full), rl.read_metrics(part)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert b[0].pop("marker") == "kept"  # steps 1-2 were not recomputed: it did resume
@@ -267,7 +267,15 @@ def test_both_orders_shows_every_pair_both_ways(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(rl, "score", spy)
     recipe = _recipe(tiny, 2, 1)
     recipe["rl"]["both_orders"] = True
-    rl.train_rl(recipe, out_dir=tmp_path / "run")
+    inputs = rl.rl_inputs(recipe)
+    assert inputs["model_path"] == str(tiny) and inputs["record"] is recipe
+
+    def resolved_again(recipe):
+        raise AssertionError("the model path is resolved once, by rl_inputs, not by train_rl")
+
+    monkeypatch.setattr(rl, "resolve_model_path", resolved_again)
+    rl.train_rl(**inputs, out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "recipe.yaml").is_file()  # the record, beside the run
     assert len(seen) == 2
     for ids, labels in seen:
         assert len(ids) == 4 and ids[0::2] == ids[1::2]  # each pair twice, side by side
@@ -287,7 +295,7 @@ def test_vision_tower_stays_frozen_unless_asked(tiny, tmp_path, monkeypatch, fre
     monkeypatch.setattr(rl, "score", _text_reward)
     recipe = _recipe(tiny, 2, 0)
     recipe["rl"]["freeze_vision"] = freeze
-    final = rl.train_rl(recipe, out_dir=tmp_path / "run")
+    final = rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / "run")
     before = load_file(str(Path(tiny) / "model.safetensors"))
     after = load_file(str(final / "model.safetensors"))
     vision = [k for k in after if ".visual." in f".{k}"]
@@ -318,7 +326,7 @@ def test_lora_grpo_and_kl_paths(tiny, tmp_path, monkeypatch, algo, lora, kl_coef
         samples_per_prompt=4 if algo == "grpo" else None,
         old_logprobs=old_logprobs,
     )
-    final = rl.train_rl(recipe, out_dir=tmp_path / algo)
+    final = rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / algo)
     recs = rl.read_metrics(tmp_path / algo)
     assert [r["step"] for r in recs] == [1, 2, 3] and all(r["params_finite"] for r in recs)
     assert recs[0]["samples"] == (16 if algo == "grpo" else 4)
@@ -370,7 +378,7 @@ def test_stop_on_collapse_ends_the_run_after_n_collapsed_steps(tiny, tmp_path):
     still saves its (finite) model and a resumable last checkpoint."""
     recipe = _recipe(tiny, 4, 0)
     recipe["rl"].update(stop_on_collapse=2, kl_coef=0.0)
-    final = rl.train_rl(recipe, out_dir=tmp_path / "run")
+    final = rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / "run")
     recs = rl.read_metrics(tmp_path / "run")
     assert [r["step"] for r in recs] == [1, 2]
     assert all(rl.collapse_reason(r, 12) == "ill-formed" for r in recs)
@@ -392,7 +400,7 @@ def test_sampler_old_logprobs_train_like_a_separate_pass(tiny, tmp_path, monkeyp
     for mode in ("sampler", "trainer"):
         recipe = _recipe(tiny, 2, 0)
         recipe["rl"]["old_logprobs"] = mode
-        rl.train_rl(recipe, out_dir=tmp_path / mode)
+        rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / mode)
         runs[mode] = rl.read_metrics(tmp_path / mode)
     for a, b in zip(runs["sampler"], runs["trainer"]):
         for key in ("loss", "kl", "max_ratio", "grad_norm", "length_mean", "reward"):
@@ -447,7 +455,7 @@ def test_the_trainer_shows_a_judge_that_looks_at_images_each_samples_images(
     monkeypatch.setattr(rl, "make_judge", lambda spec: paid)
     recipe = _recipe(tiny, 1, 0)
     recipe["rl"].update(consistency_reward=True, kl_coef=0.0)
-    rl.train_rl(recipe, out_dir=tmp_path / "run")
+    rl.train_rl(**rl.rl_inputs(recipe), out_dir=tmp_path / "run")
     (images,) = paid.images
     n = recipe["rl"]["prompts_per_step"]
     assert len(images) == n and all(len(i) == 1 and hasattr(i[0], "size") for i in images)

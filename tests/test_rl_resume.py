@@ -76,7 +76,7 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
     monkeypatch.setattr(rl, "score", _text_reward)
     out = tmp_path / "run"
     # run A: 2 steps, checkpoints at 1 and 2
-    rl.train_rl(_recipe(tiny, 2, 1, seed=3), out_dir=out)
+    rl.train_rl(**rl.rl_inputs(_recipe(tiny, 2, 1, seed=3)), out_dir=out)
     run_a = json.loads((out / rl.RUN_FILE).read_text())["run_id"]
     state = json.loads((out / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
     assert state["run_id"] == run_a and state["config"]["rl"]["seed"] == 3  # id + settings
@@ -92,7 +92,7 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
     # run B (= --overwrite), save_every 0, killed during its second step
     monkeypatch.setattr(rl, "score", _killed_at(2))
     with pytest.raises(KeyboardInterrupt):
-        rl.train_rl(_recipe(tiny, 2, 0, seed=4), out_dir=out)
+        rl.train_rl(**rl.rl_inputs(_recipe(tiny, 2, 0, seed=4)), out_dir=out)
     run_b = json.loads((out / rl.RUN_FILE).read_text())["run_id"]
     assert run_b != run_a and not (out / "checkpoints").exists()  # A's checkpoints are gone
     assert [r["step"] for r in rl.read_metrics(out)] == [1]  # and so are A's metrics
@@ -104,7 +104,7 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
     # an earlier run's checkpoint left in the folder is refused by its run id
     shutil.copytree(old_ckpt, out / "checkpoints" / "step-000002")
     with pytest.raises(rl.ResumeError, match=f"belongs to run {run_a}"):
-        rl.train_rl(_recipe(tiny, 2, 0, seed=4), out_dir=out, resume=True)
+        rl.train_rl(**rl.rl_inputs(_recipe(tiny, 2, 0, seed=4)), out_dir=out, resume=True)
     shutil.rmtree(out / "checkpoints")
 
     # run B again with --overwrite, to the end: save_every 0 still leaves a final checkpoint
@@ -119,14 +119,20 @@ def test_kill_rerun_resume_never_continues_another_run(tiny, tmp_path, monkeypat
     # other settings are refused on resume; more steps are allowed and continue from step 2
     with pytest.raises(rl.ResumeError, match=r"rl\.lr 0\.003 -> 0\.001"):
         rl.train_rl(
-            {
-                **_recipe(tiny, 3, 0, seed=4),
-                "rl": {**_recipe(tiny, 3, 0, seed=4)["rl"], "lr": 1e-3},
-            },
+            **rl.rl_inputs(
+                {
+                    **_recipe(tiny, 3, 0, seed=4),
+                    "rl": {**_recipe(tiny, 3, 0, seed=4)["rl"], "lr": 1e-3},
+                }
+            ),
             out_dir=out,
             resume=True,
         )
-    rl.train_rl(_recipe(tiny, 3, 0, seed=4), out_dir=out, resume=True)
+    # so is another start model: the run's identity holds the model path, not the recipe
+    inputs = rl.rl_inputs(_recipe(tiny, 3, 0, seed=4))
+    with pytest.raises(rl.ResumeError, match=r"model_path .* -> '/elsewhere'"):
+        rl.train_rl(**{**inputs, "model_path": "/elsewhere"}, out_dir=out, resume=True)
+    rl.train_rl(**inputs, out_dir=out, resume=True)
     assert [r["step"] for r in rl.read_metrics(out)] == [1, 2, 3]
     assert (out / "checkpoints" / "step-000003" / "trainer_state.json").is_file()
     # the final model is B's own, moved on from B's step-2 weights

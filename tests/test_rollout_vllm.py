@@ -371,7 +371,7 @@ def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(
     tiny_path, fake_vllm, tmp_path, monkeypatch
 ):
     from r1reward.train import rl
-    from r1reward.train.rl import read_metrics, train_rl
+    from r1reward.train.rl import read_metrics, rl_inputs, train_rl
 
     def text_reward(ro, judge, use_consistency):  # the untrained model earns no R1-Reward
         total = torch.tensor([len(t) / 10.0 for t in ro.texts])
@@ -401,7 +401,7 @@ def test_rl_trainer_samples_through_vllm_and_syncs_after_each_update(
             "vllm": {"gpu_memory_utilization": 0.25},
         },
     }
-    train_rl(recipe, out_dir=tmp_path / "run")
+    train_rl(**rl_inputs(recipe), out_dir=tmp_path / "run")
     (llm,) = fake_vllm.built  # one engine, built with the recipe's extra arguments
     assert llm.kwargs["gpu_memory_utilization"] == 0.25
     assert len(llm.requests) == 2 * 2  # steps x prompts, each request asking for 2 samples

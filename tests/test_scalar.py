@@ -11,7 +11,13 @@ from r1reward.models import load_model
 from r1reward.recipes import load_recipe
 from r1reward.toy.tiny_model import build_tiny_model
 from r1reward.toy.world import make_pairs
-from r1reward.train.scalar import ScalarRewardModel, _rewards, encode_responses, train_scalar
+from r1reward.train.scalar import (
+    ScalarRewardModel,
+    _rewards,
+    encode_responses,
+    scalar_inputs,
+    train_scalar,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +63,8 @@ def test_training_fits_a_few_pairs_and_reports_accuracy(tiny, tmp_path):
         ],
     )
     train, held = make_pairs(8, seed=4), make_pairs(8, seed=4, split="heldout")
-    res = train_scalar(r, out_dir=tmp_path, pairs=train, heldout=held, progress=False)
+    inputs = scalar_inputs(r, pairs=train, heldout=held)
+    res = train_scalar(**inputs, out_dir=tmp_path, progress=False)
     assert res["steps"] == 25 and len(res["log"]) == 25
     assert 0.0 <= res["heldout_accuracy"] <= 1.0 and res["n_heldout"] == 8
     last = sum(x["loss"] for x in res["log"][-5:]) / 5

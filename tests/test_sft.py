@@ -12,7 +12,7 @@ from r1reward.models import load_model
 from r1reward.recipes import load_recipe
 from r1reward.toy.tiny_model import build_tiny_model
 from r1reward.toy.world import make_pairs, target_text
-from r1reward.train.sft import build_trainer, read_log, sft_examples, train_sft
+from r1reward.train.sft import build_trainer, read_log, sft_examples, sft_inputs, train_sft
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,13 @@ def recipe(tiny, *more):
     return load_recipe("toy-ci", [f"model.path={tiny}", "sft.batch_size=4", *more])
 
 
+def _trainer_inputs(r, pairs):
+    """build_trainer's arguments for recipe ``r``: sft_inputs without the run's record."""
+    inputs = sft_inputs(r, pairs=pairs)
+    del inputs["record"]
+    return inputs
+
+
 def test_completion_is_the_teacher_target_plus_end_of_turn(tiny, pairs):
     _, processor = load_model(tiny)
     ex = sft_examples(pairs, processor)
@@ -42,9 +49,7 @@ def test_completion_is_the_teacher_target_plus_end_of_turn(tiny, pairs):
 
 
 def test_loss_is_on_the_completion_only(tiny, pairs, tmp_path):
-    trainer, processor = build_trainer(
-        recipe(tiny), out_dir=tmp_path, pairs=pairs, model_path=str(tiny)
-    )
+    trainer, processor = build_trainer(**_trainer_inputs(recipe(tiny), pairs), out_dir=tmp_path)
     rows = [trainer.train_dataset[i] for i in range(3)]
     completions = [r["completion"] for r in rows]
     batch = trainer.data_collator(rows)
@@ -68,9 +73,8 @@ def test_loss_is_on_the_completion_only(tiny, pairs, tmp_path):
 
 @pytest.mark.slow
 def test_train_sft_writes_a_loadable_model_and_a_loss_curve(tiny, pairs, tmp_path):
-    out = train_sft(
-        recipe(tiny, "sft.max_steps=3", "sft.logging_steps=1"), out_dir=tmp_path, pairs=pairs
-    )
+    r = recipe(tiny, "sft.max_steps=3", "sft.logging_steps=1")
+    out = train_sft(**sft_inputs(r, pairs=pairs), out_dir=tmp_path)
     log = read_log(out)
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 3 and all(x > 0 for x in losses)
@@ -89,10 +93,10 @@ def test_train_sft_writes_a_loadable_model_and_a_loss_curve(tiny, pairs, tmp_pat
 @pytest.mark.slow
 def test_lora_trains_only_adapters_and_saves_a_merged_model(tiny, pairs, tmp_path):
     r = recipe(tiny, "model.lora={r: 4, lora_alpha: 8}", "sft.max_steps=2")
-    trainer, _ = build_trainer(r, out_dir=tmp_path / "t", pairs=pairs, model_path=str(tiny))
+    trainer, _ = build_trainer(**_trainer_inputs(r, pairs), out_dir=tmp_path / "t")
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    out = train_sft(r, out_dir=tmp_path / "lora", pairs=pairs)
+    out = train_sft(**sft_inputs(r, pairs=pairs), out_dir=tmp_path / "lora")
     model, _ = load_model(out)  # merged: an ordinary model folder again
     assert not any("lora_" in n for n, _ in model.named_parameters())
 

@@ -47,7 +47,7 @@ def _recipe(tiny, batch_size: int) -> dict:
 def test_two_processes_save_what_one_process_saves(tiny, tmp_path):
     # one process, global batch 4
     one = tmp_path / "one"
-    sft.train_sft(_recipe(tiny, 4), out_dir=one)
+    sft.train_sft(**sft.sft_inputs(_recipe(tiny, 4), out_dir=one), out_dir=one)
     # two processes, 2 each: the same global batch
     yml = tmp_path / "two.yaml"
     yml.write_text(yaml.safe_dump(_recipe(tiny, 2)))

@@ -36,8 +36,8 @@ from r1reward.data.markers import read_marker, write_marker
 from r1reward.models import load_model
 from r1reward.profile import gpu_standin
 from r1reward.recipes import build_tiny_cached, load_recipe, recipe_hash, tiny_pretrain_kwargs
-from r1reward.train.scalar import train_scalar
-from r1reward.train.sft import judge_pairs, load_pairs, train_sft
+from r1reward.train.scalar import scalar_inputs, train_scalar
+from r1reward.train.sft import judge_pairs, load_pairs, sft_inputs, train_sft
 
 __all__ = [
     "PROFILE_RECIPES",
@@ -203,7 +203,9 @@ def sft_model(profile: str) -> Path:
     # in a notebook, transformers' progress callback prints one HTML table row per logging step
     # (about 300 rows in the cpu profile) into the chapter; the loss curve is plotted instead
     quiet = {**recipe, "sft": {**recipe["sft"], "disable_tqdm": True}}
-    return _cached(folder, key, lambda out: train_sft(quiet, out_dir=out, pairs=pairs))
+    return _cached(
+        folder, key, lambda out: train_sft(**sft_inputs(quiet, pairs=pairs), out_dir=out)
+    )
 
 
 def sft_report(profile: str) -> dict[str, Any]:
@@ -238,7 +240,7 @@ def scalar_baseline(profile: str) -> dict[str, Any]:
     folder = artifacts_dir(profile) / f"scalar-{key}"
 
     def build(out: Path) -> None:
-        result = train_scalar(recipe, out_dir=out, progress=False)
+        result = train_scalar(**scalar_inputs(recipe), out_dir=out, progress=False)
         (out / "scalar_result.json").write_text(json.dumps(result))
 
     _cached(folder, key, build)

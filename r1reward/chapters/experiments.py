@@ -33,7 +33,7 @@ from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
 from r1reward.prompt import parse_judgment
 from r1reward.recipes import load_recipe
-from r1reward.train.rl import read_metrics, train_rl
+from r1reward.train.rl import read_metrics, rl_inputs, train_rl
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "stable-reinforce": ("rl.algo=stable-reinforce",),
@@ -88,7 +88,7 @@ def run_variant(
         return out
     if out.exists():  # an older or unfinished run: start clean (stale evaluations included)
         shutil.rmtree(out)
-    train_rl(resolved, out_dir=out, pairs=pairs)
+    train_rl(**rl_inputs(resolved, pairs), out_dir=out)
     write_marker(stamp, key)
     return out
 

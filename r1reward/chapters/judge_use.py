@@ -44,7 +44,7 @@ from r1reward.rollout import build_batch, completion_logprobs, generate, stop_to
 from r1reward.toy.tiny_model import MARKER
 from r1reward.toy.world import TOY_VERSION, make_pairs, response_text, true_claim
 from r1reward.train.common import freeze_vision
-from r1reward.train.scalar import ScalarRewardModel, encode_responses, train_scalar
+from r1reward.train.scalar import ScalarRewardModel, encode_responses, scalar_inputs, train_scalar
 from r1reward.train.sft import load_pairs
 from r1reward.verdicts import AS_GIVEN, VerdictScorer, bradley_terry, score_pairs
 
@@ -415,9 +415,8 @@ def scalar_model(profile: str, *, train_pairs: int) -> Path:
     heldout = artifacts.heldout_pairs(profile)
 
     def build(out: Path) -> None:
-        result = train_scalar(
-            recipe, out_dir=out, pairs=pairs, heldout=heldout, progress=True, save_model=True
-        )
+        inputs = scalar_inputs(recipe, pairs=pairs, heldout=heldout)
+        result = train_scalar(**inputs, out_dir=out, progress=True, save_model=True)
         (out / "scalar_result.json").write_text(json.dumps(result))
 
     return artifacts._cached(folder, key, build)

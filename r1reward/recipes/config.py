@@ -180,8 +180,9 @@ class EvalConfig(Section):
 
 @dataclass
 class LabSection(Section):
-    """``lab:`` the collapse lab's grid, declared before any of its runs (r1reward.lab, which
-    checks the values: known variants, regime, non-empty lists)."""
+    """``lab:`` the collapse lab's grid, declared before any of its runs; the lab reads it through
+    :func:`r1reward.lab.lab_section`, which also checks known variants, the regime and non-empty
+    lists."""
 
     key: ClassVar[str] = "lab"
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from r1reward.data.jsonl import read_jsonl
 from r1reward.recipes import save_recipe
+from r1reward.recipes.config import ModelConfig
 from r1reward.recipes.rl import RLConfig
 
 __all__ = [
@@ -64,11 +65,14 @@ class ResumeError(RuntimeError):
     """``--resume`` cannot continue this folder's run (the message says why and what to do)."""
 
 
-def run_identity(recipe: dict, cfg: RLConfig, pairs: Sequence[Any]) -> dict:
-    """What fixes a run's computation: the recipe (its ``rl`` section resolved, minus
-    :data:`RESUME_MAY_CHANGE`) and the ids of its training pairs; with their hash."""
+def run_identity(
+    cfg: RLConfig, pairs: Sequence[Any], *, model: ModelConfig, model_path: str
+) -> dict:
+    """What fixes a run's computation: the resolved ``rl`` settings (minus
+    :data:`RESUME_MAY_CHANGE`), the ``model`` section, the model it starts from and the ids of
+    its training pairs; with their hash."""
     rl_part = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_MAY_CHANGE}
-    config = {**{k: v for k, v in recipe.items() if k != "rl"}, "rl": rl_part}
+    config = {"model": dataclasses.asdict(model), "model_path": str(model_path), "rl": rl_part}
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
     ids = [str(getattr(p, "id", "")) for p in pairs]
     blob = json.dumps([config, ids], sort_keys=True).encode()
@@ -213,13 +217,18 @@ def used_outputs(out: Path) -> list[str]:
 
 
 def open_run(
-    accelerator: Any, out_dir: Path, recipe: dict, cfg: RLConfig, pairs: Sequence[Any], resume: bool
+    accelerator: Any,
+    out_dir: Path,
+    identity: dict,
+    cfg: RLConfig,
+    resume: bool,
+    record: dict | None = None,
 ) -> tuple[dict, Path | None]:
     """``(run, checkpoint)``: with ``resume`` this folder's run and the checkpoint to continue
-    from (:func:`resume_point`, checked before any model is loaded), else a fresh run
-    (:func:`start_run`) and ``None``. The main process writes the resolved ``rl_config.json``
-    and ``recipe.yaml`` beside it."""
-    identity = run_identity(recipe, cfg, pairs)
+    from (:func:`resume_point` on ``identity``, see :func:`run_identity`; checked before any
+    model is loaded), else a fresh run (:func:`start_run`) and ``None``. The main process writes
+    the resolved ``rl_config.json`` beside it, and ``record`` (the recipe the run came from, for
+    the record; nothing reads it back) as ``recipe.yaml``."""
     last = None
     if resume:
         _, last = resume_point(out_dir, identity)
@@ -232,7 +241,8 @@ def open_run(
         (out_dir / "rl_config.json").write_text(
             json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
         )
-        save_recipe(recipe, out_dir)  # recipe.yaml: the resolved recipe beside the run
+        if record is not None:
+            save_recipe(record, out_dir)  # recipe.yaml: the resolved recipe beside the run
     return run, last
 
 

@@ -27,7 +27,8 @@ and the update (4-6) in :mod:`r1reward.train.rl_update`; the run folder, checkpo
 metrics in :mod:`r1reward.train.checkpoints`. This file holds the model set-up, the loop, a step's
 metrics and the command line.
 
-Entry points: :func:`train_rl` (notebooks) and :func:`main` (``r1reward rl --recipe NAME``, or
+Entry points: :func:`train_rl` (typed settings, a model path and pairs; :func:`rl_inputs` resolves
+a recipe into them, once) and :func:`main` (``r1reward rl --recipe NAME``, or
 ``accelerate launch -m r1reward.train.rl --recipe NAME`` for several processes).
 """
 
@@ -52,8 +53,10 @@ from tqdm.auto import tqdm
 
 from r1reward import rollout_vllm
 from r1reward.algorithms import kl_estimate
+from r1reward.data import PreferencePair
 from r1reward.models import load_model
 from r1reward.recipes import load_recipe, resolve_model_path
+from r1reward.recipes.config import ModelConfig
 from r1reward.recipes.rl import ALGO_PRESETS, PRESET_DEFAULTS, RLConfig, default_kl_kind
 from r1reward.rollout import frozen_vision_cache
 from r1reward.train.checkpoints import (
@@ -64,6 +67,7 @@ from r1reward.train.checkpoints import (
     read_metrics,
     restore,
     resume_point,
+    run_identity,
     save_checkpoint,
     save_final,
     used_outputs,
@@ -104,6 +108,7 @@ __all__ = [
     "old_logprobs",
     "policy_for_generation",
     "reference_logprobs",
+    "rl_inputs",
     "step_record",
     "train_rl",
     # the parts, importable from here as before
@@ -136,15 +141,19 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def build(recipe: dict, cfg: RLConfig, accelerator: Any) -> tuple[Any, Any, Any, Any]:
-    """Policy (with LoRA / 4-bit when asked), optional frozen reference, processor, optimizer."""
-    path = cfg.init_model or resolve_model_path(recipe)
-    section = recipe.get("model") or {}
-    lora = cfg.lora if cfg.lora is not None else section.get("lora")
-    quant = cfg.quantization if cfg.quantization is not None else section.get("quantization")
-    dtype_name = cfg.dtype or section.get("dtype")
+def build(
+    cfg: RLConfig, model_section: ModelConfig, model_path: str, accelerator: Any
+) -> tuple[Any, Any, Any, Any]:
+    """Policy (with LoRA / 4-bit when asked), optional frozen reference, processor, optimizer.
+
+    ``model_path`` is the model RL starts from (:func:`rl_inputs`: ``rl.init_model``, else
+    ``model.path``); ``rl.lora``, ``rl.quantization`` and ``rl.dtype`` override the ``model``
+    section's when set."""
+    lora = cfg.lora if cfg.lora is not None else model_section.lora
+    quant = cfg.quantization if cfg.quantization is not None else model_section.quantization
+    dtype_name = cfg.dtype or model_section.dtype
     dtype = getattr(torch, dtype_name) if dtype_name else None
-    model, processor = load_model(str(path), dtype=dtype, lora=lora, quantization=quant)
+    model, processor = load_model(str(model_path), dtype=dtype, lora=lora, quantization=quant)
     if cfg.freeze_vision:
         # the visual features the cold start was trained on stay as they are; on the toy
         # (StableReinforce, lr 1e-4, 24 steps from a 73 % SFT model) training the randomly
@@ -156,7 +165,7 @@ def build(recipe: dict, cfg: RLConfig, accelerator: Any) -> tuple[Any, Any, Any,
             model.enable_input_require_grads()
     ref = None
     if cfg.kl_coef > 0 and not lora:  # with LoRA the reference is the model, adapter off
-        ref, _ = load_model(str(path), dtype=dtype, quantization=quant)
+        ref, _ = load_model(str(model_path), dtype=dtype, quantization=quant)
         ref.requires_grad_(False).eval().to(accelerator.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
@@ -232,28 +241,60 @@ def make_accelerator(cfg: RLConfig, out_dir: str | Path | None = None) -> Accele
 # --------------------------------------------------------------------------------------------
 
 
-def train_rl(
-    recipe: dict, *, out_dir: str | Path, resume: bool = False, pairs: Sequence[Any] | None = None
-) -> Path:
-    """Run RL as described by ``recipe["rl"]``; return the folder of the final model.
-
-    Writes ``out_dir/metrics.jsonl`` (one record per step), ``out_dir/checkpoints/step-N`` every
-    ``save_every`` steps, ``out_dir/final`` (model or adapter + processor) and
-    ``out_dir/summary.json``. With ``resume=True`` it continues from the last checkpoint and
-    reproduces the uninterrupted run's metrics (same seed). ``pairs`` (e.g. the curated pairs of
-    :func:`r1reward.chapters.artifacts.curated_pairs`) replaces the recipe's data; ``rl.min_difficulty``
-    still applies."""
-    # 0. settings, processes, pairs, the run's folder (fresh or resumed), the model and judge
+def rl_inputs(recipe: dict, pairs: Sequence[PreferencePair] | None = None) -> dict[str, Any]:
+    """:func:`train_rl`'s keyword arguments for a loaded recipe, resolved once, here: the ``rl``
+    section with its preset, the ``model`` section, the model RL starts from (``rl.init_model``,
+    else :func:`r1reward.recipes.resolve_model_path`, which builds the tiny model when
+    ``model.path`` is null), the pairs (:func:`r1reward.train.rl_data.load_pairs`: ``pairs`` or
+    the recipe's data, then ``rl.min_difficulty``) and the recipe as the run's ``record``."""
     cfg = RLConfig.from_dict(recipe.get("rl")).resolved()
+    pairs = load_pairs(cfg, recipe.get("data"), pairs)  # before the model, as it always was
+    return {
+        "cfg": cfg,
+        "model_cfg": ModelConfig.from_dict(recipe.get("model")),
+        "model_path": str(cfg.init_model or resolve_model_path(recipe)),
+        "pairs": pairs,
+        "record": recipe,
+    }
+
+
+def train_rl(
+    cfg: RLConfig,
+    *,
+    model_cfg: ModelConfig,
+    model_path: str,
+    pairs: Sequence[PreferencePair],
+    out_dir: str | Path,
+    resume: bool = False,
+    record: dict | None = None,
+) -> Path:
+    """Run RL as ``cfg`` (the ``rl:`` section, preset resolved) says; return the final model's
+    folder. ``train_rl(**rl_inputs(recipe), out_dir=...)`` runs a loaded recipe.
+
+    ``model_cfg`` is the ``model`` section (dtype, LoRA, 4-bit; ``rl.*`` overrides them),
+    ``model_path`` the model RL starts from, ``pairs`` the pairs it trains on, in order. Writes
+    ``out_dir/metrics.jsonl`` (one record per step), ``checkpoints/step-N`` every ``save_every``
+    steps, ``final`` (model or adapter + processor), ``summary.json`` and, when given, ``record``
+    (the recipe, kept for the record, never read) as ``recipe.yaml``. ``resume`` continues from
+    the last checkpoint of the same settings, model and pairs, reproducing the uninterrupted
+    run's metrics.
+
+    Raises:
+        ValueError: no training pairs.
+        ResumeError: ``resume`` without a checkpoint of this run with these settings.
+    """
+    # 0. processes, the run's folder (fresh or resumed), the model and judge
+    if not pairs:
+        raise ValueError(f"train_rl: no training pairs (out_dir {out_dir})")
     out_dir = Path(out_dir)
     accelerator = make_accelerator(cfg, out_dir)
     set_seed(cfg.seed)
     if cfg.vllm and cfg.engine != "transformers":
         rollout_vllm.configure(**cfg.vllm)
     rank, world = accelerator.process_index, accelerator.num_processes
-    pairs = load_pairs(cfg, recipe, pairs)
-    run, last = open_run(accelerator, out_dir, recipe, cfg, pairs, resume)  # before any model loads
-    model, ref, processor, optimizer = build(recipe, cfg, accelerator)
+    identity = run_identity(cfg, pairs, model=model_cfg, model_path=model_path)
+    run, last = open_run(accelerator, out_dir, identity, cfg, resume, record)  # before the model
+    model, ref, processor, optimizer = build(cfg, model_cfg, model_path, accelerator)
     judge, pad_id = make_judge(cfg.judge), pad_token_id(processor)
     start = restore(accelerator, out_dir, last, cfg) if last is not None else 0
     accelerator.wait_for_everyone()
@@ -585,7 +626,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     try:
-        final = train_rl(recipe, out_dir=out, resume=args.resume)
+        inputs = rl_inputs(recipe)  # the pairs and the model path (the tiny model built if asked)
+    except (KeyError, ValueError) as exc:
+        print(f"r1reward rl: {exc}", file=sys.stderr)
+        return 2
+    try:
+        final = train_rl(**inputs, out_dir=out, resume=args.resume)
     except ResumeError as exc:
         print(f"r1reward rl: {exc}", file=sys.stderr)
         return 2

@@ -57,19 +57,20 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def load_pairs(cfg: RLConfig, recipe: dict, pairs: Sequence[Any] | None = None) -> list:
+def load_pairs(cfg: RLConfig, data: dict | None, pairs: Sequence[Any] | None = None) -> list:
     """The RL training pairs: ``pairs`` when given (e.g. the curated pairs of
-    :func:`r1reward.chapters.artifacts.curated_pairs`), else ``rl.data`` or the recipe's ``data`` section
-    read through :mod:`r1reward.data.splits` like every trainer's -- the toy world's train split
-    (``source: toy``, ``train_pairs`` of them) or the training side of a pairs file, not cut to
-    ``train_pairs`` (RL streams all of it; held-out pairs are never trained on) -- then the hard
-    subset, ``rl.min_difficulty`` (Section 4.1: RL only on pairs the teacher found hard).
+    :func:`r1reward.chapters.artifacts.curated_pairs`), else ``rl.data`` or the recipe's ``data``
+    section (``data``) read through :mod:`r1reward.data.splits` like every trainer's -- the toy
+    world's train split (``source: toy``, ``train_pairs`` of them) or the training side of a pairs
+    file, not cut to ``train_pairs`` (RL streams all of it; held-out pairs are never trained on)
+    -- then the hard subset, ``rl.min_difficulty`` (Section 4.1: RL only on pairs the teacher
+    found hard).
 
     Raises:
         ValueError: a data section with the retired key ``n``, or no pair left.
     """
-    spec = dict(cfg.data or recipe.get("data") or {"source": "toy"})
-    where = f"recipe data {spec}" if pairs is None else "train_rl(pairs=...)"
+    spec = dict(cfg.data or data or {"source": "toy"})
+    where = f"recipe data {spec}" if pairs is None else "rl_inputs(pairs=...)"
     if pairs is None:
         if "n" in spec:
             raise ValueError(

@@ -14,7 +14,8 @@ Held-out accuracy is the fraction of pairs with ``r(chosen) > r(rejected)``. Unl
 generative judge it writes no rationale and has nothing to sample, so there is no test-time
 scaling by voting (paper Sec. 5.3).
 
-Entry points: :func:`train_scalar` and ``r1reward scalar``.
+Entry points: :func:`train_scalar` (typed settings, a model path and pairs; :func:`scalar_inputs`
+resolves a recipe into them, once) and ``r1reward scalar``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from r1reward.data import PreferencePair
 from r1reward.data.splits import load_split
 from r1reward.models import load_model
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
 from r1reward.recipes.config import ModelConfig, ScalarConfig
 from r1reward.train.common import freeze_vision, peak_rss_mb, preflight, refuse_used_out
 
-__all__ = ["ScalarRewardModel", "encode_responses", "train_scalar", "scalar_accuracy", "main"]
+__all__ = [
+    "ScalarRewardModel",
+    "encode_responses",
+    "scalar_inputs",
+    "train_scalar",
+    "scalar_accuracy",
+    "main",
+]
 
 LOG_NAME = "scalar_log.jsonl"
 
@@ -122,26 +131,58 @@ def scalar_accuracy(
     return right / max(1, len(pairs))
 
 
-def train_scalar(
+def scalar_inputs(
     recipe: dict,
     *,
+    pairs: Sequence[PreferencePair] | None = None,
+    heldout: Sequence[PreferencePair] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`train_scalar` for a loaded recipe, resolved once here: the
+    ``scalar`` and ``model`` sections, the model path (:func:`r1reward.recipes.resolve_model_path`,
+    which builds the tiny model when ``model.path`` is null), the training and held-out pairs
+    (default: the two sides of the recipe's declared split,
+    :func:`r1reward.data.splits.load_split`; uncurated: the baseline needs only labels) and the
+    recipe as the run's record. ``train_scalar(**scalar_inputs(recipe), out_dir=...)`` runs it.
+    """
+    if pairs is None:
+        pairs = load_split(recipe["data"], "train")
+    if heldout is None:
+        heldout = load_split(recipe["data"], "heldout")
+    return {
+        "cfg": ScalarConfig.from_dict(recipe.get("scalar")),
+        "model_cfg": ModelConfig.from_dict(recipe.get("model")),
+        "model_path": resolve_model_path(recipe),
+        "pairs": pairs,
+        "heldout": heldout,
+        "record": recipe,
+    }
+
+
+def train_scalar(
+    cfg: ScalarConfig,
+    *,
+    model_cfg: ModelConfig,
+    model_path: str,
+    pairs: Sequence[PreferencePair],
+    heldout: Sequence[PreferencePair],
     out_dir: str | Path,
-    pairs: Sequence[Any] | None = None,
-    heldout: Sequence[Any] | None = None,
     progress: bool = True,
     save_model: bool = False,
+    record: dict | None = None,
 ) -> dict[str, Any]:
-    """Train the Bradley-Terry baseline per ``recipe["scalar"]``; evaluate on held-out pairs.
+    """Train the Bradley-Terry baseline with the ``scalar`` settings ``cfg``; evaluate on
+    ``heldout``.
 
     Args:
-        recipe: a loaded recipe (its ``model``, ``data`` and ``scalar`` sections are used).
+        cfg: the recipe's ``scalar`` section.
+        model_cfg: the recipe's ``model`` section (dtype, LoRA/QLoRA, max_pixels).
+        model_path: the model folder or hub id the backbone is loaded from.
+        pairs, heldout: training / evaluation pairs (:func:`scalar_inputs` reads a recipe's).
         out_dir: receives ``scalar_log.jsonl`` (loss per step), ``scalar_head.pt``,
-            ``scalar_summary.json`` and ``recipe.yaml`` (the resolved recipe).
-        pairs, heldout: training / evaluation pairs; default: the two sides of the recipe's
-            declared split (:func:`r1reward.data.splits.load_split`; uncurated: the baseline
-            needs only labels).
+            ``scalar_summary.json`` and ``recipe.yaml`` (``record``).
         save_model: also save the trained backbone and processor to ``out_dir/model`` (the
             head alone is kept otherwise), so the reward model can score new answers later.
+        record: the recipe the run came from, written as ``recipe.yaml`` for the record.
 
     Returns:
         ``{"heldout_accuracy", "train_accuracy", "steps", "train_seconds", "peak_rss_mb",
@@ -151,21 +192,15 @@ def train_scalar(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = ScalarConfig.from_dict(recipe.get("scalar"))
-    m = ModelConfig.from_dict(recipe.get("model"))
-    if pairs is None:
-        pairs = load_split(recipe["data"], "train")
-    if heldout is None:
-        heldout = load_split(recipe["data"], "heldout")
     seed = cfg.seed
     torch.manual_seed(seed)
     t0 = time.monotonic()
     model, processor = load_model(
-        resolve_model_path(recipe),
-        dtype=m.dtype,
-        lora=m.lora,
-        quantization=m.quantization,
-        max_pixels=m.max_pixels,
+        model_path,
+        dtype=model_cfg.dtype,
+        lora=model_cfg.lora,
+        quantization=model_cfg.quantization,
+        max_pixels=model_cfg.max_pixels,
     )
     if cfg.freeze_vision:
         freeze_vision(model)
@@ -223,7 +258,8 @@ def train_scalar(
     if save_model:
         model.save_pretrained(out_dir / "model")
         processor.save_pretrained(out_dir / "model")
-    save_recipe(recipe, out_dir)
+    if record is not None:
+        save_recipe(record, out_dir)
     (out_dir / "scalar_summary.json").write_text(json.dumps(summary, indent=2))
     return {**summary, "log": log}
 
@@ -254,12 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         reason = refuse_used_out(args.out, False, args.overwrite)
         if reason:
             raise ValueError(reason.replace("pass --resume to continue it or ", "pass "))
-        pairs = load_split(recipe["data"], "train")
-        heldout = load_split(recipe["data"], "heldout")
+        inputs = scalar_inputs(recipe)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"r1reward scalar: {exc}", file=sys.stderr)
         return 2
-    result = train_scalar(recipe, out_dir=args.out, pairs=pairs, heldout=heldout)
+    result = train_scalar(**inputs, out_dir=args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=2))
     return 0
 

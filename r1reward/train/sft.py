@@ -11,7 +11,8 @@ end-of-turn text, ``images`` the PIL images. TRL's vision collator tokenises pro
 separately and masks the prompt, so the same code trains the tiny toy model on CPU and a real
 Qwen2.5-VL-7B with LoRA/QLoRA (``model.lora`` / ``model.quantization`` in the recipe) on a GPU.
 
-Entry points: :func:`train_sft` (``recipe -> model folder``) and ``r1reward sft``.
+Entry points: :func:`train_sft` (typed settings, a model path and pairs -> model folder;
+:func:`sft_inputs` resolves a recipe into them, once) and ``r1reward sft``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from r1reward import curation
+from r1reward.data import PreferencePair
 from r1reward.data.jsonl import read_jsonl
 from r1reward.data.splits import load_split
 from r1reward.models import load_model, merge_adapter
@@ -47,6 +49,8 @@ __all__ = [
     "build_dataset",
     "sft_config",
     "build_trainer",
+    "resume_checkpoint",
+    "sft_inputs",
     "train_sft",
     "judge_pairs",
     "load_pairs",
@@ -196,24 +200,31 @@ def load_pairs(
     )
 
 
-def build_trainer(recipe: dict, *, out_dir: str | Path, pairs: Sequence[Any], model_path: str):
-    """Load the model (LoRA/QLoRA per ``recipe["model"]``) and build the TRL ``SFTTrainer``.
+def build_trainer(
+    cfg: SFTConfig,
+    *,
+    model_cfg: ModelConfig,
+    model_path: str,
+    out_dir: str | Path,
+    pairs: Sequence[PreferencePair],
+):
+    """Load ``model_path`` (LoRA/QLoRA per ``model_cfg``, the recipe's ``model`` section) and
+    build the TRL ``SFTTrainer`` of the ``sft`` settings ``cfg`` on ``pairs``.
 
     Returns ``(trainer, processor)``.
     """
     from trl import SFTTrainer
 
-    m, section = ModelConfig.from_dict(recipe.get("model")), SFTConfig.from_dict(recipe.get("sft"))
     model, processor = load_model(
         model_path,
-        dtype=m.dtype,
-        lora=m.lora,
-        quantization=m.quantization,
-        max_pixels=m.max_pixels,
+        dtype=model_cfg.dtype,
+        lora=model_cfg.lora,
+        quantization=model_cfg.quantization,
+        max_pixels=model_cfg.max_pixels,
     )
-    if section.freeze_vision:
+    if cfg.freeze_vision:
         freeze_vision(model)
-    args = sft_config(section, out_dir, bf16=str(m.dtype) in ("bfloat16", "bf16"))
+    args = sft_config(cfg, out_dir, bf16=str(model_cfg.dtype) in ("bfloat16", "bf16"))
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -274,25 +285,41 @@ def _distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _curated_pairs(recipe: dict, out_dir: Path) -> list[Any]:
-    """The recipe's training pairs, curated once: with several processes the main one curates
-    (the teacher may be a paid API) while the others wait, then they read its file."""
+def _curated_pairs(data: dict, out_dir: Path) -> list[Any]:
+    """The training pairs of the recipe's ``data`` section, curated once into
+    ``out_dir/curated.jsonl``: with several processes the main one curates (the teacher may be a
+    paid API) while the others wait, then they read its file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "curated.jsonl"
     if not _distributed():
-        return load_pairs(recipe["data"], "train", curated_path=path)
+        return load_pairs(data, "train", curated_path=path)
     import torch
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
     with state.main_process_first():
-        return load_pairs(
-            recipe["data"], "train", curated_path=path, retry_failed=state.is_main_process
-        )
+        return load_pairs(data, "train", curated_path=path, retry_failed=state.is_main_process)
 
 
 def _last_checkpoint(out_dir: Path) -> Path | None:
     found = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return found[-1] if found else None
+
+
+def resume_checkpoint(out_dir: str | Path, resume: bool) -> Path | None:
+    """The checkpoint a run in ``out_dir`` continues from: the last ``checkpoint-*`` with
+    ``resume``, else ``None``.
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
+    """
+    checkpoint = _last_checkpoint(Path(out_dir)) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(
+            f"--resume: {out_dir} holds no checkpoint-* folder (set sft.save_steps > 0 to write "
+            "them); nothing to resume"
+        )
+    return checkpoint
 
 
 def _save_model(trainer: Any, out_dir: Path, model_section: ModelConfig) -> None:
@@ -319,25 +346,62 @@ def _save_model(trainer: Any, out_dir: Path, model_section: ModelConfig) -> None
     acc.wait_for_everyone()
 
 
-def train_sft(
+def sft_inputs(
     recipe: dict,
     *,
+    out_dir: str | Path | None = None,
+    pairs: Sequence[PreferencePair] | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`train_sft` for a loaded recipe, resolved once here: the
+    ``sft`` and ``model`` sections, the model path (:func:`r1reward.recipes.resolve_model_path`,
+    which builds the tiny model when ``model.path`` is null), the training pairs and the recipe
+    as the run's record. ``pairs`` default: the recipe's data curated by its teacher into
+    ``out_dir/curated.jsonl`` (once, by the main process, when several are launched).
+    ``train_sft(**sft_inputs(recipe, out_dir=out), out_dir=out)`` runs the recipe.
+
+    Raises:
+        ValueError: neither ``pairs`` nor ``out_dir``; a bad section.
+    """
+    cfg = SFTConfig.from_dict(recipe.get("sft"))
+    if pairs is None:
+        if out_dir is None:
+            raise ValueError("sft_inputs: give the pairs, or out_dir to curate them into")
+        pairs = _curated_pairs(recipe["data"], Path(out_dir))
+    return {
+        "cfg": cfg,
+        "model_cfg": ModelConfig.from_dict(recipe.get("model")),
+        "model_path": resolve_model_path(recipe),
+        "pairs": pairs,
+        "record": recipe,
+    }
+
+
+def train_sft(
+    cfg: SFTConfig,
+    *,
+    model_cfg: ModelConfig,
+    model_path: str,
+    pairs: Sequence[PreferencePair],
     out_dir: str | Path,
-    pairs: Sequence[Any] | None = None,
     resume: bool = False,
+    record: dict | None = None,
 ) -> Path:
-    """Cold-start SFT per ``recipe``; writes a loadable model folder to ``out_dir``.
+    """Cold-start SFT with the ``sft`` settings ``cfg``; writes a loadable model folder to ``out_dir``.
 
     Args:
-        recipe: a loaded recipe (:func:`r1reward.recipes.load_recipe`).
+        cfg: the recipe's ``sft`` section.
+        model_cfg: the recipe's ``model`` section (dtype, LoRA/QLoRA, max_pixels).
+        model_path: the model folder or hub id to fine-tune.
+        pairs: curated training pairs (with ``meta["teacher_analysis"]``; :func:`sft_inputs`
+            curates a recipe's).
         out_dir: the output folder: model weights (merged when LoRA), processor files,
             ``sft_log.jsonl`` (loss curve, one line per log step), ``sft_summary.json``
-            (steps, seconds, peak RSS) and ``recipe.yaml`` (the resolved recipe).
-        pairs: curated training pairs (with ``meta["teacher_analysis"]``); default: the recipe's
-            data, curated by its teacher into ``out_dir/curated.jsonl`` (once, by the main
-            process, when several are launched).
+            (steps, seconds, peak RSS) and ``recipe.yaml`` (``record``).
         resume: continue from the last ``checkpoint-*`` in ``out_dir`` (``sft.save_steps`` > 0
             writes them).
+        record: the recipe the run came from, written as ``recipe.yaml`` for the record.
+
+    ``train_sft(**sft_inputs(recipe, out_dir=out), out_dir=out)`` runs a loaded recipe.
 
     Returns:
         ``out_dir`` as a ``Path``; ``load_model(out_dir)`` loads the fine-tuned judge.
@@ -347,35 +411,30 @@ def train_sft(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = _last_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None:
-        raise FileNotFoundError(
-            f"--resume: {out_dir} holds no checkpoint-* folder (set sft.save_steps > 0 to write "
-            "them); nothing to resume"
-        )
-    if pairs is None:
-        pairs = _curated_pairs(recipe, out_dir)
-    model_path = resolve_model_path(recipe)
+    checkpoint = resume_checkpoint(out_dir, resume)
     log_path = out_dir / LOG_NAME
     if checkpoint is None:  # a fresh run: an earlier run's checkpoints must not be resumed later
         log_path.unlink(missing_ok=True)
         for old in out_dir.glob("checkpoint-*"):
             shutil.rmtree(old)
     t0 = time.monotonic()
-    trainer, processor = build_trainer(recipe, out_dir=out_dir, pairs=pairs, model_path=model_path)
+    trainer, processor = build_trainer(
+        cfg, model_cfg=model_cfg, model_path=model_path, out_dir=out_dir, pairs=pairs
+    )
     logger = _JsonlLogger(log_path)
     main = trainer.accelerator.is_main_process
     if main:
         trainer.add_callback(logger.callback)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    _save_model(trainer, out_dir, ModelConfig.from_dict(recipe.get("model")))
+    _save_model(trainer, out_dir, model_cfg)
     if not main:
         return out_dir
     if Path(model_path).is_dir():
         _copy_processor_files(Path(model_path), out_dir)
     else:
         processor.save_pretrained(out_dir)
-    save_recipe(recipe, out_dir)
+    if record is not None:
+        save_recipe(record, out_dir)
     summary = {
         "model_path": model_path,
         "train_examples": len(trainer.train_dataset),
@@ -452,10 +511,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"r1reward sft: {exc}", file=sys.stderr)
             return 2
     try:
-        out = train_sft(recipe, out_dir=args.out, resume=args.resume)
-    except FileNotFoundError as exc:  # --resume without a checkpoint
+        resume_checkpoint(args.out, args.resume)  # before any (paid) curation
+        inputs = sft_inputs(recipe, out_dir=args.out)
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # no checkpoint; a bad model or data
         print(f"r1reward sft: {exc}", file=sys.stderr)
         return 2
+    out = train_sft(**inputs, out_dir=args.out, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # the main process reports (and evaluates)
         return 0
     summary = json.loads((out / SUMMARY_NAME).read_text())
