@@ -44,6 +44,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from r1reward.clients import ChatClient, ChatError, endpoint, image_to_data_url
 from r1reward.lazy import import_object
+from r1reward.prompt import parse_judgment
+from r1reward.rewards import combine_batch, format_rewards, result_rewards
 
 ENV = "R1REWARD_JUDGE"
 ENV_BASE_URL = f"{ENV}_BASE_URL"
@@ -448,8 +450,6 @@ def consistency_rewards(
     ``judge`` in one call. Returns ``B`` values in {1, -1, 0}; feed them with the format and result
     rewards to :func:`r1reward.rewards.combine_batch`.
     """
-    from r1reward.prompt import parse_judgment
-
     parsed = [parse_judgment(text) for text in texts]
     return judge.judge([j.analysis for j in parsed], [j.answer for j in parsed], images)
 
@@ -467,9 +467,6 @@ def reward_breakdown(
     0.5 * format`` and ``reward_without_consistency`` = the same with consistency 0 (format +
     result only), both from :func:`r1reward.rewards.combine_batch`.
     """
-    from r1reward.prompt import parse_judgment
-    from r1reward.rewards import combine_batch, format_rewards, result_rewards
-
     if len(texts) != len(labels):
         raise ValueError(f"reward_breakdown: {len(texts)} texts but {len(labels)} labels")
     formats = format_rewards(texts)

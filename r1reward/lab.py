@@ -50,11 +50,12 @@ from r1reward.lab_report import (
 )
 from r1reward.models import load_model
 from r1reward.profile import quiet_libraries
-from r1reward.prompt import build_messages, parse_judgment
+from r1reward.prompt import pair_messages, parse_judgment
 from r1reward.recipes import load_recipe
 from r1reward.recipes.config import LabSection
 from r1reward.rollout import generate
-from r1reward.train.rl import ALGO_PRESETS, collapse_reason, read_metrics
+from r1reward.train.rl import ALGO_PRESETS, read_metrics
+from r1reward.train.rl_metrics import collapse_reason
 
 __all__ = [
     "CHANCE",
@@ -140,7 +141,7 @@ def collapse_step(
 ) -> tuple[int | None, str | None]:
     """The first RL step at which a run collapsed, and why; ``(None, None)`` if it never did.
 
-    A step counts as collapsed by :func:`r1reward.train.rl.collapse_reason` (the one definition,
+    A step counts as collapsed by :func:`r1reward.train.rl_metrics.collapse_reason` (the one definition,
     which the trainer's ``rl.stop_on_collapse`` uses too): its parameters are no longer finite,
     fewer than ``min_well_formed`` of its sampled judgments are well formed, or their mean length
     reaches ``length_fraction * max_new_tokens`` (the paper's collapse: "loss NaN, length hits the
@@ -185,7 +186,7 @@ def late_regime_pairs(
         return [p for p in candidates if p.id in keep]
     model, processor = load_model(str(model_path))
     shown = [q for p in candidates for q in (p, p.swap())]
-    convs = [build_messages(q.question, q.response_1, q.response_2, images=q.images) for q in shown]
+    convs = [pair_messages(q) for q in shown]
     outs = generate(
         model,
         processor,

@@ -3,8 +3,9 @@
 * :func:`preflight` -- the recipe's model and data paths checked before any expensive work;
 * :func:`refuse_used_out` -- a fresh SFT or scalar run does not silently overwrite an earlier one;
 * :func:`freeze_vision` -- train the language model on frozen visual features;
-* :func:`peak_rss_mb` -- the memory figure the summaries report;
-* :func:`pair_messages` -- the Table-1 chat messages of a preference pair (SFT's prompt, RL's).
+* :func:`peak_rss_mb` -- the memory figure the summaries report.
+
+A pair's chat messages (SFT's prompt, RL's) are :func:`r1reward.prompt.pair_messages`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from typing import Any
 
 from r1reward.data.splits import is_placeholder
 from r1reward.models import check_model_path
-from r1reward.prompt import build_messages
 
 __all__ = [
     "RUN_FILES",
     "freeze_vision",
-    "pair_messages",
     "peak_rss_mb",
     "preflight",
     "refuse_used_out",
@@ -43,18 +42,6 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (``getrusage`` ``ru_maxrss``)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
-
-
-def pair_messages(pair: Any) -> list[dict]:
-    """The Table-1 chat messages of ``pair`` (its images and videos first, in the paper's layout):
-    :func:`r1reward.prompt.build_messages` on the pair's question and two responses."""
-    return build_messages(
-        pair.question,
-        pair.response_1,
-        pair.response_2,
-        images=pair.images,
-        videos=getattr(pair, "videos", None) or (),
-    )
 
 
 def freeze_vision(model: Any) -> int:

@@ -24,8 +24,9 @@ the preset one at a time for the ablations of Table 6.
 Where the parts are: the ``rl:`` section and the presets in :mod:`r1reward.recipes.rl`;
 pairs, rollouts, log-probs and rewards (steps 1-3) in :mod:`r1reward.train.rl_data`; advantages
 and the update (4-6) in :mod:`r1reward.train.rl_update`; the run folder, checkpoints, resume and
-metrics in :mod:`r1reward.train.checkpoints`. This file holds the model set-up, the loop, a step's
-metrics and the command line.
+metrics file in :mod:`r1reward.train.checkpoints`; a step's record and the definition of a collapsed
+step in :mod:`r1reward.train.rl_metrics`. This file holds the model set-up, the loop and the
+command line.
 
 Entry points: :func:`train_rl` (typed settings, a model path and pairs; :func:`rl_inputs` resolves
 a recipe into them, once) and :func:`main` (``r1reward rl --recipe NAME``, or
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -62,7 +62,6 @@ from r1reward.rollout import frozen_vision_cache
 from r1reward.train.checkpoints import (
     RUN_FILE,
     ResumeError,
-    append_metrics,
     open_run,
     read_metrics,
     restore,
@@ -88,8 +87,8 @@ from r1reward.train.rl_data import (
     score,
     step_batch,
 )
+from r1reward.train.rl_metrics import collapse_reason, flat_config, log_step, step_record
 from r1reward.train.rl_update import (
-    as_float,
     compute_advantages,
     global_normalize,
     params_finite,
@@ -299,7 +298,7 @@ def train_rl(
     start = restore(accelerator, out_dir, last, cfg) if last is not None else 0
     accelerator.wait_for_everyone()
     if cfg.report_to:
-        accelerator.init_trackers("r1reward-rl", config=_flat(dataclasses.asdict(cfg)))
+        accelerator.init_trackers("r1reward-rl", config=flat_config(dataclasses.asdict(cfg)))
 
     bar = tqdm(
         range(start, cfg.steps),
@@ -387,142 +386,6 @@ def train_rl(
     if cfg.report_to:
         accelerator.end_training()
     return final
-
-
-# --------------------------------------------------------------------------------------------
-# A step's metrics, and when a step counts as collapsed
-# --------------------------------------------------------------------------------------------
-
-
-def step_record(
-    accelerator: Any,
-    cfg: RLConfig,
-    step: int,
-    ro: Rollout,
-    parts: dict,
-    update: dict,
-    kl: torch.Tensor | None,
-    adv: torch.Tensor,
-    adv_info: dict,
-    finite: bool,
-    *,
-    seconds_since: float,
-) -> dict:
-    """The ``metrics.jsonl`` record of RL step ``step`` (0-based): rewards, lengths and the
-    update's diagnostics as global means (or maxima) over all processes, and the seconds since
-    ``seconds_since`` (a ``time.perf_counter()`` value taken when the step began)."""
-    lengths = ro.mask.sum(1)
-    per_sample = {
-        "reward": parts["total"],
-        "reward_format": parts["format"],
-        "reward_result": parts["result"],
-        "reward_consistency": parts["consistency"],
-        # NaN where the judge was not asked (consistency reward off, judge not free)
-        "consistent": torch.where(
-            parts["consistency"].isnan(), parts["consistency"], (parts["consistency"] == 1).float()
-        ),
-        "length": lengths,
-        "truncated": torch.tensor([f == "length" for f in ro.finish], dtype=torch.float32),
-    }
-    # every process's samples, and every process's update diagnostics ([processes, 7])
-    samples = {
-        k: accelerator.gather(v.to(accelerator.device)).float().cpu() for k, v in per_sample.items()
-    }
-    kl_mean = float(kl.sum() / ro.mask.sum().clamp(min=1)) if kl is not None else 0.0
-    local = torch.tensor(
-        [
-            update["loss"],
-            update["grad_norm"],
-            update["max_ratio"],
-            update["nonfinite_ratios"],
-            update["clip_fraction"],
-            kl_mean,
-            float(not finite),
-        ],
-        device=accelerator.device,
-    )
-    loss, grad_norm, max_ratio, nonfinite, clip_fraction, kl_per_process, bad_params = (
-        accelerator.gather(local[None]).cpu().unbind(1)
-    )
-    dt = time.perf_counter() - seconds_since
-    acted = ro.mask > 0
-    return {
-        "step": step + 1,
-        "algo": cfg.algo,
-        "reward": _mean(samples["reward"]),
-        "reward_format": _mean(samples["reward_format"]),
-        "reward_result": _mean(samples["reward_result"]),
-        "reward_consistency": _mean(samples["reward_consistency"]),
-        "accuracy": _mean(samples["reward_result"]),
-        "well_formed": _mean(samples["reward_format"]),
-        "consistency_rate": _mean(samples["consistent"]),
-        "length_mean": _mean(samples["length"]),
-        "length_max": float(samples["length"].max()),
-        "truncated": _mean(samples["truncated"]),
-        "loss": float(loss.mean()),
-        "grad_norm": float(grad_norm.max()),
-        "max_ratio": float(max_ratio.max()),
-        "nonfinite_ratios": int(nonfinite.sum()),
-        "clip_fraction": float(clip_fraction.mean()),
-        "kl": float(kl_per_process.mean()),
-        "filtered_fraction": as_float(adv_info.get("filtered_fraction", 0.0)),
-        "adv_min": float(adv[acted].min()) if ro.mask.sum() else 0.0,
-        "adv_max": float(adv[acted].max()) if ro.mask.sum() else 0.0,
-        "reward_std": float(samples["reward"].std(unbiased=False)),
-        "params_finite": bool(bad_params.sum() == 0),
-        "samples": int(samples["reward"].numel()),
-        "processes": accelerator.num_processes,
-        "seconds": dt,
-        "samples_per_s": samples["reward"].numel() / dt,
-    }
-
-
-def log_step(accelerator: Any, out_dir: Path, cfg: RLConfig, rec: dict, bar: Any) -> None:
-    """A step's record to ``metrics.jsonl`` (main process), the trackers and the progress bar."""
-    if accelerator.is_main_process:
-        append_metrics(out_dir, rec)
-    if cfg.report_to:
-        accelerator.log(
-            {k: v for k, v in rec.items() if isinstance(v, int | float)}, step=rec["step"]
-        )
-    bar.set_postfix(
-        acc=f"{rec['accuracy']:.2f}", len=f"{rec['length_mean']:.0f}", loss=f"{rec['loss']:.3g}"
-    )
-
-
-def collapse_reason(
-    rec: dict, max_new_tokens: int, *, min_well_formed: float = 0.5, length_fraction: float = 0.9
-) -> str | None:
-    """Why the step of metrics record ``rec`` counts as collapsed, or ``None``: ``"non-finite"``
-    (parameters or loss no longer finite), ``"ill-formed"`` (fewer than ``min_well_formed`` of its
-    sampled judgments well formed) or ``"length"`` (their mean length reached
-    ``length_fraction * max_new_tokens``: the paper's "length hits the maximum", Sec. 3.1).
-    The one definition of collapse; :func:`r1reward.lab.collapse_step` applies it to a run."""
-    loss = rec.get("loss", 0.0)
-    if not rec.get("params_finite", True) or not (
-        isinstance(loss, int | float) and math.isfinite(loss)
-    ):
-        return "non-finite"
-    if rec["well_formed"] < min_well_formed:
-        return "ill-formed"
-    if rec["length_mean"] >= length_fraction * max_new_tokens:
-        return "length"
-    return None
-
-
-def _mean(x: torch.Tensor) -> float:
-    return float(x.float().mean()) if x.numel() else 0.0
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested config as one level of ``a.b`` keys with plain values (for the trackers)."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v if isinstance(v, int | float | str | bool) else str(v)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

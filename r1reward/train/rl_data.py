@@ -26,11 +26,10 @@ import torch
 from r1reward import rewards
 from r1reward.curation import select_hard
 from r1reward.data.splits import load_split, split_pairs
-from r1reward.judges import build_judge
-from r1reward.prompt import parse_judgment
+from r1reward.judges import build_judge, consistency_rewards
+from r1reward.prompt import pair_messages
 from r1reward.recipes.rl import RLConfig
 from r1reward.rollout import completion_logprobs, encode, eval_mode, generate
-from r1reward.train.common import pair_messages
 
 __all__ = [
     "Rollout",
@@ -369,11 +368,7 @@ def score(ro: Rollout, judge, use_consistency: bool, images=None) -> dict[str, t
     fmt = torch.tensor(rewards.format_rewards(ro.texts), dtype=torch.float32)
     res = torch.tensor(rewards.result_rewards(ro.texts, ro.labels), dtype=torch.float32)
     if use_consistency or getattr(judge, "free", False):
-        judged = [parse_judgment(t) for t in ro.texts]
-        cons = torch.tensor(
-            judge.judge([j.analysis for j in judged], [j.answer for j in judged], images=images),
-            dtype=torch.float32,
-        )
+        cons = torch.tensor(consistency_rewards(judge, ro.texts, images), dtype=torch.float32)
     else:
         cons = torch.full_like(fmt, float("nan"))
     used = cons if use_consistency else torch.zeros_like(cons)

@@ -32,13 +32,12 @@ from r1reward.data import PreferencePair
 from r1reward.data.jsonl import read_jsonl
 from r1reward.data.splits import load_split
 from r1reward.models import load_model, merge_adapter
-from r1reward.prompt import format_target, parse_judgment
+from r1reward.prompt import format_target, pair_messages, parse_judgment
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
 from r1reward.recipes.config import DataConfig, ModelConfig, SFTConfig
 from r1reward.rollout import generate
 from r1reward.train.common import (
     freeze_vision,
-    pair_messages,
     peak_rss_mb,
     preflight,
     refuse_used_out,
