@@ -300,3 +300,26 @@ def test_the_readme_quick_walkthrough_runs(tmp_path, monkeypatch, capsys):
     steps = read_metrics(rl_out)
     assert [s["step"] for s in steps] == [1] and steps[0]["loss"] == steps[0]["loss"]  # finite
     assert "warning: rl.init_model is null" not in captured.err  # RL started from the SFT model
+
+
+def test_the_readme_python_walkthrough_runs(tmp_path, monkeypatch):
+    """The README's Python block (after ``<!-- python: quick -->``), executed as printed from an
+    empty folder, every recipe it loads shrunk by ``QUICK_SHRINK``: SFT then RL from its model."""
+    import r1reward.recipes as recipes
+    from r1reward.train.rl import read_metrics
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- python: quick -->\n```python\n(.*?)```", text, re.S)
+    assert block, "README: the Python walkthrough block is gone"
+    load = recipes.load_recipe
+    shrink = [*QUICK_SHRINK["sft"], *QUICK_SHRINK["rl"]]
+    monkeypatch.setattr(recipes, "load_recipe", lambda name, ovr=(): load(name, [*ovr, *shrink]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md:python-quick", "exec"), scope)
+    assert Path(scope["sft_model"]) == Path("runs/quick")
+    assert (tmp_path / "runs/quick/model.safetensors").is_file()
+    assert Path(scope["final"]).is_dir() and (Path(scope["final"]) / "config.json").is_file()
+    steps = read_metrics(tmp_path / "runs/quick-rl")
+    assert [s["step"] for s in steps] == [1] and steps[0]["loss"] == steps[0]["loss"]  # finite
