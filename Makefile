@@ -20,14 +20,19 @@ BOOK_FLAGS := --all -W -n --keep-going
 # cpu-profile book of `make book` (nor, with execute_notebooks: cache, in its execution cache,
 # which lives under the output folder).
 CI_BOOK := _build/ci
+# The ci book is built from a copy of the book's sources (CI_SRC, git-ignored; not under _build/,
+# where nbmake collects nothing) whose notebooks test-notebooks executed (nbmake --overwrite writes
+# the outputs into the copy, never into notebooks/), left unexecuted by the build: make test runs
+# each ci chapter once instead of twice.
+CI_SRC := ci-book
 
-.PHONY: help install vendor chromium test test-unit test-notebooks test-notebooks-gpu test-book \
+.PHONY: help install vendor chromium ci-src test test-unit test-notebooks test-notebooks-gpu test-book \
 	test-browser book clean lint lab
 
 help:
 	@echo "make book   install everything, execute every chapter on the toy model (cpu profile), build _build/html"
 	@echo "make test   install everything, run pytest, the notebooks (ci profile and the gpu profile on the tiny"
-	@echo "            stand-in, nbmake), the book build with -W"
+	@echo "            stand-in, nbmake), the book build with -W from the chapters nbmake executed"
 	@echo "            (ci profile, into $(CI_BOOK)) and the headless-Chromium test of the built pages"
 	@echo "make lint   ruff check and ruff format --check (part of make test)"
 	@echo "make lab    JupyterLab on notebooks/ with the widgets extension (PROFILE=cpu; gpu on a workstation)"
@@ -83,8 +88,16 @@ chromium:
 test-unit: install
 	$(PY) -m pytest -q -m "not browser" tests
 
-test-notebooks: install
-	R1REWARD_PROFILE=ci $(PY) -m pytest -q --nbmake notebooks
+# A fresh copy of the book's sources; its _config.yml leaves the chapters (notebooks/) as nbmake
+# executed them and still executes the Markdown pages with code cells (book/full_scale.md).
+ci-src: vendor
+	rm -rf $(CI_SRC) && mkdir -p $(CI_SRC)
+	cp -r _config.yml _toc.yml book notebooks $(CI_SRC)/
+	sed -i 's/^  execute_notebooks: cache$$/&\n  exclude_patterns: ["notebooks\/*"]/' $(CI_SRC)/_config.yml
+	grep -q '^  exclude_patterns: \["notebooks/\*"\]$$' $(CI_SRC)/_config.yml
+
+test-notebooks: ci-src
+	R1REWARD_PROFILE=ci $(PY) -m pytest -q --nbmake --overwrite $(CI_SRC)/notebooks
 
 # Every chapter's `gpu` branch, on CPU: R1REWARD_GPU_STANDIN=tiny gives the gpu profile the tiny
 # model with the ci recipe and the ci artifacts (r1reward.profile.gpu_standin), so after
@@ -92,8 +105,8 @@ test-notebooks: install
 test-notebooks-gpu: install
 	R1REWARD_PROFILE=gpu R1REWARD_GPU_STANDIN=tiny $(PY) -m pytest -q --nbmake notebooks
 
-test-book: vendor
-	R1REWARD_PROFILE=ci $(JB) build . $(BOOK_FLAGS) --path-output $(CI_BOOK)
+test-book: test-notebooks
+	R1REWARD_PROFILE=ci $(JB) build $(CI_SRC) $(BOOK_FLAGS) --path-output $(CI_BOOK)
 
 test-browser: test-book chromium
 	R1REWARD_BOOK_HTML=$(CI_BOOK)/_build/html $(PY) -m pytest -q -m browser tests/test_book_browser.py
