@@ -118,4 +118,4 @@ book: vendor
 	@echo "The book: _build/html/index.html"
 
 clean:
-	rm -rf _build
+	rm -rf _build $(CI_SRC)
