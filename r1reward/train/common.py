@@ -2,6 +2,7 @@
 
 * :func:`preflight` -- the recipe's model and data paths checked before any expensive work;
 * :func:`refuse_used_out` -- a fresh SFT or scalar run does not silently overwrite an earlier one;
+* :func:`load_for_training` -- the model to train, as the recipe's ``model`` section says;
 * :func:`freeze_vision` -- train the language model on frozen visual features;
 * :func:`peak_rss_mb` -- the memory figure the summaries report.
 
@@ -16,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from r1reward.data.splits import is_placeholder
-from r1reward.models import check_model_path
+from r1reward.models import check_model_path, load_model
+from r1reward.recipes.config import ModelConfig
 
 __all__ = [
     "RUN_FILES",
     "freeze_vision",
+    "load_for_training",
     "peak_rss_mb",
     "preflight",
     "refuse_used_out",
@@ -42,6 +45,26 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB (``getrusage`` ``ru_maxrss``)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def load_for_training(
+    model_path: str | Path,
+    model_cfg: ModelConfig,
+    *,
+    dtype: Any = None,
+    lora: Any = None,
+    quantization: Any = None,
+) -> tuple[Any, Any]:
+    """``(model, processor)`` of ``model_path`` as the recipe's ``model`` section says: its dtype,
+    LoRA/QLoRA and image pixel cap (:func:`r1reward.models.load_model`); ``dtype``, ``lora`` and
+    ``quantization``, when given, replace the section's (RL's ``rl.*`` overrides)."""
+    return load_model(
+        str(model_path),
+        dtype=dtype if dtype is not None else model_cfg.dtype,
+        lora=lora if lora is not None else model_cfg.lora,
+        quantization=quantization if quantization is not None else model_cfg.quantization,
+        max_pixels=model_cfg.max_pixels,
+    )
 
 
 def freeze_vision(model: Any) -> int:

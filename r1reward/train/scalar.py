@@ -34,10 +34,15 @@ from torch import nn
 
 from r1reward.data import PreferencePair
 from r1reward.data.splits import load_split
-from r1reward.models import load_model
 from r1reward.recipes import load_recipe, resolve_model_path, save_recipe
 from r1reward.recipes.config import ModelConfig, ScalarConfig
-from r1reward.train.common import freeze_vision, peak_rss_mb, preflight, refuse_used_out
+from r1reward.train.common import (
+    freeze_vision,
+    load_for_training,
+    peak_rss_mb,
+    preflight,
+    refuse_used_out,
+)
 
 __all__ = [
     "ScalarRewardModel",
@@ -195,13 +200,7 @@ def train_scalar(
     seed = cfg.seed
     torch.manual_seed(seed)
     t0 = time.monotonic()
-    model, processor = load_model(
-        model_path,
-        dtype=model_cfg.dtype,
-        lora=model_cfg.lora,
-        quantization=model_cfg.quantization,
-        max_pixels=model_cfg.max_pixels,
-    )
+    model, processor = load_for_training(model_path, model_cfg)
     if cfg.freeze_vision:
         freeze_vision(model)
     hidden = model.config.get_text_config().hidden_size

@@ -38,6 +38,7 @@ from r1reward.recipes.config import DataConfig, ModelConfig, SFTConfig
 from r1reward.rollout import generate
 from r1reward.train.common import (
     freeze_vision,
+    load_for_training,
     peak_rss_mb,
     preflight,
     refuse_used_out,
@@ -214,13 +215,7 @@ def build_trainer(
     """
     from trl import SFTTrainer
 
-    model, processor = load_model(
-        model_path,
-        dtype=model_cfg.dtype,
-        lora=model_cfg.lora,
-        quantization=model_cfg.quantization,
-        max_pixels=model_cfg.max_pixels,
-    )
+    model, processor = load_for_training(model_path, model_cfg)
     if cfg.freeze_vision:
         freeze_vision(model)
     args = sft_config(cfg, out_dir, bf16=str(model_cfg.dtype) in ("bfloat16", "bf16"))
