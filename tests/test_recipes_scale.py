@@ -195,6 +195,28 @@ def test_rl_pieces_build_and_take_one_step_on_cpu(name, tiny):
     assert all(torch.isfinite(p).all() for p in after)
 
 
+def test_rl_sees_images_at_the_pixel_cap_sft_trained_with(tiny):
+    """model.max_pixels caps the images of every trainer: RL's processor cuts a large image to
+    the same number of patches as SFT's (before, RL dropped the cap and saw the processor's own)."""
+    from PIL import Image
+
+    from r1reward.train.common import load_for_training
+
+    r = _cpu_recipe("qwen2.5-vl-7b-lora", tiny, "model.dtype=float32", "model.max_pixels=784")
+    section = ModelConfig.from_dict(r["model"])
+    cfg = rl.RLConfig.from_dict(r["rl"]).resolved()
+    _, _, processor, _ = rl.build(cfg, section, str(tiny), rl.make_accelerator(cfg))
+    _, sft_processor = load_for_training(tiny, section)
+    image = Image.new("RGB", (448, 448), "white")
+
+    def patches(proc) -> int:
+        return int(
+            proc.image_processor(images=[image], return_tensors="pt")["image_grid_thw"].prod()
+        )
+
+    assert patches(processor) == patches(sft_processor) == 784 // (14 * 14)
+
+
 def test_four_bit_recipe_as_shipped_fails_clearly_on_cpu(tiny):
     r = load_recipe("qwen2.5-vl-7b-qlora", [f"model.path={tiny}"])
     assert r["model"]["quantization"] == "4bit"

@@ -72,7 +72,7 @@ from r1reward.train.checkpoints import (
     used_outputs,
     write_summary,
 )
-from r1reward.train.common import freeze_vision, preflight
+from r1reward.train.common import freeze_vision, load_for_training, preflight
 from r1reward.train.rl_data import (
     Rollout,
     batch_indices,
@@ -147,12 +147,14 @@ def build(
 
     ``model_path`` is the model RL starts from (:func:`rl_inputs`: ``rl.init_model``, else
     ``model.path``); ``rl.lora``, ``rl.quantization`` and ``rl.dtype`` override the ``model``
-    section's when set."""
+    section's when set; its pixel cap (``model.max_pixels``) applies as in SFT."""
     lora = cfg.lora if cfg.lora is not None else model_section.lora
     quant = cfg.quantization if cfg.quantization is not None else model_section.quantization
     dtype_name = cfg.dtype or model_section.dtype
     dtype = getattr(torch, dtype_name) if dtype_name else None
-    model, processor = load_model(str(model_path), dtype=dtype, lora=lora, quantization=quant)
+    model, processor = load_for_training(
+        model_path, model_section, dtype=dtype, lora=lora, quantization=quant
+    )
     if cfg.freeze_vision:
         # the visual features the cold start was trained on stay as they are; on the toy
         # (StableReinforce, lr 1e-4, 24 steps from a 73 % SFT model) training the randomly
