@@ -146,7 +146,6 @@ def _tiny_build_info(profile: str, recipe: dict) -> Any:
 
 
 def _curation_path(profile: str, recipe: dict) -> Path:
-
     from r1reward.toy.world import TOY_VERSION
 
     return artifacts_dir(profile) / f"curated-{recipe_hash(recipe['data'], TOY_VERSION)}.jsonl"

@@ -175,7 +175,6 @@ def setup(renderer: str = RENDERER_NAME) -> None:
     _plain_numpy_scalars()
     # a chapter loads the tiny model dozens of times: transformers' per-load "Loading weights"
     # bar would fill the page with identical progress bars
-
     quiet_libraries()
 
 
