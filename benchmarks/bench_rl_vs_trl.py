@@ -50,7 +50,9 @@ def _fix_length(n: int) -> None:
     """Make every ``generate`` call produce exactly ``n`` new tokens (both trainers call it):
     the stop tokens are masked until ``n`` (``min_new_tokens``) and the vision tokens always
     (``suppress_tokens``; TRL suppresses the image token itself, r1reward cuts a completion
-    before a sampled vision token, so an untrained model's completions would be cut short)."""
+    before a sampled vision token, so an untrained model's completions would be cut short).
+    r1reward samples through :func:`r1reward.decode.sample`, which calls ``generate`` for the
+    first token only, so the same two settings are given to it as well."""
     from transformers import GenerationMixin
 
     original = GenerationMixin.generate
@@ -65,6 +67,18 @@ def _fix_length(n: int) -> None:
         return original(self, *args, **kwargs)
 
     GenerationMixin.generate = generate
+
+    from r1reward import decode  # r1reward's sampler runs generate for the first token only
+
+    sample = decode.sample
+
+    def fixed_sample(model, inputs, **kwargs):
+        config = decode._base(model).config
+        vision = [getattr(config, k) for k in VISION_TOKENS if getattr(config, k, None) is not None]
+        kwargs.update(min_new_tokens=n, suppress_tokens=vision)
+        return sample(model, inputs, **kwargs)
+
+    decode.sample = fixed_sample
 
 
 def run_r1reward(model: str, args, out: Path) -> dict:

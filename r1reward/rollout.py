@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from r1reward import decode
 from r1reward.completion import (
     STOP_TOKENS,
     Completion,
@@ -318,28 +319,6 @@ def generate(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     device = _model_device(model)
     k = num_return_sequences
-    # Explicit neutral values: a checkpoint's generation_config (Qwen2.5-VL-Instruct ships
-    # repetition_penalty=1.05, top_k=1, ...) must not change the distribution we sample from,
-    # or the samples would not come from the policy that completion_logprobs scores.
-    gen_kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stops,
-        pad_token_id=pad_id,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-    )
-    if greedy:
-        gen_kwargs.update(do_sample=False, num_return_sequences=1)
-    else:
-        gen_kwargs.update(
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            typical_p=1.0,
-            num_return_sequences=k,
-        )
-
     record = return_logprobs and not greedy
     results: list[list[Completion]] = [[] for _ in conversations]
     bar = None
@@ -353,14 +332,24 @@ def generate(
             batch = encode(processor, chunk).to(device)
             prompt_len = batch["input_ids"].shape[1]
             recorder = _ChosenLogprobs(temperature) if record else None
-            extra = {}
-            if recorder is not None:
-                from transformers import LogitsProcessorList
-
-                extra["logits_processor"] = LogitsProcessorList([recorder])
             with _seeded(None if seed is None else batch_seed(seed, b), device):
-                out = model.generate(**batch, **gen_kwargs, **extra)
-            sequences = out if isinstance(out, torch.Tensor) else out.sequences
+                # model.generate's tokens, bit for bit, with a leaner loop after the first
+                # token (r1reward.decode). Explicit neutral settings inside: a checkpoint's
+                # generation_config (Qwen2.5-VL-Instruct ships repetition_penalty=1.05,
+                # top_k=1, ...) must not change the distribution sampled from, or the samples
+                # would not come from the policy that completion_logprobs scores.
+                sequences = decode.sample(
+                    model,
+                    batch,
+                    max_new_tokens=max_new_tokens,
+                    stop_ids=stops,
+                    pad_id=pad_id,
+                    do_sample=not greedy,
+                    temperature=temperature,
+                    top_p=top_p,
+                    num_return_sequences=k,
+                    processors=[recorder] if recorder is not None else (),
+                )
             new = sequences[:, prompt_len:].tolist()
             lps = recorder.finish(sequences[:, prompt_len:]).tolist() if recorder else None
             rows_per_prompt = 1 if greedy else k

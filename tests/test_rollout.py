@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from r1reward import decode
 from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.rollout import (
@@ -117,7 +118,7 @@ def test_left_padded_batch_gives_the_unbatched_greedy_output(tiny, convs):
     assert len(greedy_k[0]) == 3 and len({tuple(c.token_ids) for c in greedy_k[0]}) == 1
 
 
-def test_stop_at_im_end_and_text_keeps_tags(tiny, convs):
+def test_stop_at_im_end_and_text_keeps_tags(tiny, convs, monkeypatch):
     """Force the model to write a tagged answer then <|im_end|>, through a logits bias."""
     model, processor = tiny
     tok = processor.tokenizer
@@ -135,19 +136,15 @@ def test_stop_at_im_end_and_text_keeps_tags(tiny, convs):
             return forced
 
     force = Force()
-    real = model.generate
+    real = decode.sample  # the sampler under rollout.generate (generate for the first token)
 
-    def with_processor(*args, **kwargs):
-        force.start = kwargs["input_ids"].shape[1]
-        from transformers import LogitsProcessorList
+    def with_processor(model, inputs, **kwargs):
+        force.start = inputs["input_ids"].shape[1]
+        kwargs["processors"] = [force, *kwargs.get("processors", ())]
+        return real(model, inputs, **kwargs)
 
-        return real(*args, logits_processor=LogitsProcessorList([force]), **kwargs)
-
-    model.generate = with_processor
-    try:
-        out = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=30)
-    finally:
-        del model.generate
+    monkeypatch.setattr(decode, "sample", with_processor)
+    out = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=30)
     for c in (c for o in out for c in o):
         assert c.finish == "stop"
         assert c.token_ids == target
