@@ -10,9 +10,9 @@ timed, then ``--steps`` timed steps, and the two alternate for ``--rounds`` roun
 may be shared: alternating spreads outside load over both); the script prints the median
 seconds per step, samples/s, the mean completion length each produced, and the ratios.
 
-By default every completion of both trainers is exactly ``--max-new-tokens`` long: one patch of
-``GenerationMixin.generate``, which both trainers call, adds ``min_new_tokens`` (the stop tokens
-are masked until then) and suppresses the vision tokens. Without it the two sample different lengths from an untrained model
+By default every completion of both trainers is exactly ``--max-new-tokens`` long: a patch of
+``GenerationMixin.generate`` (TRL's sampler) and of ``r1reward.decode.sample`` (r1reward's) adds
+``min_new_tokens`` (the stop tokens are masked until then) and suppresses the vision tokens. Without it the two sample different lengths from an untrained model
 (their random streams differ), and samples/s would compare different amounts of work;
 ``--free-length`` turns the patch off.
 
@@ -51,8 +51,8 @@ def _fix_length(n: int) -> None:
     the stop tokens are masked until ``n`` (``min_new_tokens``) and the vision tokens always
     (``suppress_tokens``; TRL suppresses the image token itself, r1reward cuts a completion
     before a sampled vision token, so an untrained model's completions would be cut short).
-    r1reward samples through :func:`r1reward.decode.sample`, which calls ``generate`` for the
-    first token only, so the same two settings are given to it as well."""
+    r1reward samples through :func:`r1reward.decode.sample`, which does not go through
+    ``generate``, so the same two settings are given to it as well."""
     from transformers import GenerationMixin
 
     original = GenerationMixin.generate
@@ -68,7 +68,7 @@ def _fix_length(n: int) -> None:
 
     GenerationMixin.generate = generate
 
-    from r1reward import decode  # r1reward's sampler runs generate for the first token only
+    from r1reward import decode  # r1reward's sampler (model.generate's tokens, its own loop)
 
     sample = decode.sample
 

@@ -3,25 +3,28 @@
 ``model.generate`` runs every new token through the whole Hugging Face call stack: the
 generation loop's bookkeeping, ``prepare_inputs_for_generation``, the model's wrappers
 (output capture, keyword deprecation, gradient-checkpointing layers, the attention-function
-registry) and a fresh causal mask. For a small model at a small batch that machinery, not the
-arithmetic, is most of a token's time; on the toy's CPU runs it made sampling the largest part
-of an RL step.
+registry), a fresh causal mask and a cache that grows by concatenation. For a small model at a
+small batch that machinery, not the arithmetic, is most of a token's time; on the toy's CPU
+runs it made sampling the largest part of an RL step.
 
-:func:`sample` keeps ``generate`` for what is hard to get right -- the prompt's prefill with its
-images, 3D rotary positions and the expansion to ``num_return_sequences`` rows -- by calling it
-for the first token only, then runs the remaining tokens itself: the same decoder-layer
-operations, the same attention kernel and mask over the same keys and values (kept in
-preallocated buffers instead of a cache that grows by concatenation), and the same token selection
-(``softmax`` then ``torch.multinomial`` on the same random stream, or ``argmax``). The result is
-**token for token and bit for bit** what ``generate`` returns (``tests/test_decode.py`` compares
-sequences and log-probabilities exactly), so nothing that samples through
+:func:`sample` prepares the prompt with ``generate``'s own steps, in ``generate``'s order
+(the 3D rotary positions, the image features once per image, the expansion to
+``num_return_sequences`` rows), runs the prefill, and then each token with the decoder layers'
+own operations: the same attention kernel and mask over the same keys and values (kept in
+preallocated buffers), and the same token selection (``softmax`` then ``torch.multinomial`` on
+the same random stream, or ``argmax``). The result is **token for token and bit for bit** what
+``generate`` returns (``tests/test_decode.py`` compares sequences and log-probabilities exactly,
+and fails on any of five small mutations of the loop), so nothing that samples through
 :func:`r1reward.rollout.generate` changes its numbers. ``python benchmarks/bench_decode.py``
 prints the two side by side.
 
 Whatever the loop does not cover goes to ``generate`` unchanged (:func:`supported`): another
-architecture, top-p below 1, attention other than ``sdpa``, sliding-window layers, a
+architecture, top-p below 1, attention other than ``sdpa``, sliding-window layers, videos, a
 model in training mode, several processes (DeepSpeed ZeRO-3 and FSDP keep peers stepping
-together inside ``generate``), or an MPS device.
+together inside ``generate``), or an MPS device. It leans on ``generate``'s private helpers
+(``_prepare_position_ids_for_generation``, ``_prepare_multimodal_encoder_kwargs_for_generation``,
+``_expand_inputs_for_generation``) of the transformers 5 series; the tests say when an upgrade
+changes them.
 """
 
 from __future__ import annotations
@@ -153,12 +156,36 @@ def _forbid(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
     return torch.where(mask, -math.inf, scores)
 
 
-class _Forbid:
-    def __init__(self, token_ids: Sequence[int]) -> None:
-        self.token_ids = list(token_ids)
+def _generate(
+    model, inputs, max_new_tokens, stop_ids, pad_id, greedy, temperature, top_p, k, processors,
+    min_new_tokens, suppress_tokens,
+) -> torch.Tensor:  # fmt: skip
+    """``model.generate`` with explicit neutral settings: a checkpoint's generation_config
+    (Qwen2.5-VL-Instruct ships repetition_penalty=1.05, top_k=1, ...) must not change the
+    distribution sampled from."""
+    from transformers import LogitsProcessorList
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return _forbid(scores, self.token_ids)
+    kwargs: dict[str, Any] = dict(
+        eos_token_id=list(stop_ids),
+        pad_token_id=pad_id,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+    )
+    if greedy:
+        kwargs.update(do_sample=False, num_return_sequences=1)
+    else:
+        kwargs.update(
+            do_sample=True, temperature=temperature, top_p=top_p, top_k=0, typical_p=1.0,
+            num_return_sequences=k,
+        )  # fmt: skip
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    if suppress_tokens:
+        kwargs["suppress_tokens"] = list(suppress_tokens)
+    if processors:
+        kwargs["logits_processor"] = LogitsProcessorList(list(processors))
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
+    return out if isinstance(out, torch.Tensor) else out.sequences
 
 
 def sample(
@@ -177,86 +204,60 @@ def sample(
     suppress_tokens: Sequence[int] = (),
 ) -> torch.Tensor:
     """``[rows, prompt + new]`` token ids, equal to ``model.generate(**inputs, ...)`` with these
-    settings (left-padded prompts; the rows of a prompt's samples next to each other).
+    settings (left-padded prompts; the rows of a prompt's samples next to each other), under
+    ``torch.inference_mode`` or ``no_grad`` as ``generate`` runs.
 
     ``processors`` see ``(input_ids, float32 scores)`` each step before the temperature, as
     ``generate``'s ``logits_processor`` do; ``min_new_tokens`` keeps the stop tokens out until
     that many tokens exist and ``suppress_tokens`` are never chosen (``generate``'s arguments of
     the same names). Without :func:`supported` this is ``model.generate`` itself.
     """
-    from transformers import LogitsProcessorList
-
     greedy = not do_sample
-    kwargs: dict[str, Any] = dict(
-        eos_token_id=list(stop_ids),
-        pad_token_id=pad_id,
-        repetition_penalty=1.0,
-        no_repeat_ngram_size=0,
-    )
-    if greedy:
-        kwargs.update(do_sample=False, num_return_sequences=1)
-    else:
-        kwargs.update(
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=0,
-            typical_p=1.0,
-            num_return_sequences=num_return_sequences,
-        )
-    if suppress_tokens:
-        kwargs["suppress_tokens"] = list(suppress_tokens)
-    if not supported(model, top_p=1.0 if greedy else top_p) or max_new_tokens == 1:
-        if min_new_tokens:
-            kwargs["min_new_tokens"] = min_new_tokens
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(list(processors))
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
-        return out if isinstance(out, torch.Tensor) else out.sequences
-    # the first token is below any min_new_tokens: its stop tokens are masked by a processor
-    # (as generate's own, which would warn that the minimum exceeds the one-token maximum)
-    first_processors = [*([_Forbid(stop_ids)] if min_new_tokens else []), *processors]
-    if first_processors:
-        kwargs["logits_processor"] = LogitsProcessorList(first_processors)
+    if not supported(model, top_p=1.0 if greedy else top_p) or "pixel_values_videos" in inputs:
+        return _generate(
+            model, inputs, max_new_tokens, stop_ids, pad_id, greedy, temperature, top_p,
+            num_return_sequences, processors, min_new_tokens, suppress_tokens,
+        )  # fmt: skip
+    from transformers.cache_utils import DynamicCache
 
-    # 1. the prefill and the first token: generate itself; its prefill's keyword arguments give
-    #    the 3D positions and the padding mask of the (expanded) rows
+    # 1. the prefill, prepared by generate's own steps in generate's order: positions, the
+    #    mask dropped when nothing is padded, the image features once per image, the
+    #    expansion to k rows; then one forward pass over all rows (each row on its own, as in
+    #    generate: the k copies of a prompt need not round alike)
     base = _base(model)
-    seen: dict[str, Any] = {}
-
-    def keep_prefill(_module, _args, kw):
-        if not seen:
-            seen.update(
-                position_ids=kw.get("position_ids"), attention_mask=kw.get("attention_mask")
-            )
-
-    hook = base.register_forward_pre_hook(keep_prefill, with_kwargs=True)
-    try:
-        first = model.generate(**inputs, max_new_tokens=1, return_dict_in_generate=True, **kwargs)
-    finally:
-        hook.remove()
-    ids = first.sequences
-    cache = _Cache(first.cache, max_new_tokens - 1)
-    del first
-    if seen.get("position_ids") is None or seen["position_ids"].shape[0] != 4:
-        raise RuntimeError("decode.sample: generate's prefill passed no 4-row position ids")
-    position = seen["position_ids"][..., -1:]
-    mask = seen["attention_mask"]
-    if mask is None:  # generate passes none when no row is padded
-        mask = torch.ones(seen["position_ids"].shape[1:], dtype=torch.long, device=ids.device)
-    # 2. the rest, one token a step, as generate's sampling loop does it
+    rows_each = 1 if greedy else num_return_sequences
+    prompt_ids = inputs["input_ids"]
+    kw = {key: value for key, value in inputs.items() if key != "input_ids"}
+    kw["position_ids"] = base._prepare_position_ids_for_generation(prompt_ids, kw)
+    if kw.get("attention_mask") is not None and bool((kw["attention_mask"] == 1).all()):
+        kw["attention_mask"] = None
+    kw = base._prepare_multimodal_encoder_kwargs_for_generation(kw)
+    ids, kw = base._expand_inputs_for_generation(expand_size=rows_each, input_ids=prompt_ids, **kw)
+    prefill = base(
+        input_ids=ids, **kw, cache=DynamicCache(config=base.config), use_cache=True,
+        logits_to_keep=1,
+    )  # fmt: skip
+    first = prefill.logits[:, -1].to(copy=True, dtype=torch.float32)
+    cache = _Cache(prefill.cache, max_new_tokens - 1)
+    del prefill
+    position = kw["position_ids"][..., -1:]
+    mask = kw.get("attention_mask")
+    mask = torch.ones_like(ids) if mask is None else mask
+    # 2. one token a step, as generate's sampling loop does it
     device = ids.device
     stops = torch.tensor(list(stop_ids), device=device)
     pad = torch.tensor(pad_id, device=device)
-    prompt_len = inputs["input_ids"].shape[1]
-    unfinished = ~torch.isin(ids[:, -1], stops)
-    steps = max_new_tokens - 1
-    for _ in range(steps):
+    prompt_len = prompt_ids.shape[1]
+    unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
         if not bool(unfinished.any()):
             break
-        position = position + 1
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        scores = _decode_step(base, ids[:, -1:], position, mask, cache)
+        if step == 0:
+            scores = first
+        else:
+            position = position + 1
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            scores = _decode_step(base, ids[:, -1:], position, mask, cache)
         if min_new_tokens and ids.shape[1] - prompt_len < min_new_tokens:
             scores = _forbid(scores, stop_ids)
         if suppress_tokens:

@@ -8,8 +8,9 @@ time (Sec. 4.3). Both go through :func:`generate`:
 - prompts are rendered with the processor's chat template (generation prompt
   ``<|im_start|>assistant\\n``), tokenized with their images and **left padded**, so every row's
   new tokens start at the same column;
-- the K samples of one prompt share that prompt in one ``model.generate`` call through
-  ``num_return_sequences`` (no Python loop over samples);
+- the K samples of one prompt share that prompt in one sampler call through
+  ``num_return_sequences`` (no Python loop over samples); the sampler is
+  :func:`r1reward.decode.sample`, ``model.generate``'s tokens bit for bit from a leaner loop;
 - sampling stops at ``<|im_end|>`` (or ``<|endoftext|>``).
 
 :func:`build_batch` puts prompts and completions back into tensors and
@@ -46,6 +47,7 @@ __all__ = [
     "STOP_TOKENS",
     "Completion",
     "encode",
+    "encode_each",
     "eval_mode",
     "frozen_vision_cache",
     "generate",
@@ -101,6 +103,36 @@ def encode(
     return processor(
         text=texts, padding=True, padding_side=padding_side, return_tensors="pt", **kwargs
     )
+
+
+def encode_each(processor: Any, conversations: Sequence[Conversation]) -> list[dict[str, Any]]:
+    """``[dict(encode(processor, [c])) for c in conversations]`` from one batched call: each
+    row's real tokens and its own images' rows of ``pixel_values`` / ``image_grid_thw``. The
+    chat template, the tokenizer and the image processor treat every conversation on its own,
+    so the pieces equal the one-by-one encodings (``tests/test_rollout.py`` checks it); a
+    batch with videos or keys this does not know is encoded one by one."""
+    batch = encode(processor, conversations)
+    known = {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"}
+    if set(batch.keys()) - known:
+        return [dict(encode(processor, [c])) for c in conversations]
+    counts = [len(visuals(c, i)[0]) for i, c in enumerate(conversations)]
+    grids = batch.get("image_grid_thw")
+    patches = grids.prod(-1).tolist() if grids is not None else []
+    out, image, row = [], 0, 0
+    for i, n in enumerate(counts):
+        keep = batch["attention_mask"][i].bool()
+        one: dict[str, Any] = {
+            k: batch[k][i : i + 1, keep]
+            for k in ("input_ids", "attention_mask", "mm_token_type_ids")
+            if k in batch
+        }
+        if n:
+            rows = sum(patches[image : image + n])
+            one["pixel_values"] = batch["pixel_values"][row : row + rows]
+            one["image_grid_thw"] = grids[image : image + n]
+            image, row = image + n, row + rows
+        out.append(one)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,8 +365,8 @@ def generate(
             prompt_len = batch["input_ids"].shape[1]
             recorder = _ChosenLogprobs(temperature) if record else None
             with _seeded(None if seed is None else batch_seed(seed, b), device):
-                # model.generate's tokens, bit for bit, with a leaner loop after the first
-                # token (r1reward.decode). Explicit neutral settings inside: a checkpoint's
+                # model.generate's tokens, bit for bit, from a leaner loop (r1reward.decode).
+                # Neutral settings where it falls back to generate: a checkpoint's
                 # generation_config (Qwen2.5-VL-Instruct ships repetition_penalty=1.05,
                 # top_k=1, ...) must not change the distribution sampled from, or the samples
                 # would not come from the policy that completion_logprobs scores.

@@ -184,4 +184,4 @@ def test_falls_back_to_generate(tiny, convs, monkeypatch):
             model, batch, max_new_tokens=12, stop_ids=STOPS, pad_id=0, do_sample=True, top_p=0.9
         )
         decode.sample(model, batch, max_new_tokens=12, stop_ids=STOPS, pad_id=0, do_sample=True)
-    assert calls == [12, 1]  # the fallback ran generate for all 12; the loop for the first only
+    assert calls == [12]  # the fallback ran generate for all 12 tokens; the loop never calls it

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from r1reward import decode
+from r1reward import decode, rollout
 from r1reward.models import load_model
 from r1reward.prompt import build_messages
 from r1reward.rollout import (
@@ -59,18 +59,18 @@ def test_encode_left_pads(tiny, convs):
 def test_k_completions_per_prompt_in_one_call(tiny, convs, monkeypatch):
     model, processor = tiny
     calls = []
-    real = model.generate
+    real = decode.sample  # rollout.generate's sampler (model.generate's tokens)
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("num_return_sequences"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", counting)
+    monkeypatch.setattr(decode, "sample", counting)
     t0 = time.perf_counter()
     out = generate(model, processor, convs, num_return_sequences=5, max_new_tokens=16, seed=0)
     dt = time.perf_counter() - t0
     print(f"\n{len(convs)} prompts x 5 samples x <=16 tokens: {dt:.2f} s")
-    assert calls == [5]  # one generate call for all prompts and samples
+    assert calls == [5]  # one sampler call for all prompts and samples
     assert [len(o) for o in out] == [5] * len(convs)
     for i, group in enumerate(out):
         for c in group:
@@ -87,8 +87,8 @@ def test_k_completions_per_prompt_in_one_call(tiny, convs, monkeypatch):
 def test_batch_size_splits_calls(tiny, convs, monkeypatch):
     model, processor = tiny
     calls = []
-    real = model.generate
-    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = decode.sample
+    monkeypatch.setattr(decode, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = generate(model, processor, convs, num_return_sequences=2, max_new_tokens=4, batch_size=2)
     assert len(calls) == 2 and [len(o) for o in out] == [2, 2, 2]
     assert [c.prompt_index for o in out for c in o] == [0, 0, 1, 1, 2, 2]
@@ -335,3 +335,24 @@ def test_frozen_vision_cache_runs_the_tower_once_per_image_and_changes_nothing(t
         for p in owner.visual.parameters():
             p.requires_grad_(True)
         model.zero_grad(set_to_none=True)
+
+
+def test_encode_each_equals_one_by_one(tiny, convs):
+    """RL keeps each prompt's encoding; one batched call cut into rows gives exactly the
+    encodings of one call per conversation (two images, none, different lengths)."""
+    processor = tiny[1]
+    two = build_messages(
+        "Which picture has more red?",
+        "The first.",
+        "The second, clearly.",
+        images=[Image.new("RGB", (56, 56), "red"), Image.new("RGB", (112, 56), "blue")],
+    )
+    none = build_messages("What is 2 + 2?", "4.", "5.", images=[])
+    mixed = [convs[1], two, none, convs[0]]
+    got = rollout.encode_each(processor, mixed)
+    want = [dict(encode(processor, [c])) for c in mixed]
+    assert [sorted(g) for g in got] == [sorted(w) for w in want]
+    for g, w in zip(got, want):
+        for key in w:
+            assert torch.equal(g[key], w[key]), key
+    assert got[1]["image_grid_thw"].shape[0] == 2 and "pixel_values" not in got[2]

@@ -29,7 +29,7 @@ from r1reward.data.splits import load_split, split_pairs
 from r1reward.judges import build_judge, consistency_rewards
 from r1reward.prompt import pair_messages
 from r1reward.recipes.rl import RLConfig
-from r1reward.rollout import completion_logprobs, encode, eval_mode, generate
+from r1reward.rollout import completion_logprobs, encode_each, eval_mode, generate
 
 __all__ = [
     "Rollout",
@@ -42,11 +42,13 @@ __all__ = [
     "load_pairs",
     "make_judge",
     "make_rollout",
+    "micro_logprobs",
     "pad_token_id",
     "sample_images",
     "sample_rollout",
     "score",
     "sequence_logprobs",
+    "shared_prompt_logprobs",
     "step_batch",
     "swap_draw",
 ]
@@ -188,6 +190,113 @@ def sequence_logprobs(
     return completion_logprobs(model, inputs, full_mask, temperature=temperature)[:, p:]
 
 
+def shared_prompt_logprobs(
+    model,
+    prompts: dict,
+    rows: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    temperature: float = 1.0,
+    *,
+    row_image_grid_thw: torch.Tensor,
+) -> torch.Tensor | None:
+    """:func:`sequence_logprobs` of ``B`` completions whose prompts repeat (a GRPO group's
+    samples): each of the ``U`` distinct prompts (``prompts``, left-padded, images included) is
+    run once, its keys and values are copied to its ``rows`` (``[B]`` indices into the ``U``
+    prompts), and only the completions run on top. The same sums as the full rows, with the
+    prompt's share of the work divided by the group size; the numbers agree to float rounding,
+    not bit for bit. Gradients flow through the shared keys and values into the prompt pass.
+
+    Returns ``None`` where it does not apply (not a Qwen2.5-VL with images, gradient
+    checkpointing, several processes, no prompt used twice); the caller then scores the rows
+    in full.
+    """
+    from r1reward.decode import _base
+
+    base = _base(model)
+    if (
+        len(set(rows.tolist())) == len(rows)
+        or getattr(
+            base, "is_activation_checkpointing", getattr(base, "is_gradient_checkpointing", False)
+        )
+        or "image_grid_thw" not in prompts
+        or "mm_token_type_ids" not in prompts
+        or "video_grid_thw" in prompts
+        or not hasattr(getattr(base, "model", None), "get_rope_index")
+        or (torch.distributed.is_available() and torch.distributed.is_initialized())
+    ):
+        return None
+    device = completion_ids.device
+    inputs = {k: v.to(device) for k, v in prompts.items()}
+    p, b = inputs["input_ids"].shape[1], completion_ids.shape[0]
+    cmask = completion_mask.to(inputs["attention_mask"].dtype)
+    rows = rows.to(device)
+    # the 3D rotary positions of the full rows, as the full forward pass computes them
+    full_ids = torch.cat([inputs["input_ids"][rows], completion_ids], dim=1)
+    full_mask = torch.cat([inputs["attention_mask"][rows], cmask], dim=1)
+    full_mm = torch.cat(
+        [inputs["mm_token_type_ids"][rows], torch.zeros_like(completion_ids)], dim=1
+    )
+    positions, _ = base.model.get_rope_index(
+        full_ids,
+        mm_token_type_ids=full_mm,
+        image_grid_thw=row_image_grid_thw.to(device),
+        attention_mask=full_mask,
+    )
+    first_row = {}
+    for i, u in enumerate(rows.tolist()):
+        first_row.setdefault(u, i)
+    order = torch.tensor([first_row[u] for u in range(inputs["input_ids"].shape[0])])
+    prompt_pass = model(
+        **inputs, position_ids=positions[:, order.to(device), :p], use_cache=True, logits_to_keep=1
+    )
+    cache = prompt_pass.cache if hasattr(prompt_pass, "cache") else prompt_pass.past_key_values
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+    logits = model(
+        input_ids=completion_ids,
+        attention_mask=full_mask,
+        position_ids=positions[:, :, p:],
+        cache=cache,
+        use_cache=True,
+    ).logits
+    logits = torch.cat([prompt_pass.logits[rows], logits[:, :-1]], dim=1)  # predict tokens 0..t-1
+    out = []
+    for i in range(b):
+        row = logits[i].float()
+        if temperature != 1.0:
+            row = row / temperature
+        out.append(row.gather(-1, completion_ids[i].unsqueeze(-1)).squeeze(-1) - row.logsumexp(-1))
+    return torch.stack(out) * completion_mask.to(device=device, dtype=torch.float32)
+
+
+def micro_logprobs(model, ro: Rollout, idx: torch.Tensor, pad_id: int, temperature: float):
+    """Log-probs ``[len(idx), T]`` of the rollout's samples ``idx``: through
+    :func:`shared_prompt_logprobs` when several of them share a prompt (``ro.k > 1``), else
+    :func:`sequence_logprobs` on full rows."""
+    device = next(model.parameters()).device
+    ids, mask = ro.ids[idx].to(device), ro.mask[idx].to(device)
+    if ro.k > 1:
+        prompt_of = [int(j) // ro.k for j in idx]
+        distinct = sorted(set(prompt_of))
+        if len(distinct) < len(prompt_of):
+            where = {u: i for i, u in enumerate(distinct)}
+            lp = shared_prompt_logprobs(
+                model,
+                collate([ro.prompts[u] for u in distinct], pad_id),
+                torch.tensor([where[u] for u in prompt_of]),
+                ids,
+                mask,
+                temperature,
+                row_image_grid_thw=torch.cat(
+                    [ro.prompts[u].get("image_grid_thw", torch.zeros(0, 3)) for u in prompt_of]
+                ),
+            )
+            if lp is not None:
+                return lp
+    return sequence_logprobs(model, ro.micro(idx, pad_id), ids, mask, temperature)
+
+
 @dataclass
 class Rollout:
     """One RL step's samples on this process. ``B`` samples, ``T`` completion tokens."""
@@ -218,18 +327,10 @@ def batched_logprobs(
     gradients, in micro-batches, with the model in eval mode as when it sampled (no dropout,
     e.g. LoRA's, in old or reference log-probs)."""
     out = torch.zeros_like(ro.mask)
-    device = next(model.parameters()).device
     rows = torch.arange(len(ro.texts)) if rows is None else rows
     with torch.no_grad(), eval_mode(model):
         for idx in rows.split(micro) if len(rows) else ():
-            lp = sequence_logprobs(
-                model,
-                ro.micro(idx, pad_id),
-                ro.ids[idx].to(device),
-                ro.mask[idx].to(device),
-                temperature,
-            )
-            out[idx] = lp.float().cpu()
+            out[idx] = micro_logprobs(model, ro, idx, pad_id, temperature).float().cpu()
     return out * ro.mask
 
 
@@ -347,7 +448,7 @@ def make_rollout(
             old[i, : len(lp)] = torch.tensor(list(lp), dtype=torch.float32)
         old = old * mask
     return Rollout(
-        prompts=[dict(encode(processor, [c])) for c in convs],
+        prompts=encode_each(processor, convs),
         k=k,
         ids=ids,
         mask=mask,

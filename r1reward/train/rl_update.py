@@ -21,7 +21,7 @@ import torch
 
 from r1reward import algorithms, algorithms_variants
 from r1reward.recipes.rl import ALGO_PRESETS, RLConfig
-from r1reward.train.rl_data import Rollout, batched_logprobs, sequence_logprobs
+from r1reward.train.rl_data import Rollout, batched_logprobs, micro_logprobs
 
 __all__ = [
     "as_float",
@@ -144,9 +144,7 @@ def ppo_update(
         for idx in order.split(cfg.micro_batch_size):
             with accelerator.accumulate(model):
                 mask = ro.mask[idx].to(device)
-                logp = sequence_logprobs(
-                    model, ro.micro(idx, pad_id), ro.ids[idx].to(device), mask, cfg.temperature
-                )
+                logp = micro_logprobs(model, ro, idx, pad_id, cfg.temperature)
                 if lazy and lazy.issuperset(idx.tolist()):  # first mini-batch, first epoch
                     old_logp[idx] = logp.detach().float().cpu() * ro.mask[idx]
                     lazy -= set(idx.tolist())
