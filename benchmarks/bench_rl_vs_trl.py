@@ -73,7 +73,7 @@ def _fix_length(n: int) -> None:
     sample = decode.sample
 
     def fixed_sample(model, inputs, **kwargs):
-        config = decode._base(model).config
+        config = decode.base_model(model).config
         vision = [getattr(config, k) for k in VISION_TOKENS if getattr(config, k, None) is not None]
         kwargs.update(min_new_tokens=n, suppress_tokens=vision)
         return sample(model, inputs, **kwargs)

@@ -35,13 +35,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["sample", "supported"]
+__all__ = ["base_model", "sample", "supported"]
 
 #: ``(input_ids, scores) -> scores`` after Hugging Face's ``LogitsProcessor`` protocol.
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _base(model: Any) -> Any:
+def base_model(model: Any) -> Any:
     """The model under a peft wrapper (its LoRA layers stay in place inside it)."""
     get = getattr(model, "get_base_model", None)
     return get() if callable(get) else model
@@ -51,7 +51,7 @@ def supported(model: Any, *, top_p: float = 1.0) -> bool:
     """Whether :func:`sample` can run ``model``'s decoding itself (else it calls ``generate``)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    base = _base(model)
+    base = base_model(model)
     if not isinstance(base, Qwen2_5_VLForConditionalGeneration) or base.training or top_p < 1:
         return False
     text = base.config.get_text_config()
@@ -224,7 +224,7 @@ def sample(
     #    mask dropped when nothing is padded, the image features once per image, the
     #    expansion to k rows; then one forward pass over all rows (each row on its own, as in
     #    generate: the k copies of a prompt need not round alike)
-    base = _base(model)
+    base = base_model(model)
     rows_each = 1 if greedy else num_return_sequences
     prompt_ids = inputs["input_ids"]
     kw = {key: value for key, value in inputs.items() if key != "input_ids"}

@@ -54,6 +54,7 @@ __all__ = [
     "build_batch",
     "completion_logprobs",
     "stop_token_ids",
+    "token_logprobs",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -518,13 +519,19 @@ def completion_logprobs(
     keep = t - first + 1  # logits at columns first-1 .. t-1 predict tokens first .. t
     logits = model(**batch, logits_to_keep=keep).logits  # (B, keep, V)
     logits = logits[:, :-1]  # predictions for columns first .. t-1
-    targets = input_ids[:, first:]
+    scored = token_logprobs(logits, input_ids[:, first:], temperature)
+    scored = scored * mask[:, first:].to(torch.float32)
+    return torch.cat([out[:, :first], scored], dim=1)
+
+
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0):
+    """``[B, T]`` log-probabilities of ``targets`` ``[B, T]`` under ``logits`` ``[B, T, V]`` at
+    ``temperature``; the log-softmax is taken row by row in float32, so the ``[B, T, V]``
+    float32 tensor is never materialised."""
     rows = []
-    for b in range(bsz):
-        row = logits[b].float()
+    for logit, target in zip(logits, targets):
+        row = logit.float()
         if temperature != 1.0:
             row = row / temperature
-        lp = row.gather(-1, targets[b].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1)
-        rows.append(lp)
-    scored = torch.stack(rows) * mask[:, first:].to(torch.float32)
-    return torch.cat([out[:, :first], scored], dim=1)
+        rows.append(row.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(row, dim=-1))
+    return torch.stack(rows)

@@ -26,10 +26,17 @@ import torch
 from r1reward import rewards
 from r1reward.curation import select_hard
 from r1reward.data.splits import load_split, split_pairs
+from r1reward.decode import base_model
 from r1reward.judges import build_judge, consistency_rewards
 from r1reward.prompt import pair_messages
 from r1reward.recipes.rl import RLConfig
-from r1reward.rollout import completion_logprobs, encode_each, eval_mode, generate
+from r1reward.rollout import (
+    completion_logprobs,
+    encode_each,
+    eval_mode,
+    generate,
+    token_logprobs,
+)
 
 __all__ = [
     "Rollout",
@@ -211,9 +218,7 @@ def shared_prompt_logprobs(
     checkpointing, several processes, no prompt used twice); the caller then scores the rows
     in full.
     """
-    from r1reward.decode import _base
-
-    base = _base(model)
+    base = base_model(model)
     if (
         len(set(rows.tolist())) == len(rows)
         or getattr(
@@ -228,7 +233,7 @@ def shared_prompt_logprobs(
         return None
     device = completion_ids.device
     inputs = {k: v.to(device) for k, v in prompts.items()}
-    p, b = inputs["input_ids"].shape[1], completion_ids.shape[0]
+    p = inputs["input_ids"].shape[1]
     cmask = completion_mask.to(inputs["attention_mask"].dtype)
     rows = rows.to(device)
     # the 3D rotary positions of the full rows, as the full forward pass computes them
@@ -261,13 +266,8 @@ def shared_prompt_logprobs(
         use_cache=True,
     ).logits
     logits = torch.cat([prompt_pass.logits[rows], logits[:, :-1]], dim=1)  # predict tokens 0..t-1
-    out = []
-    for i in range(b):
-        row = logits[i].float()
-        if temperature != 1.0:
-            row = row / temperature
-        out.append(row.gather(-1, completion_ids[i].unsqueeze(-1)).squeeze(-1) - row.logsumexp(-1))
-    return torch.stack(out) * completion_mask.to(device=device, dtype=torch.float32)
+    lp = token_logprobs(logits, completion_ids, temperature)
+    return lp * completion_mask.to(device=device, dtype=torch.float32)
 
 
 def micro_logprobs(model, ro: Rollout, idx: torch.Tensor, pad_id: int, temperature: float):
