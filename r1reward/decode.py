@@ -20,7 +20,9 @@ prints the two side by side.
 
 Whatever the loop does not cover goes to ``generate`` unchanged (:func:`supported`): another
 architecture, top-p below 1, attention other than ``sdpa``, sliding-window layers, videos, a
-model in training mode, several processes (DeepSpeed ZeRO-3 and FSDP keep peers stepping
+checkpoint whose ``generation_config`` asks for another logits processor (``bad_words_ids``,
+``min_p``, ...; the sampling settings themselves are passed on every call), a model in training
+mode, several processes (DeepSpeed ZeRO-3 and FSDP keep peers stepping
 together inside ``generate``), or an MPS device. It leans on ``generate``'s private helpers
 (``_prepare_position_ids_for_generation``, ``_prepare_multimodal_encoder_kwargs_for_generation``,
 ``_expand_inputs_for_generation``) of the transformers 5 series; the tests say when an upgrade
@@ -59,10 +61,45 @@ def supported(model: Any, *, top_p: float = 1.0) -> bool:
         return False
     if any(t != "full_attention" for t in getattr(text, "layer_types", None) or ()):
         return False
-    if next(base.parameters()).device.type == "mps":
+    if next(base.parameters()).device.type == "mps" or _processing_settings(base):
         return False
     dist = torch.distributed
     return not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+
+
+#: generation_config fields that make ``generate`` add a logits processor which :func:`sample`
+#: does not apply, with their neutral values (the sampling settings themselves are passed
+#: explicitly on every call and override the checkpoint's).
+_PROCESSING_DEFAULTS: dict[str, Any] = {
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "min_p": None,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "encoder_repetition_penalty": 1.0,
+    "exponential_decay_length_penalty": None,
+    "sequence_bias": None,
+    "renormalize_logits": False,
+    "watermarking_config": None,
+    "guidance_scale": None,
+    "stop_strings": None,
+}
+
+
+def _processing_settings(base: Any) -> dict[str, Any]:
+    """The checkpoint's generation_config settings that would change ``generate``'s scores
+    beyond what :func:`sample` reproduces (then it hands the call to ``generate``)."""
+    config = getattr(base, "generation_config", None)
+    return {
+        key: getattr(config, key)
+        for key, neutral in _PROCESSING_DEFAULTS.items()
+        if getattr(config, key, neutral) not in (neutral, None, [], 0)
+    }
 
 
 class _Cache:
@@ -238,7 +275,7 @@ def sample(
         logits_to_keep=1,
     )  # fmt: skip
     first = prefill.logits[:, -1].to(copy=True, dtype=torch.float32)
-    cache = _Cache(prefill.cache, max_new_tokens - 1)
+    cache = _Cache(prefill.cache, max(0, max_new_tokens - 1))
     del prefill
     position = kw["position_ids"][..., -1:]
     mask = kw.get("attention_mask")

@@ -185,3 +185,24 @@ def test_falls_back_to_generate(tiny, convs, monkeypatch):
         )
         decode.sample(model, batch, max_new_tokens=12, stop_ids=STOPS, pad_id=0, do_sample=True)
     assert calls == [12]  # the fallback ran generate for all 12 tokens; the loop never calls it
+
+
+def test_checkpoint_processors_send_the_call_to_generate(tiny, convs):
+    """A generation_config that adds a processor the loop does not apply (here bad words) is
+    left to generate, which applies it; the loop's output would otherwise differ."""
+    model, processor = tiny
+    assert decode.supported(model)
+    batch = encode(processor, convs)
+    settings = dict(max_new_tokens=20, stop_ids=STOPS, pad_id=0, do_sample=False)
+    with torch.inference_mode():
+        plain = decode.sample(model, batch, **settings)[:, batch["input_ids"].shape[1] :]
+    word = int(plain[0, 0])  # a token greedy decoding chooses
+    model.generation_config.bad_words_ids = [[word]]
+    try:
+        assert not decode.supported(model)
+        with torch.inference_mode():
+            out = decode.sample(model, batch, **settings)[:, batch["input_ids"].shape[1] :]
+        assert not bool((out == word).any())  # generate applied the checkpoint's bad word
+    finally:
+        model.generation_config.bad_words_ids = None
+    assert decode.supported(model)
