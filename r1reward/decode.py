@@ -98,7 +98,7 @@ def _processing_settings(base: Any) -> dict[str, Any]:
     return {
         key: getattr(config, key)
         for key, neutral in _PROCESSING_DEFAULTS.items()
-        if getattr(config, key, neutral) not in (neutral, None, [], 0)
+        if getattr(config, key, neutral) not in (neutral, None, [])
     }
 
 

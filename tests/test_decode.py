@@ -206,3 +206,9 @@ def test_checkpoint_processors_send_the_call_to_generate(tiny, convs):
     finally:
         model.generation_config.bad_words_ids = None
     assert decode.supported(model)
+    model.generation_config.forced_bos_token_id = 0  # token id 0 is a real forced token
+    try:
+        assert not decode.supported(model)
+    finally:
+        model.generation_config.forced_bos_token_id = None
+    assert decode.supported(model)
