@@ -366,11 +366,9 @@ def generate(
             prompt_len = batch["input_ids"].shape[1]
             recorder = _ChosenLogprobs(temperature) if record else None
             with _seeded(None if seed is None else batch_seed(seed, b), device):
-                # model.generate's tokens, bit for bit, from a leaner loop (r1reward.decode).
-                # Neutral settings where it falls back to generate: a checkpoint's
-                # generation_config (Qwen2.5-VL-Instruct ships repetition_penalty=1.05,
-                # top_k=1, ...) must not change the distribution sampled from, or the samples
-                # would not come from the policy that completion_logprobs scores.
+                # model.generate's tokens, bit for bit, from a leaner loop; the checkpoint's
+                # generation_config never changes the distribution that completion_logprobs
+                # scores (r1reward.decode: explicit neutral settings where it calls generate)
                 sequences = decode.sample(
                     model,
                     batch,

@@ -169,6 +169,19 @@ def completion_tensors(token_ids: Sequence[Sequence[int]], pad_id: int):
     return ids, mask
 
 
+def _with_completion(prompt: dict, completion_ids: torch.Tensor, cmask: torch.Tensor) -> dict:
+    """The prompt's per-token tensors (ids, mask, token types) with the completion appended:
+    its ids, its mask ``cmask`` (already in the prompt mask's dtype) and text token types."""
+    out = {
+        "input_ids": torch.cat([prompt["input_ids"], completion_ids], dim=1),
+        "attention_mask": torch.cat([prompt["attention_mask"], cmask], dim=1),
+    }
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if key in prompt:
+            out[key] = torch.cat([prompt[key], torch.zeros_like(completion_ids)], dim=1)
+    return out
+
+
 def sequence_logprobs(
     model,
     prompt: dict,
@@ -183,11 +196,7 @@ def sequence_logprobs(
     inputs = {k: v.to(device) for k, v in prompt.items()}
     p = inputs["input_ids"].shape[1]
     cmask = completion_mask.to(inputs["attention_mask"].dtype)
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion_ids], dim=1)
-    inputs["attention_mask"] = torch.cat([inputs["attention_mask"], cmask], dim=1)
-    for key in ("mm_token_type_ids", "token_type_ids"):
-        if key in inputs:
-            inputs[key] = torch.cat([inputs[key], torch.zeros_like(completion_ids)], dim=1)
+    inputs.update(_with_completion(inputs, completion_ids, cmask))
     full_mask = torch.cat([torch.zeros_like(inputs["attention_mask"][:, :p]), cmask], dim=1)
     if not bool(cmask.any()):
         # nothing to score (empty completions): still run the model so the loss has a graph
@@ -237,16 +246,16 @@ def shared_prompt_logprobs(
     cmask = completion_mask.to(inputs["attention_mask"].dtype)
     rows = rows.to(device)
     # the 3D rotary positions of the full rows, as the full forward pass computes them
-    full_ids = torch.cat([inputs["input_ids"][rows], completion_ids], dim=1)
-    full_mask = torch.cat([inputs["attention_mask"][rows], cmask], dim=1)
-    full_mm = torch.cat(
-        [inputs["mm_token_type_ids"][rows], torch.zeros_like(completion_ids)], dim=1
+    full = _with_completion(
+        {k: inputs[k][rows] for k in ("input_ids", "attention_mask", "mm_token_type_ids")},
+        completion_ids,
+        cmask,
     )
     positions, _ = base.model.get_rope_index(
-        full_ids,
-        mm_token_type_ids=full_mm,
+        full["input_ids"],
+        mm_token_type_ids=full["mm_token_type_ids"],
         image_grid_thw=row_image_grid_thw.to(device),
-        attention_mask=full_mask,
+        attention_mask=full["attention_mask"],
     )
     first_row = {}
     for i, u in enumerate(rows.tolist()):
@@ -260,7 +269,7 @@ def shared_prompt_logprobs(
         layer.keys, layer.values = layer.keys[rows], layer.values[rows]
     logits = model(
         input_ids=completion_ids,
-        attention_mask=full_mask,
+        attention_mask=full["attention_mask"],
         position_ids=positions[:, :, p:],
         cache=cache,
         use_cache=True,
