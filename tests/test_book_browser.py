@@ -249,7 +249,9 @@ def test_internal_links_and_anchors_resolve() -> None:
                 broken.append(f"{page}: {href} (no file {target})")
                 continue
             if parsed.fragment and target.suffix == ".html":
-                links = cache.setdefault(target, _parse_links(target))
+                if target not in cache:  # parse each target once (setdefault would parse it
+                    cache[target] = _parse_links(target)  # for every link that names it)
+                links = cache[target]
                 if parsed.fragment not in links.ids:
                     broken.append(f"{page}: {href} (no id {parsed.fragment!r})")
     assert not broken, "broken internal links:\n" + "\n".join(broken)
@@ -275,7 +277,8 @@ def test_vendored_libraries_are_in_the_build() -> None:
 
 
 def run_chromium(url: str, workdir: Path, *, screenshot: Path | None = None) -> dict:
-    """Open ``url`` headless with outside hosts unresolvable; return DOM, log and page requests.
+    """Open ``url`` headless with outside hosts unresolvable; return DOM, log and page requests
+    (and, with ``screenshot``, save a full-page picture from the same load).
 
     Returns ``{"dom": str, "stderr": str, "requests": [url, ...]}`` where ``requests`` are the
     network requests the *page* made (Chromium's own background traffic, whose initiator is
@@ -303,7 +306,9 @@ def run_chromium(url: str, workdir: Path, *, screenshot: Path | None = None) -> 
         f"--virtual-time-budget={VIRTUAL_TIME_MS}",
     ]
     if screenshot is not None:
-        cmd = [*base, "--window-size=1280,16000", f"--screenshot={screenshot}", url]
+        # one load gives both the DOM and a full-page picture (a second Chromium run for the
+        # picture cost about 4 s a chapter)
+        cmd = [*base, "--window-size=1280,16000", f"--screenshot={screenshot}", "--dump-dom", url]
     else:
         cmd = [*base, "--window-size=1280,2000", "--dump-dom", url]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S)
@@ -377,7 +382,13 @@ def test_page_renders_offline_without_errors(page: str, workdir: Path) -> None:
     path = page_html(page)
     assert path.is_file(), f"{page} is in _toc.yml but {path} was not built"
     source = path.read_text(encoding="utf-8")
-    result = run_chromium(path.as_uri(), workdir)
+    png = None
+    if page.startswith("notebooks/"):
+        shots = BOOK.parent / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        png = shots / f"{Path(page).name}.png"
+        png.unlink(missing_ok=True)  # a picture left by an earlier run must not pass for this one
+    result = run_chromium(path.as_uri(), workdir, screenshot=png)
     dom = result["dom"]
 
     outside = [u for u in result["requests"] if is_outside(u)]
@@ -398,9 +409,5 @@ def test_page_renders_offline_without_errors(page: str, workdir: Path) -> None:
             f"{page}: the saved ipywidgets were not rendered"
         )
 
-    if page.startswith("notebooks/"):
-        shots = BOOK.parent / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
-        png = shots / f"{Path(page).name}.png"
-        run_chromium(path.as_uri(), workdir, screenshot=png)
+    if png is not None:
         assert png.is_file() and png.stat().st_size > 10_000, f"no screenshot of {page}"
