@@ -11,6 +11,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?=
 EXTRAS ?= book,dev
 STAMP := $(VENV)/.r1reward-installed
+# Processes for the unit tests (pytest-xdist; each test file stays in one process, so its
+# module fixtures are built once; every process runs torch on one thread, tests/conftest.py).
 JOBS ?= 2
 
 JB := $(VENV)/bin/jupyter-book
@@ -86,7 +88,7 @@ chromium:
 	fi
 
 test-unit: install
-	$(PY) -m pytest -q -m "not browser" tests
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -m "not browser" tests
 
 # A fresh copy of the book's sources; its _config.yml leaves the chapters (notebooks/) as nbmake
 # executed them and still executes the Markdown pages with code cells (book/full_scale.md).
