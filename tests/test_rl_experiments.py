@@ -179,3 +179,29 @@ def test_heldout_accuracy_remakes_a_cached_evaluation_made_with_other_settings(t
     assert config["batch_size"] == 2 and config["samples_per_unit"] == 0
     assert {r["sample"] for r in load_records(tmp_path / "eval" / "results.jsonl")} == {"greedy"}
     assert again["accuracy"] == first["accuracy"] and math.isnan(again["sampled_accuracy"])
+
+
+def test_voting_eval_draws_the_same_samples_anywhere_and_reads_them_back(
+    tiny, tmp_path, monkeypatch
+):
+    """Chapters 6 and 11 share one Voting@K evaluation (chapter 11 reads chapter 6's folder):
+    that is only sound if the call is deterministic and a finished folder is read, not redrawn."""
+    from r1reward.chapters import artifacts
+    from r1reward.toy.world import make_pairs
+
+    pairs = make_pairs(2, seed=0, split="heldout")
+    first = rx.voting_eval(tiny, pairs, tmp_path / "a", k_max=6, max_new_tokens=6, progress=False)
+    again = rx.voting_eval(tiny, pairs, tmp_path / "b", k_max=6, max_new_tokens=6, progress=False)
+    records = (tmp_path / "a" / "results.jsonl").read_text()
+    assert records == (tmp_path / "b" / "results.jsonl").read_text()
+    assert first == again
+    assert len(records.splitlines()) == 2 * 2 * (1 + 6)  # pairs x orders x (greedy + k_max)
+    # a finished folder is read back: its records are neither redrawn nor appended to
+    before = (tmp_path / "a" / "results.jsonl").stat().st_mtime_ns
+    assert rx.voting_eval(tiny, pairs, tmp_path / "a", k_max=6, max_new_tokens=6) == first
+    assert (tmp_path / "a" / "results.jsonl").stat().st_mtime_ns == before
+    assert (tmp_path / "a" / "results.jsonl").read_text() == records
+
+    monkeypatch.setenv("R1REWARD_ARTIFACTS", str(tmp_path / "artifacts"))
+    folder = artifacts.voting_dir("ci", tmp_path / "sft-abc", 8)
+    assert folder == tmp_path / "artifacts" / "ci" / "rl-runs" / "sft-abc-voting-8"

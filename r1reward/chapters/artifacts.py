@@ -51,6 +51,7 @@ __all__ = [
     "sft_model",
     "sft_report",
     "scalar_baseline",
+    "voting_dir",
 ]
 
 #: The recipe each profile uses.
@@ -228,6 +229,14 @@ def sft_report(profile: str) -> dict[str, Any]:
         tmp.write_text(json.dumps(report))
         tmp.replace(path)
         return report
+
+
+def voting_dir(profile: str, model_dir: str | Path, n_pairs: int) -> Path:
+    """Where a model's sampled judgments of the first ``n_pairs`` held-out pairs are kept:
+    ``artifacts/<profile>/rl-runs/<model folder name>-voting-<n_pairs>``. Chapter 6 draws them
+    for the cold-start model (:func:`r1reward.chapters.experiments.voting_eval`); the Results
+    chapter reads the same folder instead of drawing the same samples again."""
+    return artifacts_dir(profile) / "rl-runs" / f"{Path(model_dir).name}-voting-{n_pairs}"
 
 
 def scalar_baseline(profile: str) -> dict[str, Any]:

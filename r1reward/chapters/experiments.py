@@ -274,6 +274,30 @@ def heldout_accuracy(
     }
 
 
+def voting_eval(
+    model_dir: str | Path,
+    pairs: Sequence[Any],
+    out_dir: str | Path,
+    *,
+    k_max: int = 15,
+    max_new_tokens: int = 200,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One greedy and ``k_max`` sampled judgments (temperature 1, seed 0, batches of 8) of every
+    pair in both answer orders, through :func:`r1reward.evaluate.evaluate` with
+    ``ks=(1, 5, k_max)``: the Voting@K / Any-correct@K evaluation of chapters 6 and 11, in one
+    place so that both draw (or read) the same samples. Resumable and cached in ``out_dir``;
+    returns the evaluation summary (:func:`r1reward.evaluate.accuracy_vs_k` on
+    ``out_dir/results.jsonl`` gives the curves)."""
+    model, processor = load_model(str(model_dir))
+    sampler = ModelSampler(
+        model, processor, batch_size=8, max_new_tokens=max_new_tokens, temperature=1.0, seed=0
+    )
+    return evaluate(
+        sampler, pairs, ks=(1, 5, k_max), orders="both", out_dir=out_dir, progress=progress
+    )
+
+
 EVAL_COLUMNS = ("accuracy", "sampled_accuracy", "position_bias", "well_formed", "length")
 
 
